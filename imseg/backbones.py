@@ -1,0 +1,148 @@
+"""Backbones: any `keras.applications` constructor by name, with its own input normalisation.
+
+The normalisation each family expects (its `preprocess_input`) is rebuilt from built-in Keras layers so
+that a saved model holds no imseg code and loads anywhere Keras does.
+"""
+
+import inspect
+import os
+
+import keras
+import numpy as np
+
+from imseg.config import _did_you_mean
+from imseg.errors import ConfigError
+
+# keras.applications module -> preprocess_input mode. "none": the model normalises inside itself.
+PREPROCESS_MODES = {
+    "resnet": "caffe",
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "resnet_v2": "tf",
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "xception": "tf",
+    "inception_v3": "tf",
+    "inception_resnet_v2": "tf",
+    "nasnet": "tf",
+    "densenet": "torch",
+    "convnext": "none",
+    "efficientnet": "none",
+    "efficientnet_v2": "none",
+    "mobilenet_v3": "none",
+}
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def constructors():
+    """{lower-case name: constructor} of every keras.applications model."""
+    return {
+        name.lower(): fn
+        for name, fn in vars(keras.applications).items()
+        if inspect.isfunction(fn) and fn.__module__.rsplit(".", 1)[-1] in PREPROCESS_MODES
+    }
+
+
+def get_constructor(name, source="config"):
+    table = constructors()
+    fn = table.get(name.lower())
+    if fn is None:
+        names = sorted(f.__name__ for f in table.values())
+        raise ConfigError(
+            f"{source}: key 'backbone': unknown backbone '{name}'{_did_you_mean(name, names)}; "
+            f"choose one of: {', '.join(names)}"
+        )
+    return fn
+
+
+def preprocess_mode(name):
+    return PREPROCESS_MODES[get_constructor(name).__module__.rsplit(".", 1)[-1]]
+
+
+def preprocess_weights(mode):
+    """Kernel (1, 1, 3, 3) and bias (3,) of a 1x1 conv that equals `preprocess_input` in `mode` on 0-255 RGB."""
+    if mode == "caffe":  # RGB -> BGR, then subtract the ImageNet mean
+        kernel, bias = np.eye(3)[::-1], -np.array(_CAFFE_MEAN_BGR)
+    elif mode == "tf":  # [-1, 1]
+        kernel, bias = np.eye(3) / 127.5, -np.ones(3)
+    elif mode == "torch":  # [0, 1], then standardise per channel
+        std = np.array(_TORCH_STD)
+        kernel, bias = np.diag(1.0 / (255.0 * std)), -np.array(_TORCH_MEAN) / std
+    elif mode == "none":
+        kernel, bias = np.eye(3), np.zeros(3)
+    else:
+        raise ValueError(f"unknown preprocessing mode {mode!r}")
+    # Conv kernels map input channel i (rows) to output channel o (columns).
+    return kernel.T.reshape(1, 1, 3, 3).astype("float32"), bias.astype("float32")
+
+
+def make_backbone(config, source="config"):
+    """Build the backbone named by the config (without top), with or without pretrained weights."""
+    fn = get_constructor(config.backbone, source)
+    kwargs = dict(config.backbone_kwargs)
+    if kwargs.pop("include_top", False):
+        raise ConfigError(f"{source}: key 'backbone_kwargs.include_top': must be false (segmentation needs no top)")
+    for key in ("input_shape", "input_tensor"):
+        if key in kwargs:
+            raise ConfigError(f"{source}: key 'backbone_kwargs.{key}': not allowed; set the top-level 'input_shape'")
+    weights = kwargs.pop("weights", "imagenet") if config.pretrained else None
+    kwargs.pop("weights", None)
+    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
+        raise ConfigError(
+            f"{source}: key 'backbone_kwargs.weights': file not found: {weights} "
+            "(give \"imagenet\" or the path of a local .h5/.weights.h5 file)"
+        )
+    accepted = set(inspect.signature(fn).parameters)
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"{source}: key 'backbone_kwargs.{key}': {fn.__name__} has no such argument"
+                f"{_did_you_mean(key, accepted)}; it accepts: {', '.join(sorted(accepted))}"
+            )
+    try:
+        backbone = fn(include_top=False, weights=weights, input_shape=tuple(config.input_shape), **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {fn.__name__} cannot be built with this config: {_first_line(e)}") from None
+    except Exception as e:  # keras.utils.get_file raises a bare Exception when it cannot download
+        if weights != "imagenet":
+            raise
+        raise ConfigError(
+            f"{source}: cannot download ImageNet weights for {fn.__name__} (no network?): {_first_line(e)}. "
+            "Download them on a connected machine (keras caches them in ~/.keras/models/) and set "
+            "backbone_kwargs.weights to the local .h5 file, or set pretrained: false"
+        ) from None
+    backbone.trainable = config.backbone_trainable
+    momentum = config.bn_momentum
+    if momentum == "auto":
+        # keras.applications use 0.99-0.999, tuned for fine-tuning; from scratch, such slow running
+        # statistics lag the weights for thousands of steps and make validation scores meaningless.
+        momentum = None if config.pretrained else 0.9
+    if momentum is not None:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(momentum)
+    return backbone
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def feature_candidates(backbone):
+    """Layer names that end each spatial resolution of the backbone, with their output shapes.
+
+    These are the natural RefineNet inputs (for ResNets, the `convN_blockM_out` layers).
+    """
+    last = {}
+    for layer in backbone.layers:
+        shape = getattr(layer, "output", None) is not None and tuple(layer.output.shape)
+        if not shape or len(shape) != 4 or isinstance(layer, keras.layers.ZeroPadding2D):
+            continue
+        last[shape[1:3]] = (layer.name, shape[1:])
+    return sorted(last.values(), key=lambda item: -item[1][0])
+
+
+def describe_candidates(backbone):
+    return ", ".join(f"{name} ({h}x{w}x{c})" for name, (h, w, c) in feature_candidates(backbone))

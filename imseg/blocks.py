@@ -1,0 +1,86 @@
+"""RefineNet building blocks (Lin et al., CVPR 2017), as functional sub-graphs of built-in Keras layers.
+
+Each function takes symbolic tensors and returns the block's output, in the style of
+`keras.applications`. Built-in layers only: a saved model needs no imseg code to load.
+Layer names are derived from `name`, so weights line up between builds.
+"""
+
+from keras import layers
+
+from imseg.errors import ConfigError
+
+
+def residual_conv_unit(x, filters, num_convs=2, kernel_size=3, name="rcu"):
+    """RCU: `num_convs` x (ReLU -> conv) plus the input (through a 1x1 conv when the width changes)."""
+    shortcut = x
+    if x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, name=f"{name}_shortcut")(x)
+    y = x
+    for i in range(1, num_convs + 1):
+        y = layers.ReLU(name=f"{name}_relu{i}")(y)
+        y = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv{i}")(y)
+    return layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def multi_resolution_fusion(inputs, filters, upsampling="bilinear", kernel_size=3, name="mrf"):
+    """MRF: a conv of each input to `filters`, upsampled to the largest input, summed.
+
+    A single input passes through unchanged, as in the paper.
+    """
+    if len(inputs) == 1:
+        return inputs[0]
+    height, width = max((tuple(x.shape[1:3]) for x in inputs), key=lambda hw: hw[0] * hw[1])
+    paths = []
+    for i, x in enumerate(inputs, start=1):
+        y = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv{i}")(x)
+        if tuple(y.shape[1:3]) != (height, width):
+            y = _upsample(y, height, width, upsampling, f"{name}_up{i}")
+        paths.append(y)
+    return layers.Add(name=f"{name}_sum")(paths)
+
+
+def _upsample(x, height, width, mode, name):
+    if mode == "bilinear":
+        return layers.Resizing(height, width, interpolation="bilinear", name=name)(x)
+    h, w = x.shape[1:3]
+    if height % h or width % w or height // h != width // w:
+        raise ConfigError(
+            f"key 'refine_net_kwargs.mrf_kwargs.upsampling': transpose needs an integer scale between "
+            f"fused inputs, but {h}x{w} -> {height}x{width} is not; use \"bilinear\" or another input_shape"
+        )
+    factor = height // h
+    return layers.Conv2DTranspose(x.shape[-1], 2 * factor, strides=factor, padding="same", name=name)(x)
+
+
+def chained_residual_pooling(x, filters, num_stages=2, pool_size=5, kernel_size=3, name="crp"):
+    """CRP: ReLU, then a chain of (max-pool, stride 1 -> conv) stages, each added to the running sum."""
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    total = path = x
+    for i in range(1, num_stages + 1):
+        path = layers.MaxPooling2D(pool_size, strides=1, padding="same", name=f"{name}_pool{i}")(path)
+        path = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv{i}")(path)
+        total = layers.Add(name=f"{name}_add{i}")([total, path])
+    return total
+
+
+def refine_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=None, crp_kwargs=None, name="refine"):
+    """One RefineNet block: RCU per input -> MRF -> CRP -> output RCU.
+
+    Input path i is `channels_i // reduce_channel_scale` wide; the block output is
+    `min(channels) // reduce_channel_scale` wide (the AIR ImSeg rule).
+    """
+    rcu_kwargs, mrf_kwargs, crp_kwargs = rcu_kwargs or {}, mrf_kwargs or {}, crp_kwargs or {}
+    channels = [x.shape[-1] for x in inputs]
+    width = min(channels) // reduce_channel_scale
+    if width < 1:
+        raise ConfigError(
+            f"key 'refine_net_kwargs.reduce_channel_scale': {reduce_channel_scale} leaves block '{name}' "
+            f"with no channels (its narrowest input has {min(channels)})"
+        )
+    paths = [
+        residual_conv_unit(x, c // reduce_channel_scale, name=f"{name}_rcu{i}", **rcu_kwargs)
+        for i, (x, c) in enumerate(zip(inputs, channels), start=1)
+    ]
+    y = multi_resolution_fusion(paths, width, name=f"{name}_mrf", **mrf_kwargs)
+    y = chained_residual_pooling(y, width, name=f"{name}_crp", **crp_kwargs)
+    return residual_conv_unit(y, width, name=f"{name}_out", **rcu_kwargs)

@@ -1,0 +1,45 @@
+"""classes.json -> the sorted `super:sub` class names that index annotation channels, and selections of them."""
+
+import os
+
+from imseg.config import _did_you_mean, parse_file
+from imseg.errors import ConfigError
+
+
+def load_class_names(path):
+    """Read `{"building": ["hospital", "other"], ...}` and return the sorted `super:sub` names.
+
+    Channel k of every annotation is the k-th name of this list (the AIR ImSeg convention).
+    """
+    if not os.path.exists(path):
+        raise ConfigError(f"{path}: classes file not found (pass --classes_path)")
+    data = parse_file(path)
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f'{path}: expected a mapping {{"super": ["sub", ...]}}, e.g. {{"building": ["other"]}}')
+    names = []
+    for sup, subs in data.items():
+        if not isinstance(subs, list) or not subs or not all(isinstance(s, str) and s for s in subs):
+            raise ConfigError(f"{path}: key '{sup}': expected a non-empty list of sub-class names")
+        names.extend(f"{sup}:{sub}" for sub in subs)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: a super:sub class is listed twice")
+    return sorted(names)
+
+
+def select_classes(config, all_names, source):
+    """Return (names, channel indices) of the classes the config trains on, validating benchmark_class."""
+    names = list(config.classes) or list(all_names)
+    for name in names:
+        if name not in all_names:
+            raise ConfigError(
+                f"{source}: key 'classes': unknown class '{name}'{_did_you_mean(name, all_names)}; "
+                f"classes.json has: {', '.join(all_names)}"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: key 'classes': a class is listed twice")
+    if config.benchmark_class is not None and config.benchmark_class not in names:
+        raise ConfigError(
+            f"{source}: key 'benchmark_class': '{config.benchmark_class}' is not among the trained classes"
+            f"{_did_you_mean(config.benchmark_class, names)}; choose one of: {', '.join(names)}"
+        )
+    return names, [all_names.index(n) for n in names]

@@ -1,0 +1,335 @@
+"""Training configs: JSON/YAML file -> one frozen, validated `Config` with every default filled in.
+
+The file format is the AIR ImSeg one (see README, "Config reference"); every key is checked here, so
+nothing later re-reads the file or meets an unchecked value. Errors name the file and the dotted key.
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from imseg.errors import ConfigError
+
+MODEL_TYPES = ("RefineNet",)
+MIXED_PRECISION = ("auto", "none", "mixed_bfloat16", "mixed_float16")
+UPSAMPLING = ("bilinear", "transpose")
+
+
+# --- value checkers: each returns the normalised value or raises ValueError with what was expected.
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(minimum=None):
+    def check(v):
+        if not _is_int(v) or (minimum is not None and v < minimum):
+            raise ValueError(f"expected an integer >= {minimum}" if minimum is not None else "expected an integer")
+        return v
+
+    return check
+
+
+def _number(minimum=None, maximum=None):
+    def check(v):
+        ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+        ok = ok and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
+        if not ok:
+            bounds = [f">= {minimum}" if minimum is not None else "", f"<= {maximum}" if maximum is not None else ""]
+            raise ValueError(" ".join(["expected a number", " and ".join(b for b in bounds if b)]).strip())
+        return float(v)
+
+    return check
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError("expected true or false")
+    return v
+
+
+def _string(choices=None, case_insensitive=False):
+    def check(v):
+        if not isinstance(v, str) or not v:
+            raise ValueError("expected a non-empty string")
+        if choices is None:
+            return v
+        for choice in choices:
+            if v == choice or (case_insensitive and v.lower() == choice.lower()):
+                return choice
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}{_did_you_mean(v, choices)}")
+
+    return check
+
+
+def _optional_string(v):
+    return None if v is None else _string()(v)
+
+
+def _mapping(v):
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ValueError("expected a mapping of keyword arguments")
+    return dict(v)
+
+
+def _string_list(v):
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+        raise ValueError("expected a list of non-empty strings")
+    return tuple(v)
+
+
+def _input_shape(v):
+    if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(d) and d > 0 for d in v)):
+        raise ValueError("expected [height, width, channels], three positive integers")
+    if v[2] != 3:
+        raise ValueError(f"expected 3 channels (RGB images), got {v[2]}")
+    return tuple(v)
+
+
+def _blocks(v):
+    if not (isinstance(v, list) and v and all(isinstance(b, list) and b for b in v)):
+        raise ValueError('expected a non-empty list of non-empty lists of layer names, e.g. [["conv5_block3_out"]]')
+    if not all(isinstance(n, str) and n for b in v for n in b):
+        raise ValueError("expected layer names (strings)")
+    return tuple(tuple(b) for b in v)
+
+
+def _run_name(v):
+    _string()(v)
+    if v in (".", "..") or any(bad in v for bad in ("/", "\\", "..", "\0")):
+        raise ValueError("expected a plain folder name without '/', '\\' or '..'")
+    return v
+
+
+def _momentum(v):
+    if v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
+        return v
+    raise ValueError('expected "auto" or a number in [0, 1)')
+
+
+def _jit(v):
+    if v == "auto" or isinstance(v, bool):
+        return v
+    raise ValueError('expected "auto", true or false')
+
+
+def _field(default, check, doc):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"check": check, "doc": doc})
+    return field(default=default, metadata={"check": check, "doc": doc})
+
+
+def _section(cls, doc):
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class RCUConfig:
+    num_convs: int = _field(2, _int(1), "ReLU -> conv stages in each residual conv unit")
+    kernel_size: int = _field(3, _int(1), "kernel size of those convs")
+
+
+@dataclass(frozen=True)
+class MRFConfig:
+    upsampling: str = _field("bilinear", _string(UPSAMPLING), "bilinear | transpose (learned Conv2DTranspose)")
+    kernel_size: int = _field(3, _int(1), "kernel size of the conv on each input path")
+
+
+@dataclass(frozen=True)
+class CRPConfig:
+    num_stages: int = _field(2, _int(1), "max-pool -> conv stages, each added to the running sum")
+    pool_size: int = _field(5, _int(1), "max-pool window (stride 1)")
+    kernel_size: int = _field(3, _int(1), "kernel size of the conv after each pool")
+
+
+@dataclass(frozen=True)
+class RefineNetConfig:
+    reduce_channel_scale: int = _field(4, _int(1), "input path width = channels // scale")
+    rcu_kwargs: RCUConfig = _section(RCUConfig, "residual conv unit")
+    mrf_kwargs: MRFConfig = _section(MRFConfig, "multi-resolution fusion")
+    crp_kwargs: CRPConfig = _section(CRPConfig, "chained residual pooling")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_range: float = _field(0.0, _number(0, 180), "degrees; rotation uniform in +-range, zero fill")
+    flip: bool = _field(False, _bool, "random horizontal and vertical flips")
+    channel_shift_range: float = _field(0.0, _number(0, 255), "pixel units; one shift per image, all channels")
+    multiplier: int = _field(1, _int(1), "augmented copies added to each training batch")
+    seed: int = _field(0, _int(), "seed of the augmentation random stream")
+
+    @property
+    def enabled(self):
+        return self.rotate_range > 0 or self.flip or self.channel_shift_range > 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = _field(REQUIRED, _run_name, "run name: the folder out/<name>/")
+    backbone: str = _field(REQUIRED, _string(), "keras.applications constructor, case-insensitive")
+    refine_net_blocks: tuple = _field(REQUIRED, _blocks, "list of blocks, each a list of backbone layer names")
+    type: str = _field("RefineNet", _string(MODEL_TYPES, case_insensitive=True), "model type")
+    backbone_kwargs: dict = _field({}, _mapping, "passed to the backbone constructor")
+    pretrained: bool = _field(False, _bool, "true: backbone weights from backbone_kwargs.weights (imagenet)")
+    backbone_trainable: bool = _field(True, _bool, "false freezes the backbone")
+    bn_momentum: Any = _field(
+        "auto", _momentum, 'backbone BatchNorm momentum; "auto": 0.9 when not pretrained, else the backbone\'s own'
+    )
+    input_shape: tuple = _field((224, 224, 3), _input_shape, "[height, width, 3]; other sizes are resized")
+    classes: tuple = _field((), _string_list, "classes to train on; empty: all of classes.json")
+    refine_net_kwargs: RefineNetConfig = _section(RefineNetConfig, "RefineNet block options")
+    augment: AugmentConfig = _section(AugmentConfig, "training augmentation; {} for none")
+    epochs: int = _field(100, _int(1), "training epochs")
+    batch_size: int = _field(16, _int(1), "global batch size (split across GPUs)")
+    loss: str = _field("BinaryCrossentropy", _string(), "Keras loss name")
+    loss_kwargs: dict = _field({"from_logits": True}, _mapping, "loss arguments")
+    optimizer: str = _field("Adam", _string(), "Keras optimizer name")
+    optimizer_kwargs: dict = _field({"learning_rate": 1e-4}, _mapping, "optimizer arguments")
+    benchmark_class: Any = _field(None, _optional_string, "class whose val IoU picks the best model; null: mean")
+    threshold: float = _field(0.0, _number(), "a pixel is positive for a class when its logit > threshold")
+    mixed_precision: str = _field("auto", _string(MIXED_PRECISION), "auto | none | mixed_bfloat16 | mixed_float16")
+    jit_compile: Any = _field("auto", _jit, 'XLA: "auto" (on for one GPU, off otherwise) | true | false')
+    seed: int = _field(0, _int(), "seed for weight init and shuffling")
+
+    @property
+    def monitor(self):
+        """Name of the validation log entry that picks the best checkpoint."""
+        from imseg.metrics import metric_key
+
+        return "val_" + (metric_key("iou", self.benchmark_class) if self.benchmark_class else "mean_iou")
+
+    def to_dict(self):
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _did_you_mean(word, candidates):
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    if not close:
+        close = [c for c in map(str, candidates) if c.lower() == str(word).lower()]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls, data, prefix, source):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = f"key '{prefix.rstrip('.')}'" if prefix else "top level"
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(
+                f"{source}: unknown key '{prefix}{key}'{_did_you_mean(key, fields)}; "
+                f"allowed: {', '.join(sorted(fields))}"
+            )
+    values = {}
+    for name, f in fields.items():
+        key = prefix + name
+        if dataclasses.is_dataclass(f.type):
+            values[name] = _build(f.type, data.get(name), key + ".", source)
+        elif name in data:
+            try:
+                values[name] = f.metadata["check"](data[name])
+            except ValueError as e:
+                raise ConfigError(f"{source}: key '{key}': {e}, got {json.dumps(data[name])}") from None
+        elif f.default is REQUIRED:
+            raise ConfigError(f"{source}: missing required key '{key}' ({f.metadata['doc']})")
+    return cls(**values)
+
+
+def parse_file(path):
+    """Read a JSON or YAML file into Python data; syntax errors name line and column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    if str(path).lower().endswith((".yaml", ".yml")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise ConfigError(f"{path}: invalid YAML: {where}{getattr(e, 'problem', None) or e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def apply_overrides(data, overrides, source):
+    """Apply `key.sub=value` strings (values in YAML syntax) to raw config data."""
+    data = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected key=value, e.g. --set epochs=1")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path, overrides=()):
+    """Load, override and validate a config file. Raises ConfigError naming file and key."""
+    data = parse_file(path)
+    source = os.fspath(path)
+    if overrides:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: top level: expected a mapping")
+        data = apply_overrides(data, overrides, source)
+        source += " (with --set)"
+    return config_from_dict(data, source)
+
+
+def config_from_dict(data, source="config"):
+    return _build(Config, data, "", source)
+
+
+def describe(cls=Config, prefix=""):
+    """(key, default, doc) rows of every config key, for the README and `--help`."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            rows.extend(describe(f.type, prefix + f.name + "."))
+        else:
+            default = "required" if f.default is REQUIRED else (
+                f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            )
+            rows.append((prefix + f.name, default, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,286 @@
+"""AIR `im_seg` splits -> validated, cached, streaming `tf.data` pipelines of (uint8 image, uint8 mask).
+
+Layout read: `D/im_seg/<split>/images/<id>.jpg` paired by file stem with `D/im_seg/<split>/annotations/<id>.json`.
+
+The first time a split is used, every image is decoded and every annotation parsed and checked once,
+and the result is written as TFRecord shards (raw uint8 pixels, masks bit-packed per pixel) under
+`D/im_seg/.cache/` (or `$IMSEG_CACHE_DIR`). Later runs read the shards only; a change to any file's name,
+size or modification time rebuilds the cache. The cache can be deleted at any time.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from imseg.annotations import ANNOTATION_EXTENSIONS, read_packed
+from imseg.errors import DataError
+
+SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+CACHE_VERSION = 1
+RECORDS_PER_SHARD = 1024
+SHUFFLE_BUFFER = 1024
+
+
+def split_dir(data_path, split):
+    return os.path.join(data_path, "im_seg", split)
+
+
+def list_split(data_path, split):
+    """Sorted [(id, image path, annotation path)] of a split; every image must have an annotation and back."""
+    root = split_dir(data_path, split)
+    image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
+    for d in (image_dir, ann_dir):
+        if not os.path.isdir(d):
+            raise DataError(f"{d}: folder not found (expected the AIR layout D/im_seg/{split}/images and annotations)")
+    images = _by_stem(image_dir, IMAGE_EXTENSIONS)
+    annotations = _by_stem(ann_dir, ANNOTATION_EXTENSIONS)
+    lonely = sorted(set(images) - set(annotations))
+    if lonely:
+        raise DataError(
+            f"{ann_dir}: {len(lonely)} image(s) have no annotation: {_some(images[s] for s in lonely)}"
+        )
+    orphans = sorted(set(annotations) - set(images))
+    if orphans:
+        raise DataError(
+            f"{image_dir}: {len(orphans)} annotation(s) have no image: {_some(annotations[s] for s in orphans)}"
+        )
+    if not images:
+        raise DataError(f"{root}: split '{split}' is empty (no images)")
+    return [(stem, images[stem], annotations[stem]) for stem in sorted(images, key=_natural)]
+
+
+def _by_stem(folder, extensions):
+    found = {}
+    for name in os.listdir(folder):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in extensions and not name.startswith("."):
+            if stem in found:
+                raise DataError(f"{folder}: two files share the id '{stem}': {os.path.basename(found[stem])}, {name}")
+            found[stem] = os.path.join(folder, name)
+    return found
+
+
+def _natural(stem):
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def _some(paths, n=5):
+    paths = [os.path.basename(p) for p in paths]
+    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def cache_root(data_path):
+    return os.environ.get("IMSEG_CACHE_DIR") or os.path.join(data_path, "im_seg", ".cache")
+
+
+def fingerprint(entries, num_classes):
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{num_classes}".encode())
+    for stem, image, ann in entries:
+        for path in (image, ann):
+            st = os.stat(path)
+            h.update(f"{stem}|{os.path.basename(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    if os.environ.get("IMSEG_CACHE_DIR"):  # a shared cache folder can hold several datasets
+        h.update(os.path.abspath(entries[0][1]).encode())
+    return h.hexdigest()[:20]
+
+
+def decode_image(path, data=None):
+    """Decode a JPEG/PNG file to (h, w, 3) uint8; grayscale is repeated to RGB, alpha dropped.
+
+    Returns (array, note) where note says what was converted, or None.
+    """
+    try:
+        data = tf.io.read_file(path) if data is None else data
+        image = tf.io.decode_image(data, expand_animations=False).numpy()
+    except (tf.errors.OpError, ValueError) as e:
+        raise DataError(f"{path}: unreadable image: {str(e).strip().splitlines()[0][:200]}") from None
+    channels = image.shape[-1]
+    note = None
+    if channels in (1, 2):
+        image, note = np.repeat(image[..., :1], 3, axis=-1), "grayscale"
+    elif channels == 4:
+        image, note = image[..., :3], "RGBA"
+    if image.dtype != np.uint8:
+        raise DataError(f"{path}: {image.dtype} pixels; expected 8-bit images")
+    return image, note
+
+
+class SplitCache:
+    """The validated TFRecord cache of one split (built on first use)."""
+
+    def __init__(self, data_path, split, num_classes, log=print):
+        self.split = split
+        self.entries = list_split(data_path, split)
+        self.num_classes = num_classes
+        self.key = fingerprint(self.entries, num_classes)
+        self.dir = os.path.join(cache_root(data_path), f"{split}-{self.key}")
+        self.log = log
+
+    @property
+    def meta_path(self):
+        return os.path.join(self.dir, "meta.json")
+
+    def ensure(self):
+        """Build the cache if it is missing or stale; return its metadata."""
+        if not os.path.exists(self.meta_path):
+            self._build()
+        with open(self.meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta["shards"] = [os.path.join(self.dir, s) for s in meta["shards"]]
+        return meta
+
+    def _build(self):
+        parent = os.path.dirname(self.dir)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".{self.split}-building-", dir=parent)
+        except OSError as e:
+            raise DataError(f"{parent}: cannot write the dataset cache ({e.strerror}); set IMSEG_CACHE_DIR") from None
+        try:
+            self.log(f"imseg: caching split '{self.split}' ({len(self.entries)} images) in {self.dir}")
+            meta = self._write_shards(tmp)
+            with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+            for old in os.listdir(parent):  # superseded caches of this split
+                if old.startswith(f"{self.split}-") and os.path.isdir(os.path.join(parent, old)):
+                    shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
+            os.replace(tmp, self.dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_shards(self, folder):
+        shards, notes, count = [], set(), 0
+        pixels = np.zeros(self.num_classes, np.int64)
+        writer = None
+        for (stem, image_path, ann_path), (packed, shape) in zip(self.entries, _parse_all(self.entries)):
+            image, note = decode_image(image_path)
+            if note and note not in notes:
+                notes.add(note)
+                self.log(f"imseg: note: {image_path} is {note}; converting such images to RGB")
+            if shape[0] != self.num_classes:
+                raise DataError(
+                    f"{ann_path}: annotation has {shape[0]} channels, classes.json defines {self.num_classes}"
+                )
+            if tuple(shape[1:]) != image.shape[:2]:
+                raise DataError(
+                    f"{ann_path}: annotation is {shape[1]}x{shape[2]} but its image is "
+                    f"{image.shape[0]}x{image.shape[1]}"
+                )
+            if count % RECORDS_PER_SHARD == 0:
+                if writer:
+                    writer.close()
+                shards.append(f"shard-{len(shards):05d}.tfrecord")
+                writer = tf.io.TFRecordWriter(os.path.join(folder, shards[-1]))
+            writer.write(_example(stem, image, packed))
+            bits = np.unpackbits(np.frombuffer(packed, np.uint8).reshape(-1, (self.num_classes + 7) // 8), axis=-1)
+            pixels += bits[:, : self.num_classes].sum(axis=0, dtype=np.int64)
+            count += 1
+        writer.close()
+        return {"count": count, "num_classes": self.num_classes, "shards": shards, "class_pixels": pixels.tolist()}
+
+
+def _parse_all(entries):
+    """Yield read_packed(annotation) in order, in worker processes when there are many files."""
+    paths = [ann for _, _, ann in entries]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(paths) < 64 or workers < 2:
+        yield from map(read_packed, paths)
+        return
+    # spawn: forking a process that runs TensorFlow threads is unsafe; the workers need only NumPy.
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(read_packed, paths, chunksize=16)
+    finally:  # on a bad file, do not wait for the rest to be parsed
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _example(stem, image, packed):
+    feature = {
+        "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[stem.encode()])),
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+        "mask": tf.train.Feature(bytes_list=tf.train.BytesList(value=[packed])),
+        "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(image.shape[:2]))),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+_FEATURES = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "mask": tf.io.FixedLenFeature([], tf.string),
+    "shape": tf.io.FixedLenFeature([2], tf.int64),
+}
+
+
+def _decoder(class_indices, num_classes, size):
+    """Record -> (image (h, w, 3) uint8, mask (h, w, K) uint8 of the chosen classes), resized to `size`."""
+    packed_bytes = (num_classes + 7) // 8
+    shifts = tf.constant(list(range(7, -1, -1)), tf.uint8)
+    indices = tf.constant(class_indices, tf.int32)
+    height, width = size
+
+    def decode(record):
+        ex = tf.io.parse_single_example(record, _FEATURES)
+        hw = tf.cast(ex["shape"], tf.int32)
+        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [hw[0], hw[1], 3])
+        packed = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [hw[0], hw[1], packed_bytes, 1])
+        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), 1)
+        mask = tf.gather(tf.reshape(bits, [hw[0], hw[1], packed_bytes * 8]), indices, axis=-1)
+        same = tf.reduce_all(tf.equal(hw, [height, width]))
+        image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
+        mask = tf.cond(same, lambda: mask, lambda: _resize(mask, size, "nearest"))
+        image = tf.ensure_shape(image, [height, width, 3])
+        mask = tf.ensure_shape(mask, [height, width, len(class_indices)])
+        return image, mask
+
+    return decode
+
+
+def _resize(x, size, method):
+    y = tf.image.resize(x, size, method=method)
+    return tf.cast(tf.clip_by_value(tf.round(y), 0, 255), tf.uint8)
+
+
+def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0, with_ids=False):
+    """Stream a cached split as batches of (uint8 images, uint8 masks); the last partial batch is kept.
+
+    Training shuffles the shard order and a bounded buffer of records, so memory does not grow with
+    the dataset.
+    """
+    shards = tf.data.Dataset.from_tensor_slices(meta["shards"])
+    if training:
+        shards = shards.shuffle(len(meta["shards"]), seed=seed, reshuffle_each_iteration=True)
+    ds = shards.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(4, len(meta["shards"])),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not training,
+    )
+    if training:
+        ds = ds.shuffle(min(meta["count"], SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]))
+    if with_ids:
+        ds = ds.map(lambda r: (tf.io.parse_single_example(r, _FEATURES)["id"], *decode(r)), tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    batches = -(-meta["count"] // batch_size)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))  # Keras knows the epoch length
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def load_split(data_path, split, num_classes, log=None):
+    """Validate and cache a split; returns the cache metadata (count, shards, class pixel counts)."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    return SplitCache(data_path, split, num_classes, log).ensure()
+

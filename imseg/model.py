@@ -1,0 +1,142 @@
+"""The RefineNet model: backbone features -> RefineNet blocks -> per-class logits at input size."""
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from imseg.augment import SegmentationAugment
+from imseg.backbones import describe_candidates, preprocess_weights
+from imseg.blocks import refine_block
+from imseg.errors import ConfigError
+
+
+@keras.saving.register_keras_serializable(package="imseg")
+class RefineNet(keras.Model):
+    """RefineNet (Lin et al., CVPR 2017) on a `keras.applications` backbone, for multi-label masks.
+
+    Takes 0-255 RGB images `(N, h, w, 3)` (any numeric dtype) and returns float32 logits
+    `(N, h, w, num_classes)`. The backbone's own input normalisation is part of the graph.
+    `feature_layers` lists blocks of backbone layer names, low resolution first; every block after
+    the first also gets the previous block's output. Training applies `augment` (a
+    `SegmentationAugment` config) inside `train_step` only.
+
+    `inference_model()` returns the same network as a plain functional model of built-in layers,
+    which is what imseg saves as `best.keras`.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        feature_layers,
+        num_classes,
+        class_names=None,
+        preprocessing="none",
+        reduce_channel_scale=4,
+        rcu_kwargs=None,
+        mrf_kwargs=None,
+        crp_kwargs=None,
+        augment=None,
+        threshold=0.0,
+        **kwargs,
+    ):
+        feature_layers = [list(block) for block in feature_layers]
+        known = {layer.name for layer in backbone.layers}
+        for name in (n for block in feature_layers for n in block):
+            if name not in known:
+                raise ConfigError(
+                    f"key 'refine_net_blocks': {backbone.name} has no layer '{name}'; "
+                    f"layers that end each resolution: {describe_candidates(backbone)}"
+                )
+        names = [n for block in feature_layers for n in block]
+        extractor = keras.Model(
+            backbone.inputs, [backbone.get_layer(n).output for n in names], name=f"{backbone.name}_features"
+        )
+
+        image = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
+        x = layers.Conv2D(3, 1, trainable=False, dtype="float32", name="preprocess")(image)
+        features = extractor(x)
+        features = dict(zip(names, features if isinstance(features, (list, tuple)) else [features]))
+        y = None
+        for i, block in enumerate(feature_layers, start=1):
+            inputs = ([y] if y is not None else []) + [features[n] for n in block]
+            _check_resolutions(inputs, block, i)
+            y = refine_block(
+                inputs, reduce_channel_scale, rcu_kwargs, mrf_kwargs, crp_kwargs, name=f"refine{i}"
+            )
+        y = layers.Conv2D(num_classes, 1, name="head")(y)
+        y = layers.Resizing(*image.shape[1:3], interpolation="bilinear", name="head_upsample")(y)
+        logits = layers.Activation("linear", dtype="float32", name="logits")(y)
+        super().__init__(inputs=image, outputs=logits, **kwargs)
+        self.get_layer("preprocess").set_weights(preprocess_weights(preprocessing))
+
+        self.backbone = backbone
+        self.feature_layers = feature_layers
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
+        self.preprocessing = preprocessing
+        self.reduce_channel_scale = reduce_channel_scale
+        self.rcu_kwargs = dict(rcu_kwargs or {})
+        self.mrf_kwargs = dict(mrf_kwargs or {})
+        self.crp_kwargs = dict(crp_kwargs or {})
+        self.augment = dict(augment) if augment else None
+        self.threshold = float(threshold)
+        self.augmenter = SegmentationAugment(**self.augment, name="augment") if self.augment else None
+
+    def _training_batch(self, data):
+        images, masks = data
+        images, masks = tf.cast(images, "float32"), tf.cast(masks, "float32")
+        if self.augmenter is not None:
+            context = tf.distribute.get_replica_context()
+            replicas = self.distribute_strategy.num_replicas_in_sync
+            replica = context.replica_id_in_sync_group if context is not None else 0
+            step = tf.cast(self.optimizer.iterations, tf.int64) * replicas + tf.cast(replica, tf.int64)
+            images, masks = self.augmenter(images, masks, step)
+        return images, masks
+
+    def train_step(self, data):
+        return super().train_step(self._training_batch(data))
+
+    def test_step(self, data):
+        images, masks = data
+        return super().test_step((tf.cast(images, "float32"), tf.cast(masks, "float32")))
+
+    def inference_model(self):
+        """This network as a plain `keras.Model` of built-in layers (shares the weights)."""
+        return keras.Model(self.inputs, self.outputs, name=self.name)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "feature_layers": self.feature_layers,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "preprocessing": self.preprocessing,
+            "reduce_channel_scale": self.reduce_channel_scale,
+            "rcu_kwargs": self.rcu_kwargs,
+            "mrf_kwargs": self.mrf_kwargs,
+            "crp_kwargs": self.crp_kwargs,
+            "augment": self.augment,
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def _check_resolutions(inputs, block, index):
+    """Later blocks must not be coarser than earlier ones: the decoder climbs to full resolution."""
+    if index == 1:
+        return
+    previous = inputs[0].shape[1] * inputs[0].shape[2]
+    for name, x in zip(block, inputs[1:]):
+        if x.shape[1] * x.shape[2] < previous:
+            raise ConfigError(
+                f"key 'refine_net_blocks': block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser "
+                f"than block {index - 1}'s output ({inputs[0].shape[1]}x{inputs[0].shape[2]}); "
+                "list blocks from low to high resolution"
+            )
