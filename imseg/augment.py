@@ -42,19 +42,19 @@ class SegmentationAugment(keras.layers.Layer):
     def augment(self, images, masks, step):
         """Augment every sample of the batch once, with draws from (seed, step)."""
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
-        angle_seed, flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        angle_seed, flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3, alg="philox"))
         batch = tf.shape(images)[0]
         if self.channel_shift_range > 0:
             r = self.channel_shift_range
-            shift = tf.random.stateless_uniform([batch, 1, 1, 1], shift_seed, -r, r)
+            shift = tf.random.stateless_uniform([batch, 1, 1, 1], shift_seed, -r, r, alg="philox")
             images = tf.clip_by_value(images + shift, 0.0, 255.0)
         if self.flip:
-            horizontal, vertical = tf.unstack(tf.random.stateless_uniform([2, batch, 1, 1, 1], flip_seed) < 0.5)
+            horizontal, vertical = tf.unstack(tf.random.stateless_uniform([2, batch, 1, 1, 1], flip_seed, alg="philox") < 0.5)
             images, masks = (tf.where(horizontal, tf.reverse(t, [2]), t) for t in (images, masks))
             images, masks = (tf.where(vertical, tf.reverse(t, [1]), t) for t in (images, masks))
         if self.rotate_range > 0:
             r = self.rotate_range * math.pi / 180.0
-            angles = tf.random.stateless_uniform([batch], angle_seed, -r, r)
+            angles = tf.random.stateless_uniform([batch], angle_seed, -r, r, alg="philox")
             images, masks = rotate(images, masks, angles)
         return images, masks
 

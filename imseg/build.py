@@ -13,7 +13,9 @@ from imseg.model import RefineNet
 
 
 def make_strategy(devices=None):
-    """MirroredStrategy over `devices` (default: every visible GPU, else the CPU)."""
+    """MirroredStrategy over `devices` (default: every visible GPU, else the first CPU)."""
+    if devices is None and not _has_gpu():
+        devices = ["/cpu:0"]  # not every logical CPU a process may have configured
     return tf.distribute.MirroredStrategy(devices)
 
 
@@ -62,14 +64,27 @@ def _resolve(kind, module, name, kwargs, source):
         raise ConfigError(f"{source}: key '{kind}': unknown {kind} '{name}'{_did_you_mean(name, known)}")
     if inspect.isclass(obj):
         factory = obj
-    elif isinstance(obj, keras.optimizers.Optimizer) or isinstance(obj, keras.losses.Loss):
+    elif isinstance(obj, (keras.optimizers.Optimizer, keras.losses.Loss)):
         factory = type(obj)
-    else:  # a plain loss function such as binary_crossentropy
-        return keras.losses.LossFunctionWrapper(obj, **kwargs) if kwargs else obj
+    else:  # a loss function such as binary_crossentropy: use its class, which takes arguments and saves
+        factory = _loss_class_of(obj)
+        if factory is None:
+            if kwargs:
+                raise ConfigError(f"{source}: key '{kind}_kwargs': loss function '{name}' takes no arguments")
+            return obj
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: key '{kind}_kwargs': {factory.__name__}: {e}") from None
+
+
+def _loss_class_of(function):
+    for cls in vars(keras.losses).values():
+        if inspect.isclass(cls) and issubclass(cls, keras.losses.Loss):
+            default_name = inspect.signature(cls).parameters.get("name")
+            if default_name is not None and default_name.default == function.__name__:
+                return cls
+    return None
 
 
 def make_loss(config, source="config"):

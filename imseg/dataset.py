@@ -1,7 +1,5 @@
 """AIR `im_seg` splits -> validated, cached, streaming `tf.data` pipelines of (uint8 image, uint8 mask).
 
-Layout read: `D/im_seg/<split>/images/<id>.jpg` paired by file stem with `D/im_seg/<split>/annotations/<id>.json`.
-
 The first time a split is used, every image is decoded and every annotation parsed and checked once,
 and the result is written as TFRecord shards (raw uint8 pixels, masks bit-packed per pixel) under
 `D/im_seg/.cache/` (or `$IMSEG_CACHE_DIR`). Later runs read the shards only; a change to any file's name,
@@ -20,62 +18,13 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from imseg.annotations import ANNOTATION_EXTENSIONS, read_packed
+from imseg.annotations import read_packed
 from imseg.errors import DataError
+from imseg.layout import list_split
 
-SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 CACHE_VERSION = 1
 RECORDS_PER_SHARD = 1024
 SHUFFLE_BUFFER = 1024
-
-
-def split_dir(data_path, split):
-    return os.path.join(data_path, "im_seg", split)
-
-
-def list_split(data_path, split):
-    """Sorted [(id, image path, annotation path)] of a split; every image must have an annotation and back."""
-    root = split_dir(data_path, split)
-    image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
-    for d in (image_dir, ann_dir):
-        if not os.path.isdir(d):
-            raise DataError(f"{d}: folder not found (expected the AIR layout D/im_seg/{split}/images and annotations)")
-    images = _by_stem(image_dir, IMAGE_EXTENSIONS)
-    annotations = _by_stem(ann_dir, ANNOTATION_EXTENSIONS)
-    lonely = sorted(set(images) - set(annotations))
-    if lonely:
-        raise DataError(
-            f"{ann_dir}: {len(lonely)} image(s) have no annotation: {_some(images[s] for s in lonely)}"
-        )
-    orphans = sorted(set(annotations) - set(images))
-    if orphans:
-        raise DataError(
-            f"{image_dir}: {len(orphans)} annotation(s) have no image: {_some(annotations[s] for s in orphans)}"
-        )
-    if not images:
-        raise DataError(f"{root}: split '{split}' is empty (no images)")
-    return [(stem, images[stem], annotations[stem]) for stem in sorted(images, key=_natural)]
-
-
-def _by_stem(folder, extensions):
-    found = {}
-    for name in os.listdir(folder):
-        stem, ext = os.path.splitext(name)
-        if ext.lower() in extensions and not name.startswith("."):
-            if stem in found:
-                raise DataError(f"{folder}: two files share the id '{stem}': {os.path.basename(found[stem])}, {name}")
-            found[stem] = os.path.join(folder, name)
-    return found
-
-
-def _natural(stem):
-    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
-
-
-def _some(paths, n=5):
-    paths = [os.path.basename(p) for p in paths]
-    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")
 
 
 def cache_root(data_path):
@@ -250,7 +199,7 @@ def _resize(x, size, method):
     return tf.cast(tf.clip_by_value(tf.round(y), 0, 255), tf.uint8)
 
 
-def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0, with_ids=False):
+def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0):
     """Stream a cached split as batches of (uint8 images, uint8 masks); the last partial batch is kept.
 
     Training shuffles the shard order and a bounded buffer of records, so memory does not grow with
@@ -268,10 +217,7 @@ def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0,
     if training:
         ds = ds.shuffle(min(meta["count"], SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]))
-    if with_ids:
-        ds = ds.map(lambda r: (tf.io.parse_single_example(r, _FEATURES)["id"], *decode(r)), tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     batches = -(-meta["count"] // batch_size)
     ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))  # Keras knows the epoch length
     options = tf.data.Options()

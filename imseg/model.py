@@ -20,6 +20,7 @@ class RefineNet(keras.Model):
     the first also gets the previous block's output. Training applies `augment` (a
     `SegmentationAugment` config) inside `train_step` only.
 
+    `backbone` is kept (and saved) only up to its deepest feature layer.
     `inference_model()` returns the same network as a plain functional model of built-in layers,
     which is what imseg saves as `best.keras`.
     """
@@ -48,9 +49,9 @@ class RefineNet(keras.Model):
                     f"layers that end each resolution: {describe_candidates(backbone)}"
                 )
         names = [n for block in feature_layers for n in block]
-        extractor = keras.Model(
-            backbone.inputs, [backbone.get_layer(n).output for n in names], name=f"{backbone.name}_features"
-        )
+        # Only the backbone up to the deepest feature layer: later layers would get no gradients.
+        extractor = keras.Model(backbone.inputs, [backbone.get_layer(n).output for n in names], name=backbone.name)
+        extractor.trainable = backbone.trainable
 
         image = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
         x = layers.Conv2D(3, 1, trainable=False, dtype="float32", name="preprocess")(image)
@@ -69,7 +70,7 @@ class RefineNet(keras.Model):
         super().__init__(inputs=image, outputs=logits, **kwargs)
         self.get_layer("preprocess").set_weights(preprocess_weights(preprocessing))
 
-        self.backbone = backbone
+        self.backbone = extractor
         self.feature_layers = feature_layers
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
@@ -94,7 +95,29 @@ class RefineNet(keras.Model):
         return images, masks
 
     def train_step(self, data):
-        return super().train_step(self._training_batch(data))
+        logs = super().train_step(self._training_batch(data))
+        self._sync_batchnorm_statistics()
+        return logs
+
+    def _sync_batchnorm_statistics(self):
+        """Average BatchNorm moving statistics over replicas after each step.
+
+        Keras creates them with aggregation "none", so under MirroredStrategy each replica updates
+        only its own copy: the copies drift apart, predictions depend on the device and the saved
+        model holds the first replica's statistics.
+        """
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            return
+        stats = [
+            v
+            for layer in self._flatten_layers()
+            if isinstance(layer, layers.BatchNormalization)
+            for v in (layer.moving_mean, layer.moving_variance)
+        ]
+        if stats:
+            context = tf.distribute.get_replica_context()
+            for v, mean in zip(stats, context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in stats])):
+                v.assign(mean)
 
     def test_step(self, data):
         images, masks = data

@@ -48,10 +48,9 @@ def parse_args(argv=None):
 
 def prepare(args, log):
     """Validate every input and build the model; writes nothing under out/. Returns a dict of parts."""
-    from imseg.build import build_model
     from imseg.classes import load_class_names, select_classes
     from imseg.config import load_config
-    from imseg.dataset import list_split, load_split
+    from imseg.layout import list_split
     from imseg.outputs import RunPaths
 
     config = load_config(args.config, args.set)
@@ -69,6 +68,9 @@ def prepare(args, log):
             "or set another 'name'"
         )
     _check_writable(os.path.dirname(paths.root))
+    from imseg.build import build_model  # TensorFlow loads here, after the cheap checks
+    from imseg.dataset import load_split
+
     model, details = build_model(config, names, source=source)
     train_meta = load_split(args.data_path, "train", len(all_names), log)
     val_meta = load_split(args.data_path, "val", len(all_names), log)

@@ -1,0 +1,39 @@
+# shellcheck shell=bash
+# Sourced by the scripts in this folder: picks the Python that runs imseg, creating .venv if needed.
+# Sets IMSEG_PYTHON. With IMSEG_NEED_TESTS=1 the test tools must be importable too.
+
+imseg_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+imseg_importable() {
+    local modules="imseg, tensorflow, keras"
+    [ "${IMSEG_NEED_TESTS:-0}" = 1 ] && modules="$modules, pytest"
+    "$1" -c "import $modules" >/dev/null 2>&1
+}
+
+imseg_setup() {
+    local venv="$imseg_root/.venv" stamp extra
+    stamp=$(cat "$imseg_root/setup.cfg" "$imseg_root/pyproject.toml" | cksum | cut -d' ' -f1)
+    if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.imseg-stamp" 2>/dev/null)" = "$stamp" ] \
+        && imseg_importable "$venv/bin/python"; then
+        export IMSEG_PYTHON="$venv/bin/python"
+        return 0
+    fi
+    if [ ! -x "$venv/bin/python" ] && command -v python3 >/dev/null && imseg_importable python3; then
+        export IMSEG_PYTHON=python3
+        return 0
+    fi
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        extra=gpu
+    else
+        extra=cpu
+    fi
+    echo "imseg: setting up $venv (TensorFlow: $extra build); this takes a few minutes once" >&2
+    python3 -m venv "$venv" || { echo "imseg: python3 -m venv failed (install python3-venv)" >&2; return 1; }
+    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2 || return 1
+    "$venv/bin/python" -m pip install --quiet -e "${imseg_root}[${extra},test]" >&2 || {
+        echo "imseg: installing imseg into $venv failed (see pip's message above)" >&2
+        return 1
+    }
+    echo "$stamp" >"$venv/.imseg-stamp"
+    export IMSEG_PYTHON="$venv/bin/python"
+}

@@ -1,0 +1,166 @@
+"""AIR im_seg splits: pairing checks, a validated cache built once, and a streaming tf.data pipeline."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import write_air_dataset
+from imseg.dataset import load_split, make_dataset
+from imseg.errors import DataError
+from imseg.layout import list_split
+
+NAMES = ["building:hospital", "building:other", "building:parking", "highway:other", "highway:roads"]
+
+
+@pytest.fixture
+def air(tmp_path):
+    data_path, _ = write_air_dataset(str(tmp_path / "d"), counts=(7, 3, 2), size=(40, 40))
+    return data_path
+
+
+def annotation(data_path, split, i):
+    with open(os.path.join(data_path, "im_seg", split, "annotations", f"{i}.json")) as f:
+        return np.array(json.load(f)["annotation"], np.uint8)
+
+
+def test_pairs_by_stem_in_natural_order(air):
+    os.rename(os.path.join(air, "im_seg/train/images/6.jpg"), os.path.join(air, "im_seg/train/images/10.jpg"))
+    os.rename(os.path.join(air, "im_seg/train/annotations/6.json"), os.path.join(air, "im_seg/train/annotations/10.json"))
+    assert [stem for stem, _, _ in list_split(air, "train")] == ["0", "1", "2", "3", "4", "5", "10"]
+
+
+def test_unpaired_and_missing_files_are_named(air):
+    os.remove(os.path.join(air, "im_seg/train/annotations/3.json"))
+    with pytest.raises(DataError, match=r"train/annotations: 1 image\(s\) have no annotation: 3.jpg"):
+        list_split(air, "train")
+    os.remove(os.path.join(air, "im_seg/val/images/1.jpg"))
+    with pytest.raises(DataError, match=r"val/images: 1 annotation\(s\) have no image: 1.json"):
+        list_split(air, "val")
+    with pytest.raises(DataError, match="test/images: folder not found"):
+        list_split(str(os.path.join(air, "nowhere")), "test")
+
+
+def test_empty_split(air):
+    for sub in ("images", "annotations"):
+        folder = os.path.join(air, "im_seg/test", sub)
+        for name in os.listdir(folder):
+            os.remove(os.path.join(folder, name))
+    with pytest.raises(DataError, match="split 'test' is empty"):
+        list_split(air, "test")
+
+
+def test_pipeline_yields_uint8_images_and_selected_mask_channels(air):
+    meta = load_split(air, "train", len(NAMES), log=lambda m: None)
+    assert meta["count"] == 7
+    ds = make_dataset(meta, [3, 1], (40, 40, 3), batch_size=4, training=False)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [4, 3]  # the partial last batch is kept
+    images, masks = batches[0]
+    assert images.dtype == tf.uint8 and masks.dtype == tf.uint8 and masks.shape == (4, 40, 40, 2)
+    expected = tf.io.decode_jpeg(tf.io.read_file(os.path.join(air, "im_seg/train/images/0.jpg")))
+    np.testing.assert_array_equal(images[0], expected)
+    np.testing.assert_array_equal(np.moveaxis(masks[0].numpy(), -1, 0), annotation(air, "train", 0)[[3, 1]])
+    assert ds.cardinality() == 2
+
+
+def test_other_sizes_are_resized_masks_by_nearest(air):
+    meta = load_split(air, "val", len(NAMES), log=lambda m: None)
+    images, masks = next(iter(make_dataset(meta, [0, 1, 2, 3, 4], (20, 20, 3), batch_size=3, training=False)))
+    assert images.shape == (3, 20, 20, 3) and masks.shape == (3, 20, 20, 5)
+    assert set(np.unique(masks.numpy())) <= {0, 1}
+    nearest = tf.image.resize(np.moveaxis(annotation(air, "val", 0), 0, -1), (20, 20), method="nearest")
+    np.testing.assert_array_equal(masks[0], nearest)
+
+
+def test_training_order_is_shuffled_with_the_seed(air):
+    meta = load_split(air, "train", len(NAMES), log=lambda m: None)
+
+    def order(seed):
+        ds = make_dataset(meta, [0], (40, 40, 3), batch_size=7, training=True, seed=seed)
+        return tf.reduce_sum(tf.cast(next(iter(ds))[0], tf.int32), axis=[1, 2, 3]).numpy().tolist()
+
+    assert order(1) == order(1) and sorted(order(1)) == sorted(order(2)) and order(1) != order(3)
+
+
+def test_cache_is_built_once_and_rebuilt_when_a_file_changes(air):
+    logs = []
+    first = load_split(air, "train", len(NAMES), log=logs.append)
+    again = load_split(air, "train", len(NAMES), log=logs.append)
+    assert first == again and len(logs) == 1 and "caching split 'train' (7 images)" in logs[0]
+    path = os.path.join(air, "im_seg/train/annotations/2.json")
+    old_pixels = int(annotation(air, "train", 2)[0].sum())
+    with open(path, "w") as f:
+        json.dump({"annotation": np.ones((5, 40, 40), int).tolist(), "img": "2.jpg"}, f)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    rebuilt = load_split(air, "train", len(NAMES), log=logs.append)
+    assert len(logs) == 2 and rebuilt["shards"] != first["shards"]
+    assert not os.path.exists(os.path.dirname(first["shards"][0]))  # the stale cache is gone
+    assert rebuilt["class_pixels"][0] == first["class_pixels"][0] - old_pixels + 40 * 40
+
+
+def test_cache_dir_can_be_moved_with_an_environment_variable(air, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMSEG_CACHE_DIR", str(tmp_path / "cache"))
+    meta = load_split(air, "val", len(NAMES), log=lambda m: None)
+    assert meta["shards"][0].startswith(str(tmp_path / "cache"))
+    assert not os.path.exists(os.path.join(air, "im_seg", ".cache"))
+
+
+def test_many_files_are_parsed_in_worker_processes_with_the_same_result(tmp_path):
+    data_path, _ = write_air_dataset(str(tmp_path / "big"), counts=(70, 1, 1), size=(12, 12))
+    meta = load_split(data_path, "train", len(NAMES), log=lambda m: None)
+    masks = np.concatenate([m.numpy() for _, m in make_dataset(meta, list(range(5)), (12, 12, 3), 32, False)])
+    expected = np.stack([np.moveaxis(annotation(data_path, "train", i), 0, -1) for i in range(70)])
+    np.testing.assert_array_equal(masks, expected)
+
+
+def _rewrite(air, name, content):
+    with open(os.path.join(air, "im_seg/train", name), "wb") as f:
+        f.write(content)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("annotations/1.json", json.dumps({"annotation": np.zeros((4, 40, 40), int).tolist()}).encode(),
+         "1.json: annotation has 4 channels, classes.json defines 5"),
+        ("annotations/1.json", json.dumps({"annotation": np.zeros((5, 40, 39), int).tolist()}).encode(),
+         "1.json: annotation is 40x39 but its image is 40x40"),
+        ("annotations/1.json", json.dumps({"annotation": np.full((5, 40, 40), 2).tolist()}).encode(),
+         "1.json: annotation values must be 0 or 1, found \\[2\\]"),
+        ("annotations/1.json", b'{"annotation": [[[0, 1]', "1.json: unreadable annotation JSON"),
+        ("annotations/1.json", b'{"img": "1.jpg"}', "1.json: no 'annotation' key"),
+        ("images/1.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "1.jpg: unreadable image"),
+    ],
+)
+def test_bad_files_are_named(air, name, content, message):
+    _rewrite(air, name, content)
+    with pytest.raises(DataError, match=message):
+        load_split(air, "train", len(NAMES), log=lambda m: None)
+    assert not os.path.exists(os.path.join(air, "im_seg", ".cache", "train"))
+
+
+def test_truncated_jpeg_is_named(air):
+    path = os.path.join(air, "im_seg/train/images/2.jpg")
+    data = open(path, "rb").read()
+    _rewrite(air, "images/2.jpg", data[: len(data) // 2])
+    with pytest.raises(DataError, match="2.jpg: unreadable image"):
+        load_split(air, "train", len(NAMES), log=lambda m: None)
+
+
+def test_grayscale_and_rgba_images_are_converted_and_said_once(air):
+    gray = tf.io.encode_png(np.full((40, 40, 1), 77, np.uint8))
+    rgba = tf.io.encode_png(np.full((40, 40, 4), 200, np.uint8))
+    for i, data in ((0, gray), (1, gray), (2, rgba)):
+        os.remove(os.path.join(air, f"im_seg/train/images/{i}.jpg"))
+        tf.io.write_file(os.path.join(air, f"im_seg/train/images/{i}.png"), data)
+    logs = []
+    meta = load_split(air, "train", len(NAMES), log=logs.append)
+    assert sum("is grayscale;" in m for m in logs) == 1 and sum("is RGBA;" in m for m in logs) == 1
+    images, _ = next(iter(make_dataset(meta, [0], (40, 40, 3), 3, False)))
+    assert images.shape == (3, 40, 40, 3)
+    np.testing.assert_array_equal(images[0], np.full((40, 40, 3), 77))
+    np.testing.assert_array_equal(images[2], np.full((40, 40, 3), 200))

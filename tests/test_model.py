@@ -1,0 +1,190 @@
+"""The RefineNet model: shapes, in-graph normalisation, serialisation, and config-driven building."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import REPO, assert_round_trip
+from imseg.backbones import feature_candidates, preprocess_weights
+from imseg.build import build_model, build_refinenet, resolve_jit, make_strategy
+from imseg.config import config_from_dict, load_config
+from imseg.errors import ConfigError
+from imseg.model import RefineNet
+
+SMALL = {
+    "name": "t",
+    "backbone": "MobileNetV2",
+    "backbone_kwargs": {"alpha": 0.35},
+    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu", "block_1_expand_relu"]],
+    "input_shape": [32, 32, 3],
+    "mixed_precision": "none",
+}
+
+
+def small_model(**changes):
+    return build_refinenet(config_from_dict({**SMALL, **changes}), ["a:x", "b:y", "c:z"])
+
+
+def images(n=2, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype("uint8")
+
+
+def test_output_is_float32_logits_per_class_at_input_size():
+    model = small_model()
+    out = model.predict(images(3), verbose=0)
+    assert out.shape == (3, 32, 32, 3) and out.dtype == np.float32
+    assert model.class_names == ["a:x", "b:y", "c:z"]
+
+
+def test_logits_stay_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = small_model()
+    assert model.get_layer("head").compute_dtype == "bfloat16"
+    assert model.predict(images(), verbose=0).dtype == np.float32
+
+
+@pytest.mark.parametrize("backbone, module", [("ResNet50", "resnet"), ("MobileNetV2", "mobilenet_v2"),
+                                              ("DenseNet121", "densenet")])
+def test_in_graph_normalisation_equals_keras_preprocess_input(backbone, module):
+    import importlib
+
+    from imseg.backbones import preprocess_mode
+
+    x = images(2, 8).astype("float32")
+    kernel, bias = preprocess_weights(preprocess_mode(backbone))
+    ours = np.einsum("nhwi,io->nhwo", x, kernel[0, 0]) + bias
+    theirs = importlib.import_module(f"keras.applications.{module}").preprocess_input(x.copy())
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+def test_refinenet_round_trips_through_config_and_keras_file(tmp_path):
+    model = small_model(augment={"flip": True, "rotate_range": 10})
+    loaded = assert_round_trip(model, tmp_path, example=images())
+    assert loaded.augment == {"rotate_range": 10.0, "flip": True, "channel_shift_range": 0.0, "multiplier": 1, "seed": 0}
+
+
+def test_compiled_model_round_trips_with_its_metrics(tmp_path):
+    model, _ = build_model(config_from_dict(SMALL), ["a:x", "b:y"])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    masks = np.ones((2, 32, 32, 2), "uint8")
+    logs = loaded.evaluate(images(), masks, return_dict=True, verbose=0)
+    assert {"loss", "mean_iou", "iou/a:x", "precision/b:y", "recall/b:y"} <= set(logs)
+
+
+def test_inference_model_loads_in_a_python_that_never_imported_imseg(tmp_path):
+    model = small_model()
+    path = str(tmp_path / "best.keras")
+    model.inference_model().save(path)
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.models.load_model({path!r})\n"
+        "out = m.predict(np.zeros((4, 32, 32, 3), 'uint8'), verbose=0)\n"
+        "assert not any(name.startswith('imseg') for name in sys.modules)\n"
+        "print(out.shape, out.dtype)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                            env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("(4, 32, 32, 3) float32")
+
+
+def test_unknown_layer_lists_the_candidates():
+    with pytest.raises(ConfigError) as e:
+        small_model(refine_net_blocks=[["block_6_expand_relu", "block_3_expand_out"]])
+    message = str(e.value)
+    assert "has no layer 'block_3_expand_out'" in message
+    assert "block_3_expand_relu (8x8x" in message and "block_1_expand_relu (16x16x" in message
+
+
+def test_resnet_candidates_are_the_stage_outputs():
+    backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    names = [name for name, _ in feature_candidates(backbone)]
+    assert names[-4:] == ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
+
+
+def test_blocks_must_climb_in_resolution():
+    with pytest.raises(ConfigError, match="block 2 input 'block_6_expand_relu' \\(4x4\\) is coarser"):
+        small_model(refine_net_blocks=[["block_3_expand_relu"], ["block_6_expand_relu"]])
+
+
+def test_frozen_backbone_has_no_trainable_weights_but_the_head_trains():
+    model = small_model(backbone_trainable=False)
+    backbone = {id(v) for v in model.backbone.weights}
+    trainable = {id(v) for v in model.trainable_weights}
+    assert backbone and not backbone & trainable
+    assert id(model.get_layer("head").kernel) in trainable
+
+
+def test_backbone_is_cut_after_the_deepest_feature_layer():
+    model = small_model()  # deepest feature: block_6_expand_relu
+    names = {layer.name for layer in model.backbone.layers}
+    assert "block_6_expand_relu" in names and "block_6_depthwise" not in names and "Conv_1" not in names
+
+
+def test_backbone_name_is_case_insensitive_and_unknown_ones_are_named():
+    assert small_model(backbone="mobilenetv2").backbone.name.startswith("mobilenetv2")
+    with pytest.raises(ConfigError, match="unknown backbone 'ResNet51' \\(did you mean 'ResNet50'\\?\\)"):
+        small_model(backbone="ResNet51")
+
+
+def test_backbone_kwargs_are_checked():
+    with pytest.raises(ConfigError, match="key 'backbone_kwargs.alfa': MobileNetV2 has no such argument \\(did you mean 'alpha'"):
+        small_model(backbone_kwargs={"alfa": 0.35})
+    with pytest.raises(ConfigError, match="include_top"):
+        small_model(backbone_kwargs={"include_top": True})
+
+
+def test_too_small_input_is_a_config_error():
+    with pytest.raises(ConfigError, match="ResNet50 cannot be built with this config"):
+        build_refinenet(config_from_dict({**SMALL, "backbone": "ResNet50", "input_shape": [16, 16, 3], "backbone_kwargs": {},
+                                          "refine_net_blocks": [["conv5_block3_out"]]}), ["a"])
+
+
+def test_imagenet_weights_offline_give_a_clear_message():
+    with pytest.raises(ConfigError) as e:
+        small_model(pretrained=True)
+    assert "cannot download ImageNet weights for MobileNetV2" in str(e.value)
+    assert "backbone_kwargs.weights" in str(e.value) and "pretrained: false" in str(e.value)
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    donor = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    path = str(tmp_path / "mnv2.weights.h5")
+    donor.save_weights(path)
+    model = small_model(pretrained=True, backbone_kwargs={"alpha": 0.35, "weights": path})
+    np.testing.assert_array_equal(model.backbone.get_layer("Conv1").kernel.numpy(), donor.get_layer("Conv1").kernel.numpy())
+    with pytest.raises(ConfigError, match="backbone_kwargs.weights': file not found"):
+        small_model(pretrained=True, backbone_kwargs={"weights": str(tmp_path / "missing.h5")})
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "refine_net_224_*.json"))))
+def test_seed_configs_build(path):
+    config = load_config(path, ["pretrained=false"])
+    model, details = build_model(config, list(config.classes))
+    assert model.output.shape == (None, 224, 224, len(config.classes))
+    assert model.get_layer("refine1_rcu1_conv1").filters == 2048 // 4
+    assert details["replicas"] == 1
+
+
+def test_xla_is_off_on_cpu_and_across_replicas():
+    assert resolve_jit("auto", make_strategy()) is False
+    assert resolve_jit("auto", make_strategy(["/cpu:0", "/cpu:1"])) is False
+    assert resolve_jit(True, make_strategy()) is True
+
+
+def test_unknown_loss_and_optimizer_suggest_names():
+    from imseg.build import make_loss, make_optimizer
+
+    with pytest.raises(ConfigError, match="unknown loss 'BinaryCrossEntropy' \\(did you mean 'BinaryCrossentropy'"):
+        make_loss(config_from_dict({**SMALL, "loss": "BinaryCrossEntropy"}))
+    with pytest.raises(ConfigError, match="unknown optimizer 'Adamm' \\(did you mean 'Adam'"):
+        make_optimizer(config_from_dict({**SMALL, "optimizer": "Adamm"}))
+    assert type(make_optimizer(config_from_dict({**SMALL, "optimizer": "sgd"}))).__name__ == "SGD"
+    loss = make_loss(config_from_dict({**SMALL, "loss": "binary_crossentropy", "loss_kwargs": {"from_logits": True}}))
+    assert float(loss(np.ones((1, 2)), np.full((1, 2), 20.0))) < 1e-6
