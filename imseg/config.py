@@ -234,7 +234,7 @@ def _did_you_mean(word, candidates):
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _build(cls, data, prefix, source):
+def _build(cls, data, prefix, source, overridden=frozenset()):
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -243,20 +243,22 @@ def _build(cls, data, prefix, source):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
+            where = "--set" if prefix + key in overridden else source
             raise ConfigError(
-                f"{source}: unknown key '{prefix}{key}'{_did_you_mean(key, fields)}; "
+                f"{where}: unknown key '{prefix}{key}'{_did_you_mean(key, fields)}; "
                 f"allowed: {', '.join(sorted(fields))}"
             )
     values = {}
     for name, f in fields.items():
         key = prefix + name
         if dataclasses.is_dataclass(f.type):
-            values[name] = _build(f.type, data.get(name), key + ".", source)
+            values[name] = _build(f.type, data.get(name), key + ".", source, overridden)
         elif name in data:
             try:
                 values[name] = f.metadata["check"](data[name])
             except ValueError as e:
-                raise ConfigError(f"{source}: key '{key}': {e}, got {json.dumps(data[name])}") from None
+                where = f"--set {key}" if key in overridden else f"{source}: key '{key}'"
+                raise ConfigError(f"{where}: {e}, got {json.dumps(data[name])}") from None
         elif f.default is REQUIRED:
             raise ConfigError(f"{source}: missing required key '{key}' ({f.metadata['doc']})")
     return cls(**values)
@@ -284,7 +286,7 @@ def parse_file(path):
         raise ConfigError(f"{path}: invalid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
-def apply_overrides(data, overrides, source):
+def apply_overrides(data, overrides):
     """Apply `key.sub=value` strings (values in YAML syntax) to raw config data."""
     data = dict(data)
     for item in overrides:
@@ -312,13 +314,12 @@ def load_config(path, overrides=()):
     if overrides:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: top level: expected a mapping")
-        data = apply_overrides(data, overrides, source)
-        source += " (with --set)"
-    return config_from_dict(data, source)
+        data = apply_overrides(data, overrides)
+    return config_from_dict(data, source, {item.partition("=")[0] for item in overrides})
 
 
-def config_from_dict(data, source="config"):
-    return _build(Config, data, "", source)
+def config_from_dict(data, source="config", overridden=frozenset()):
+    return _build(Config, data, "", source, frozenset(overridden))
 
 
 def describe(cls=Config, prefix=""):

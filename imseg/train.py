@@ -12,8 +12,7 @@ import time
 
 from imseg import __version__
 from imseg.errors import ConfigError, UserError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep its start-up chatter out
+from imseg.tfenv import import_tensorflow
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--version", action="version", version=f"imseg {__version__}")
     args = p.parse_args(argv)
     if args.demo:
-        from imseg.demo import write_demo_data  # imports TensorFlow: only when asked
+        import_tensorflow()
+        from imseg.demo import write_demo_data
 
         data_path, classes_path, config_path = write_demo_data(os.path.abspath("demo_data"))
         args.data_path = args.data_path or data_path
@@ -68,7 +68,8 @@ def prepare(args, log):
             "or set another 'name'"
         )
     _check_writable(os.path.dirname(paths.root))
-    from imseg.build import build_model  # TensorFlow loads here, after the cheap checks
+    import_tensorflow()  # only now, after the cheap checks
+    from imseg.build import build_model
     from imseg.dataset import load_split
 
     model, details = build_model(config, names, source=source)

@@ -118,3 +118,12 @@ def test_every_key_is_documented_in_the_readme():
     readme = open(os.path.join(REPO, "README.md")).read()
     for key, _, _ in describe(Config):
         assert f"`{key}`" in readme, key
+
+
+def test_errors_in_set_values_point_at_the_option(tmp_path):
+    with pytest.raises(ConfigError, match="^--set epochs: expected an integer >= 1, got 0$"):
+        load_config(write(tmp_path, MINIMAL), ["epochs=0"])
+    with pytest.raises(ConfigError, match="^--set: unknown key 'epoch' \\(did you mean 'epochs'\\?\\)"):
+        load_config(write(tmp_path, MINIMAL), ["epoch=3"])
+    with pytest.raises(ConfigError, match="^--set nothing: expected key=value"):
+        load_config(write(tmp_path, MINIMAL), ["nothing"])
