@@ -1,0 +1,24 @@
+"""The public API named in the README exists, and `import imseg` stays light."""
+
+import subprocess
+import sys
+
+import imseg
+
+
+def test_public_names_resolve():
+    for name in imseg.__all__:
+        assert getattr(imseg, name).__name__ == name
+
+
+def test_import_imseg_does_not_load_tensorflow():
+    code = "import sys, imseg, imseg.config; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_readme_documents_every_public_name():
+    import os
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    for name in imseg.__all__:
+        assert f"`{name}" in readme or f"imseg.{name}" in readme, name
