@@ -138,7 +138,7 @@ def feature_candidates(backbone):
     last = {}
     for layer in backbone.layers:
         shape = getattr(layer, "output", None) is not None and tuple(layer.output.shape)
-        if not shape or len(shape) != 4 or isinstance(layer, keras.layers.ZeroPadding2D):
+        if not shape or len(shape) != 4 or isinstance(layer, (keras.layers.ZeroPadding2D, keras.layers.InputLayer)):
             continue
         last[shape[1:3]] = (layer.name, shape[1:])
     return sorted(last.values(), key=lambda item: -item[1][0])

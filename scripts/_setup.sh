@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Sourced by the scripts in this folder: picks the Python that runs imseg, creating .venv if needed.
-# Sets IMSEG_PYTHON. With IMSEG_NEED_TESTS=1 the test tools must be importable too.
+# Sets IMSEG_PYTHON; a value already set (e.g. IMSEG_PYTHON=/opt/conda/bin/python) is used as it is.
+# With IMSEG_NEED_TESTS=1 the test tools must be importable too.
 
 imseg_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -12,6 +13,7 @@ imseg_importable() {
 
 imseg_setup() {
     local venv="$imseg_root/.venv" stamp extra
+    [ -n "${IMSEG_PYTHON:-}" ] && return 0
     stamp=$(cat "$imseg_root/setup.cfg" "$imseg_root/pyproject.toml" | cksum | cut -d' ' -f1)
     if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.imseg-stamp" 2>/dev/null)" = "$stamp" ] \
         && imseg_importable "$venv/bin/python"; then

