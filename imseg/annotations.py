@@ -3,6 +3,9 @@
 Kept free of TensorFlow so that worker processes parsing thousands of AIR JSON files start fast.
 Formats, chosen by file extension:
 - `.json`: the AIR ImSeg layout, `{"annotation": <C x h x w nested lists of 0/1>, "img": "<i>.jpg"}`.
+- `.npz`: imseg's compact format, `numpy.savez_compressed` with `packed` = the mask bit-packed along the
+  class axis (`numpy.packbits(annotation, axis=0)`, shape (ceil(C/8), h, w)) and `num_classes` = C.
+  About 100 times smaller than the JSON and much faster to read.
 """
 
 import json
@@ -12,12 +15,14 @@ import numpy as np
 
 from imseg.errors import DataError
 
-ANNOTATION_EXTENSIONS = (".json",)
+ANNOTATION_EXTENSIONS = (".json", ".npz")
 
 
 def read_annotation(path):
     """Read one annotation file; raises DataError naming the file when it is unreadable or not 0/1."""
     ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        return _read_npz(path)
     if ext != ".json":
         raise DataError(f"{path}: unknown annotation format (expected one of {', '.join(ANNOTATION_EXTENSIONS)})")
     try:
@@ -33,6 +38,28 @@ def read_annotation(path):
     except ValueError:
         raise DataError(f"{path}: 'annotation' is not a regular C x h x w array (ragged lists)") from None
     return _check_binary(array, path)
+
+
+def _read_npz(path):
+    try:
+        with np.load(path) as data:
+            packed, num_classes = data["packed"], int(data["num_classes"])
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise DataError(f"{path}: unreadable compact annotation (.npz with 'packed' and 'num_classes'): {e}") from None
+    if packed.dtype != np.uint8 or packed.ndim != 3 or packed.shape[0] * 8 < num_classes:
+        raise DataError(f"{path}: 'packed' must be uint8 (ceil(C/8), h, w), got {packed.dtype} {packed.shape}")
+    return np.unpackbits(packed, axis=0, count=num_classes)
+
+
+def write_annotation(path, annotation, image_name):
+    """Write a (C, h, w) 0/1 annotation in the format named by the extension of `path`."""
+    annotation = np.asarray(annotation, np.uint8)
+    if path.endswith(".npz"):
+        with open(path, "wb") as f:
+            np.savez_compressed(f, packed=np.packbits(annotation, axis=0), num_classes=annotation.shape[0])
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"annotation": annotation.tolist(), "img": image_name}, f, separators=(",", ":"))
 
 
 def _check_binary(array, path):

@@ -16,45 +16,48 @@ def split_dir(data_path, split):
     return os.path.join(data_path, "im_seg", split)
 
 
-def list_split(data_path, split):
-    """Sorted [(id, image path, annotation path)] of a split; every image must have an annotation and back."""
+def scan_split(data_path, split):
+    """(pairs, problems) of a split: pairs [(id, image, annotation)] in natural order, and one message
+    per unpaired or missing file. Raises nothing, so `imseg-data verify` can list every problem."""
     root = split_dir(data_path, split)
     image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
-    for d in (image_dir, ann_dir):
-        if not os.path.isdir(d):
-            raise DataError(f"{d}: folder not found (expected the AIR layout D/im_seg/{split}/images and annotations)")
-    images = _by_stem(image_dir, IMAGE_EXTENSIONS)
-    annotations = _by_stem(ann_dir, ANNOTATION_EXTENSIONS)
-    lonely = sorted(set(images) - set(annotations))
-    if lonely:
-        raise DataError(
-            f"{ann_dir}: {len(lonely)} image(s) have no annotation: {_some(images[s] for s in lonely)}"
-        )
-    orphans = sorted(set(annotations) - set(images))
-    if orphans:
-        raise DataError(
-            f"{image_dir}: {len(orphans)} annotation(s) have no image: {_some(annotations[s] for s in orphans)}"
-        )
-    if not images:
-        raise DataError(f"{root}: split '{split}' is empty (no images)")
-    return [(stem, images[stem], annotations[stem]) for stem in sorted(images, key=_natural)]
+    problems = [f"{d}: folder not found (expected the AIR layout D/im_seg/{split}/images and annotations)"
+                for d in (image_dir, ann_dir) if not os.path.isdir(d)]
+    if problems:
+        return [], problems
+    images, dup_images = _by_stem(image_dir, IMAGE_EXTENSIONS)
+    annotations, dup_annotations = _by_stem(ann_dir, ANNOTATION_EXTENSIONS)
+    problems = dup_images + dup_annotations
+    problems += [f"{images[s]}: no annotation ({s}.json or {s}.npz expected in {ann_dir})"
+                 for s in sorted(set(images) - set(annotations), key=_natural)]
+    problems += [f"{annotations[s]}: no image with this id in {image_dir}"
+                 for s in sorted(set(annotations) - set(images), key=_natural)]
+    if not images and not annotations:
+        problems.append(f"{root}: split '{split}' is empty (no images)")
+    pairs = [(s, images[s], annotations[s]) for s in sorted(set(images) & set(annotations), key=_natural)]
+    return pairs, problems
+
+
+def list_split(data_path, split):
+    """Sorted [(id, image path, annotation path)] of a split; every image must have an annotation and back."""
+    pairs, problems = scan_split(data_path, split)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); run imseg-data verify)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+    return pairs
 
 
 def _by_stem(folder, extensions):
-    found = {}
-    for name in os.listdir(folder):
+    found, duplicates = {}, []
+    for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
         if ext.lower() in extensions and not name.startswith("."):
             if stem in found:
-                raise DataError(f"{folder}: two files share the id '{stem}': {os.path.basename(found[stem])}, {name}")
+                duplicates.append(f"{folder}: two files share the id '{stem}': {os.path.basename(found[stem])}, {name}")
             found[stem] = os.path.join(folder, name)
-    return found
+    return found, duplicates
 
 
 def _natural(stem):
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
-
-def _some(paths, n=5):
-    paths = [os.path.basename(p) for p in paths]
-    return ", ".join(paths[:n]) + (f" and {len(paths) - n} more" if len(paths) > n else "")

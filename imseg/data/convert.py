@@ -1,0 +1,227 @@
+"""`imseg-data convert`: folders of images and masks -> an AIR `im_seg` dataset of tiles.
+
+Images of any size are cut into tiles (edge tiles padded with zeros, never dropped), split into
+train/val/test by source image (tiles of one image never land in two splits), and written with a
+`classes.json`, `im_seg/path_map.json` (tile -> source and pixel offset) and one annotation per tile.
+Everything is built in a temporary folder beside the output and renamed into place at the end.
+"""
+
+import collections
+import json
+import os
+import random
+import shutil
+import tempfile
+
+import numpy as np
+
+from imseg.annotations import write_annotation
+from imseg.config import parse_file
+from imseg.data.images import IMAGE_FILES, read_image, read_mask, write_image
+from imseg.errors import ConfigError, DataError
+
+IGNORE = "ignore"
+
+
+def class_name(name):
+    """`building` -> `building:other`; `super:sub` stays."""
+    return name if ":" in name else f"{name}:other"
+
+
+def load_class_map(path, mask_type):
+    """{key: class name or None (ignore)}: keys are (r, g, b) for colour masks, ints for index masks."""
+    data = parse_file(path)
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: expected a mapping of {'#RRGGBB colours' if mask_type == 'color' else 'indices'} "
+                          "to class names")
+    table = {}
+    for key, value in data.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: key '{key}': expected a class name or \"{IGNORE}\"")
+        target = None if value == IGNORE else class_name(value)
+        if mask_type == "color":
+            text = str(key).lstrip("#")
+            if len(text) != 6 or any(c not in "0123456789abcdefABCDEF" for c in text):
+                raise ConfigError(f"{path}: key '{key}': expected a colour as \"#RRGGBB\"")
+            table[tuple(int(text[i : i + 2], 16) for i in (0, 2, 4))] = target
+        else:
+            try:
+                table[int(key)] = target
+            except ValueError:
+                raise ConfigError(f"{path}: key '{key}': expected a mask index (an integer)") from None
+    return table
+
+
+def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
+    """[(image path, mask path or {class: mask path})] for every image of every --images/--masks pair."""
+    if len(image_dirs) != len(mask_dirs):
+        raise ConfigError(f"--images was given {len(image_dirs)} times and --masks {len(mask_dirs)}; give them in pairs")
+    sources, missing = [], []
+    for image_dir, mask_dir in zip(image_dirs, mask_dirs):
+        for d in (image_dir, mask_dir):
+            if not os.path.isdir(d):
+                raise ConfigError(f"{d}: folder not found")
+        masks = _files_by_stem(mask_dir) if mask_type != "binary" else None
+        per_class = {c: _files_by_stem(os.path.join(mask_dir, c)) for c in class_dirs or ()}
+        for name in sorted(os.listdir(image_dir)):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in IMAGE_FILES:
+                continue
+            image = os.path.join(image_dir, name)
+            if mask_type == "binary":
+                mask = {c: found.get(stem) for c, found in per_class.items()}
+                missing += [os.path.join(mask_dir, c, stem + ".*") for c, p in mask.items() if p is None]
+            else:
+                mask = masks.get(stem)
+                if mask is None:
+                    missing.append(os.path.join(mask_dir, stem + ".*"))
+            sources.append((image, mask))
+    if missing:
+        raise DataError(f"{len(missing)} mask(s) missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if not sources:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_FILES))}) in {', '.join(image_dirs)}")
+    return sources
+
+
+def _files_by_stem(folder):
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{folder}: folder not found")
+    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in os.listdir(folder)
+            if os.path.splitext(n)[1].lower() in IMAGE_FILES}
+
+
+def to_annotation(mask, mask_type, table, names, path):
+    """A mask array -> (C, h, w) 0/1 annotation; unmapped values are an error listing them with counts."""
+    index = {n: i for i, n in enumerate(names)}
+    if mask_type == "binary":
+        return np.stack([(mask[n] > 0) for n in names]).astype(np.uint8)
+    if mask_type == "color":
+        codes = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
+        keys = {(k[0] << 16) | (k[1] << 8) | k[2]: v for k, v in table.items()}
+        label = lambda code: "#%06X" % code  # noqa: E731
+    else:
+        codes, keys, label = mask.astype(np.int64), table, str
+    values, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    unmapped = [(label(v), int(c)) for v, c in zip(values, counts) if int(v) not in keys]
+    if unmapped:
+        listed = ", ".join(f"{v} ({c} px)" for v, c in sorted(unmapped, key=lambda x: -x[1]))
+        raise DataError(f"{path}: values not in the class map: {listed}; map them to a class or to \"{IGNORE}\"")
+    channel = np.array([index[keys[int(v)]] if keys[int(v)] is not None else -1 for v in values])
+    per_pixel = channel[inverse.reshape(codes.shape)]
+    return np.stack([(per_pixel == k) for k in range(len(names))]).astype(np.uint8)
+
+
+def tile_origins(length, tile, overlap):
+    """Tile starts along one axis: every `tile - overlap` pixels, until the image is covered."""
+    stride = tile - overlap
+    starts = [0]
+    while starts[-1] + tile < length:
+        starts.append(starts[-1] + stride)
+    return starts
+
+
+def split_sources(count, fractions, seed):
+    """Shuffle source indices with `seed` and cut them into train/val/test by `fractions`."""
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    sizes = [int(round(f * count)) for f in fractions]
+    # Every split asked for gets an image when there are enough; rounding never loses or invents any.
+    for i, f in enumerate(fractions):
+        if f > 0 and sizes[i] == 0 and count >= sum(1 for x in fractions if x > 0):
+            sizes[i] = 1
+    while sum(sizes) > count:
+        sizes[sizes.index(max(sizes))] -= 1
+    while sum(sizes) < count:
+        sizes[fractions.index(max(fractions))] += 1
+    bounds = np.cumsum([0] + sizes)
+    return {split: [order[i] for i in range(bounds[k], bounds[k + 1])]
+            for k, split in enumerate(("train", "val", "test"))}
+
+
+def convert(args, log):
+    if args.tile_size < 1 or not 0 <= args.overlap < args.tile_size:
+        raise ConfigError(f"--overlap must be at least 0 and less than --tile-size ({args.tile_size}), got {args.overlap}")
+    fractions = list(args.split)
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ConfigError(f"--split needs three fractions >= 0 that sum to 1 (train val test), got {fractions}")
+    if args.mask_type == "binary":
+        class_dirs = sorted(d for d in os.listdir(args.masks[0]) if os.path.isdir(os.path.join(args.masks[0], d)))
+        if not class_dirs:
+            raise ConfigError(f"{args.masks[0]}: --mask-type binary needs one subfolder per class")
+        table, names = None, sorted({class_name(c) for c in class_dirs})
+        names_by_dir = {class_name(c): c for c in class_dirs}
+    else:
+        if not args.class_map:
+            raise ConfigError(f"--mask-type {args.mask_type} needs --class-map FILE")
+        table = load_class_map(args.class_map, args.mask_type)
+        class_dirs, names_by_dir = None, None
+        names = sorted({v for v in table.values() if v is not None})
+    sources = pair_sources(args.images, args.masks, args.mask_type, class_dirs)
+    output = os.path.abspath(args.output)
+    if os.path.exists(output) and os.listdir(output):
+        raise ConfigError(f"{output}: output folder exists and is not empty; choose a new one")
+    splits = split_sources(len(sources), fractions, args.seed)
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
+    try:
+        counts = _write_tiles(args, sources, splits, table, names, names_by_dir, tmp, log)
+        classes = collections.defaultdict(list)
+        for n in names:
+            sup, sub = n.split(":", 1)
+            classes[sup].append(sub)
+        with open(os.path.join(tmp, "classes.json"), "w", encoding="utf-8") as f:
+            json.dump(dict(classes), f, indent=2)
+        if os.path.exists(output):
+            os.rmdir(output)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"imseg-data: {len(sources)} images -> " + ", ".join(f"{counts[s]} {s}" for s in counts) +
+        f" tiles of {args.tile_size}x{args.tile_size} in {output}; classes: {', '.join(names)}")
+    return 0
+
+
+def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
+    from imseg.progress import progress
+
+    path_map, counts = {}, {}
+    ext = ".npz" if args.format == "npz" else ".json"
+    number = 0
+    split_of = {i: s for s, members in splits.items() for i in members}
+    for split in ("train", "val", "test"):
+        for sub in ("images", "annotations"):
+            os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
+        counts[split] = 0
+    for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="image"):
+        image = read_image(image_path)
+        if args.mask_type == "binary":
+            mask = {n: read_mask(mask_path[names_by_dir[n]], "index") for n in names}
+            shapes = {m.shape[:2] for m in mask.values()}
+        else:
+            mask = read_mask(mask_path, args.mask_type)
+            shapes = {mask.shape[:2]}
+        if shapes != {image.shape[:2]}:
+            raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask is not")
+        annotation = to_annotation(mask, args.mask_type, table, names, mask_path)
+        split = split_of[i]
+        h, w = image.shape[:2]
+        t = args.tile_size
+        for y in tile_origins(h, t, args.overlap):
+            for x in tile_origins(w, t, args.overlap):
+                tile = np.zeros((t, t, 3), np.uint8)
+                ann = np.zeros((len(names), t, t), np.uint8)
+                part = image[y : y + t, x : x + t]
+                tile[: part.shape[0], : part.shape[1]] = part
+                ann[:, : part.shape[0], : part.shape[1]] = annotation[:, y : y + t, x : x + t]
+                tile_id = str(number)
+                folder = os.path.join(root, "im_seg", split)
+                write_image(os.path.join(folder, "images", tile_id + ".jpg"), tile)
+                write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, tile_id + ".jpg")
+                path_map[tile_id] = {"split": split, "image": os.path.abspath(image_path),
+                                     "x": x, "y": y, "width": t, "height": t}
+                counts[split] += 1
+                number += 1
+    with open(os.path.join(root, "im_seg", "path_map.json"), "w", encoding="utf-8") as f:
+        json.dump(path_map, f, indent=1)
+    return counts

@@ -1,0 +1,67 @@
+"""Reading source imagery of any size (JPEG, PNG, GeoTIFF) and writing tiles, with Pillow (and rasterio)."""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from imseg.errors import ConfigError, DataError
+
+IMAGE_FILES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+GEOTIFF = (".tif", ".tiff")
+
+# Aerial mosaics are legitimately larger than Pillow's decompression-bomb guard (89 megapixels).
+Image.MAX_IMAGE_PIXELS = None
+
+
+def _rasterio():
+    try:
+        import rasterio
+    except ImportError:
+        raise ConfigError("reading GeoTIFF needs rasterio: pip install 'imseg[geo]'") from None
+    return rasterio
+
+
+def read_image(path):
+    """(h, w, 3) uint8 RGB; grayscale is repeated, alpha dropped, GeoTIFF bands 1-3 read."""
+    if path.lower().endswith(GEOTIFF):
+        with _rasterio().open(path) as src:
+            bands = src.read(list(range(1, min(src.count, 3) + 1)))
+        array = np.moveaxis(bands, 0, -1)
+        if array.dtype != np.uint8:
+            raise DataError(f"{path}: {array.dtype} GeoTIFF; imseg reads 8-bit imagery (rescale it first)")
+    else:
+        try:
+            with Image.open(path) as img:
+                array = np.asarray(img.convert("RGB"))
+        except OSError as e:
+            raise DataError(f"{path}: unreadable image: {e}") from None
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return array
+
+
+def read_mask(path, mask_type):
+    """Colour masks -> (h, w, 3) uint8 RGB; index and binary masks -> (h, w) integer values."""
+    try:
+        if path.lower().endswith(GEOTIFF):
+            with _rasterio().open(path) as src:
+                bands = src.read()
+            array = np.moveaxis(bands, 0, -1)
+            return array[..., :3] if mask_type == "color" else array[..., 0]
+        with Image.open(path) as img:
+            if mask_type == "color":
+                return np.asarray(img.convert("RGB"))
+            array = np.asarray(img if img.mode in ("L", "P", "I", "I;16", "1") else img.convert("L"))
+            return array.astype(np.int64) if array.ndim == 2 else array[..., 0]
+    except OSError as e:
+        raise DataError(f"{path}: unreadable mask: {e}") from None
+
+
+def write_image(path, array):
+    """Write a tile: JPEG (quality 95) for .jpg, PNG otherwise."""
+    img = Image.fromarray(array)
+    if os.path.splitext(path)[1].lower() in (".jpg", ".jpeg"):
+        img.save(path, quality=95)
+    else:
+        img.save(path)

@@ -1,0 +1,82 @@
+"""Pictures for people: per-class colours, mask overlays, legends and contact sheets (Pillow)."""
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Distinct, saturated colours that stay visible over aerial imagery (Tableau 10, then a few more).
+PALETTE = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+]
+
+
+def class_colours(class_names):
+    """{class name: (r, g, b)}; stable for a given class list."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(class_names)}
+
+
+def overlay(image, masks, colours, alpha=0.5):
+    """Blend each class's mask (h, w, C) onto the RGB image in its colour, with an opaque outline.
+
+    Later classes are drawn over earlier ones where masks overlap.
+    """
+    out = image.astype(np.float32).copy()
+    for k, colour in enumerate(colours):
+        m = masks[..., k] > 0
+        if not m.any():
+            continue
+        out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
+        edge = m & ~_erode(m)
+        out[edge] = colour
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _erode(m):
+    inner = m.copy()
+    inner[1:, :] &= m[:-1, :]
+    inner[:-1, :] &= m[1:, :]
+    inner[:, 1:] &= m[:, :-1]
+    inner[:, :-1] &= m[:, 1:]
+    return inner
+
+
+def legend(colours, width=None):
+    """An image listing each class next to a swatch of its colour."""
+    font = ImageFont.load_default()
+    row = 18
+    width = width or 16 + 8 + max(8 * len(name) for name in colours) + 24
+    img = Image.new("RGB", (width, 8 + row * len(colours)), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (name, colour) in enumerate(colours.items()):
+        y = 4 + i * row
+        draw.rectangle([6, y + 2, 20, y + 14], fill=tuple(colour), outline="black")
+        draw.text((28, y + 2), name, fill="black", font=font)
+    return img
+
+
+def contact_sheet(cells, colours, columns=4, title=None, scale=None):
+    """Grid of (caption, RGB array) cells with a legend underneath; returns a PIL image.
+
+    Small tiles are enlarged (nearest neighbour) so that a person can see them.
+    """
+    size = max(max(a.shape[0], a.shape[1]) for _, a in cells)
+    scale = scale or max(1, 192 // size)
+    cell = size * scale
+    caption = 14
+    rows = -(-len(cells) // columns)
+    key = legend(colours)
+    head = 20 if title else 0
+    width = max(columns * (cell + 8) + 8, key.width + 16)
+    sheet = Image.new("RGB", (width, head + rows * (cell + caption + 8) + 8 + key.height), "white")
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((8, 4), title, fill="black", font=ImageFont.load_default())
+    for i, (text, array) in enumerate(cells):
+        x = 8 + (i % columns) * (cell + 8)
+        y = head + 8 + (i // columns) * (cell + caption + 8)
+        tile = Image.fromarray(array).resize((array.shape[1] * scale, array.shape[0] * scale), Image.NEAREST)
+        sheet.paste(tile, (x, y))
+        draw.text((x, y + cell + 1), text, fill="black", font=ImageFont.load_default())
+    sheet.paste(key, (8, head + rows * (cell + caption + 8) + 8))
+    return sheet
