@@ -14,16 +14,17 @@ from imseg.outputs import save_model, write_json, write_text
 class BestIoUCheckpoint(keras.callbacks.Callback):
     """Save the model whenever the monitored validation score improves, and only then.
 
-    Writes `filepath` (a `.keras` file) and `info_path` (`{"epoch", "monitor", "value"}`), each
-    atomically. A NaN or missing score never counts as an improvement, and `best` (e.g. from an
+    Writes `filepath` (a `.keras` file) and `info_path` (`{"epoch", "monitor", "value"}` plus
+    `details`, e.g. the class names), each atomically. A NaN or missing score never counts as an improvement, and `best` (e.g. from an
     earlier run) sets the bar, so a better checkpoint is never replaced by a worse one. Models with
     an `inference_model()` method (RefineNet) are saved as that plain functional model, which loads
     with `keras.models.load_model` without imseg.
     """
 
-    def __init__(self, filepath, info_path, monitor="val_mean_iou", best=-math.inf):
+    def __init__(self, filepath, info_path, monitor="val_mean_iou", best=-math.inf, details=None):
         super().__init__()
         self.filepath = filepath
+        self.details = dict(details or {})
         self.info_path = info_path
         self.monitor = monitor
         self.best = best
@@ -38,7 +39,7 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
             return
         model = self.model.inference_model() if hasattr(self.model, "inference_model") else self.model
         save_model(model, self.filepath)
-        write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value})
+        write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value, **self.details})
         self.best, self.best_epoch = value, epoch + 1
 
 

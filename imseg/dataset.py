@@ -208,9 +208,9 @@ def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0)
     shards = tf.data.Dataset.from_tensor_slices(meta["shards"])
     if training:
         shards = shards.shuffle(len(meta["shards"]), seed=seed, reshuffle_each_iteration=True)
-    ds = shards.interleave(
+    ds = shards.interleave(  # evaluation reads shards one after another: records in file order
         tf.data.TFRecordDataset,
-        cycle_length=min(4, len(meta["shards"])),
+        cycle_length=min(4, len(meta["shards"])) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not training,
     )

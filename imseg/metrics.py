@@ -11,6 +11,7 @@ recall with no positive pixel) is NaN, and `mean_iou` averages the IoUs that are
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 KINDS = ("iou", "precision", "recall")
@@ -18,6 +19,19 @@ KINDS = ("iou", "precision", "recall")
 
 def metric_key(kind, class_name):
     return f"{kind}/{class_name}"
+
+
+def scores_from_counts(tp, fp, fn):
+    """NumPy twin of `SegmentationMetrics.result()` for count arrays of shape (..., classes)."""
+    tp, fp, fn = (np.asarray(v, np.float64) for v in (tp, fp, fn))
+
+    def ratio(num, den):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+    iou = ratio(tp, tp + fp + fn)
+    defined = ~np.isnan(iou)
+    mean = ratio(np.where(defined, iou, 0).sum(-1), defined.sum(-1))
+    return {"iou": iou, "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "mean_iou": mean}
 
 
 def _ratio(num, den):

@@ -81,6 +81,14 @@ def write_json(path, data):
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def write_png(path, array):
+    """Write an (h, w) or (h, w, 3) uint8 array as PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
 def save_model(model, path):
     """Save a Keras model to `path` (a `.keras` file) atomically."""
     with atomic_path(path, suffix=".keras") as tmp:

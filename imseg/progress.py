@@ -4,24 +4,34 @@ import sys
 import time
 
 
-def progress(items, label, unit="item", stream=None):
-    """Yield from `items` (a sized sequence) while showing `label: n/total unit(s), rate, ETA`."""
-    stream = stream or sys.stderr
-    total = len(items)
-    tty = stream.isatty()
-    start = time.monotonic()
-    last_decile = -1
+class Progress:
+    """Call with the number done (and optionally the total) to show `label: n/total unit, rate, ETA`."""
+
+    def __init__(self, label, total=None, unit="items", stream=None):
+        self.label, self.total, self.unit = label, total, unit
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.start = time.monotonic()
+        self.last_decile = -1
+
+    def __call__(self, done, total=None):
+        total = self.total = total or self.total
+        elapsed = time.monotonic() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        line = f"{self.label}: {done}/{total} {self.unit}, {rate:.1f}/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+        if self.tty:
+            bar = "#" * (20 * done // max(total, 1))
+            self.stream.write(f"\r[{bar:<20}] {line}" + ("\n" if done == total else ""))
+        elif 10 * done // max(total, 1) != self.last_decile:
+            self.last_decile = 10 * done // max(total, 1)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def progress(items, label, unit="items", total=None, stream=None):
+    """Yield from `items` while reporting progress (`total` defaults to len(items))."""
+    report = Progress(label, len(items) if total is None else total, unit, stream)
     for i, item in enumerate(items, start=1):
         yield item
-        elapsed = time.monotonic() - start
-        rate = i / elapsed if elapsed > 0 else 0.0
-        eta = (total - i) / rate if rate > 0 else 0.0
-        line = f"{label}: {i}/{total} {unit}s, {rate:.1f}/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
-        if tty:
-            bar = "#" * (20 * i // max(total, 1))
-            stream.write(f"\r[{bar:<20}] {line}" + ("\n" if i == total else ""))
-            stream.flush()
-        elif (10 * i // max(total, 1)) != last_decile:
-            last_decile = 10 * i // max(total, 1)
-            stream.write(line + "\n")
-            stream.flush()
+        report(i)

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv=None):
     p = _Parser(prog="imseg-train", description="Train a RefineNet on an AIR im_seg dataset.")
     p.add_argument("--data_path", help="dataset root D holding D/im_seg/{train,val,test}")
-    p.add_argument("--classes_path", help="classes.json (default: ./classes.json)")
+    p.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set epochs=1 --set augment.flip=false (repeatable)")
@@ -42,8 +42,14 @@ def parse_args(argv=None):
         args.config = args.config or config_path
     if not args.data_path or not args.config:
         p.error("--data_path and --config are required (or --demo)")
-    args.classes_path = args.classes_path or "classes.json"
+    args.classes_path = args.classes_path or default_classes_path(args.data_path)
     return args
+
+
+def default_classes_path(data_path):
+    """./classes.json as in AIR ImSeg; else the one `imseg-data convert` writes beside the dataset."""
+    beside = os.path.join(data_path, "classes.json")
+    return beside if not os.path.exists("classes.json") and os.path.exists(beside) else "classes.json"
 
 
 def prepare(args, log):
@@ -106,7 +112,8 @@ def train(args, parts, log):
                             training=True, seed=config.seed)
     val_ds = make_dataset(parts["val_meta"], parts["indices"], config.input_shape, config.batch_size,
                           training=False)
-    checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor)
+    checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor,
+                                   details={"classes": parts["names"], "threshold": config.threshold})
     logger = RunLogger(paths.log, paths.history, config.epochs)
     d = parts["details"]
     logger.write_line(

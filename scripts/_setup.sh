@@ -39,3 +39,33 @@ imseg_setup() {
     echo "$stamp" >"$venv/.imseg-stamp"
     export IMSEG_PYTHON="$venv/bin/python"
 }
+
+# imseg_run MODULE NAME [--gpus LIST] [--background] [arguments...]: run `python -m MODULE arguments`,
+# with CUDA_VISIBLE_DEVICES=LIST for this run only, in the foreground or under nohup with a log file.
+imseg_run() {
+    local module=$1 name=$2 gpus="" background=0 log
+    shift 2
+    local args=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --gpus) [ $# -ge 2 ] || { echo "$name: error: --gpus needs a list, e.g. --gpus 0,1" >&2; return 2; }
+                    gpus=$2; shift 2 ;;
+            --gpus=*) gpus=${1#--gpus=}; shift ;;
+            --background) background=1; shift ;;
+            *) args+=("$1"); shift ;;
+        esac
+    done
+    imseg_setup || return 1
+    if [ -n "$gpus" ]; then
+        export CUDA_VISIBLE_DEVICES="$gpus"
+    fi
+    if [ "$background" = 1 ]; then
+        mkdir -p logs
+        log="logs/$name-$(date +%Y%m%d-%H%M%S).log"
+        nohup "$IMSEG_PYTHON" -u -m "$module" "${args[@]+"${args[@]}"}" >"$log" 2>&1 </dev/null &
+        echo "$name: running in the background, PID $!, log $log"
+        echo "$name: follow it with: tail -f $log"
+        return 0
+    fi
+    "$IMSEG_PYTHON" -m "$module" "${args[@]+"${args[@]}"}"
+}

@@ -19,3 +19,18 @@ def _float32_policy():
     keras.mixed_precision.set_global_policy("float32")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The README example config trained for one epoch on a tiny AIR dataset (40 px images, model 32 px).
+
+    Returns (data_path, classes_path, run folder, the finished imseg-train process).
+    """
+    from helpers import RUN, SEED_CONFIG, SMALL, run_module, write_air_dataset
+
+    data_path, classes_path = write_air_dataset(str(tmp_path_factory.mktemp("air") / "d"), counts=(8, 4, 3))
+    result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path,
+                        "--config", SEED_CONFIG, *SMALL, "--set", "epochs=1")
+    assert result.returncode == 0, result.stderr
+    return data_path, classes_path, os.path.join(data_path, "im_seg", "out", RUN), result

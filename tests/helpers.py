@@ -11,6 +11,8 @@ import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_CONFIG = os.path.join(REPO, "configs", "refine_net_224_pretrained_augment.json")
+RUN = "refine_net_224_pretrained_augment"  # the name in SEED_CONFIG
+SMALL = ["--set", "pretrained=false", "--set", "input_shape=[32, 32, 3]", "--set", "batch_size=4"]
 AIR_CLASSES = {"building": ["hospital", "parking", "other"], "highway": ["roads", "other"]}
 
 

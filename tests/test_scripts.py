@@ -11,7 +11,7 @@ import pytest
 
 from helpers import REPO
 
-SCRIPTS = [os.path.join(REPO, "scripts", n) for n in ("train.sh", "test.sh", "_setup.sh")] + [
+SCRIPTS = [os.path.join(REPO, "scripts", n) for n in ("train.sh", "infer.sh", "test.sh", "_setup.sh")] + [
     os.path.join(REPO, ".ci", "run")
 ]
 
@@ -52,6 +52,13 @@ def test_background_run_prints_pid_and_log_and_logs_the_output(stub_python, tmp_
             break
         time.sleep(0.1)
     assert log.read_text().strip() == "CUDA_VISIBLE_DEVICES=2 args=-u -m imseg.train --config my config.json"
+
+
+def test_infer_script_mirrors_train(stub_python, tmp_path):
+    result = run_script("infer.sh", "--gpus", "1", "--split", "test", python=stub_python, cwd=tmp_path)
+    assert result.stdout.strip() == "CUDA_VISIBLE_DEVICES=1 args=-m imseg.infer --split test"
+    background = run_script("infer.sh", "--background", "--split", "val", python=stub_python, cwd=tmp_path)
+    assert re.search(r"imseg-infer: running in the background, PID \d+, log logs/imseg-infer-", background.stdout)
 
 
 def test_gpus_needs_a_value(stub_python, tmp_path):

@@ -10,19 +10,9 @@ import pytest
 
 from helpers import SEED_CONFIG, files_under, run_module, write_air_dataset
 
-RUN = "refine_net_224_pretrained_augment"
+from helpers import RUN, SMALL
+
 CLASSES = ["building:other", "highway:other"]
-SMALL = ["--set", "pretrained=false", "--set", "input_shape=[32, 32, 3]", "--set", "batch_size=4"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """The README example config on a tiny AIR dataset (40 px images, resized to 32), one epoch."""
-    data_path, classes_path = write_air_dataset(str(tmp_path_factory.mktemp("air") / "d"), counts=(8, 4, 2))
-    result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path,
-                        "--config", SEED_CONFIG, *SMALL, "--set", "epochs=1")
-    assert result.returncode == 0, result.stderr
-    return data_path, classes_path, os.path.join(data_path, "im_seg", "out", RUN), result
 
 
 def test_run_writes_config_checkpoint_and_logs(trained):

@@ -1,7 +1,6 @@
 """imseg-data convert | verify | show (also `python -m imseg.data`)."""
 
 import argparse
-import os
 import sys
 
 from imseg.errors import UserError
@@ -34,11 +33,11 @@ def parse_args(argv=None):
 
     v = sub.add_parser("verify", help="check every split; exit 0 when clean, 1 otherwise")
     v.add_argument("--data_path", required=True)
-    v.add_argument("--classes_path", help="classes.json (default: D/classes.json, else ./classes.json)")
+    v.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
 
     s = sub.add_parser("show", help="contact sheet of tiles with their masks overlaid")
     s.add_argument("--data_path", required=True)
-    s.add_argument("--classes_path", help="classes.json (default: D/classes.json, else ./classes.json)")
+    s.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
     s.add_argument("--split", default="train", choices=("train", "val", "test"))
     s.add_argument("-n", type=int, default=16, help="number of tiles (default 16)")
     s.add_argument("--seed", type=int, default=0, help="which tiles are drawn (default 0)")
@@ -46,11 +45,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _classes_path(args):
-    if args.classes_path:
-        return args.classes_path
-    beside = os.path.join(args.data_path, "classes.json")
-    return beside if os.path.exists(beside) else "classes.json"
 
 
 def main(argv=None):
@@ -65,8 +59,9 @@ def main(argv=None):
 
             return convert(args, log)
         from imseg.classes import load_class_names
+        from imseg.train import default_classes_path
 
-        names = load_class_names(_classes_path(args))
+        names = load_class_names(args.classes_path or default_classes_path(args.data_path))
         if args.command == "verify":
             from imseg.data.verify import verify
 

@@ -193,7 +193,7 @@ def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
         for sub in ("images", "annotations"):
             os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
         counts[split] = 0
-    for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="image"):
+    for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
         image = read_image(image_path)
         if args.mask_type == "binary":
             mask = {n: read_mask(mask_path[names_by_dir[n]], "index") for n in names}

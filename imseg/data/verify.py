@@ -13,7 +13,7 @@ def verify_split(data_path, split, num_classes):
     """(count of good pairs, per-class positive pixels, total pixels, problems) of one split."""
     pairs, problems = scan_split(data_path, split)
     positives, pixels, good = np.zeros(num_classes, np.int64), 0, 0
-    for _, image_path, ann_path in progress(pairs, f"verifying {split}", unit="pair") if pairs else ():
+    for _, image_path, ann_path in progress(pairs, f"verifying {split}", unit="pairs") if pairs else ():
         try:
             image = read_image(image_path)
         except DataError as e:

@@ -1,0 +1,273 @@
+"""imseg-infer: predict a split of an AIR dataset (with scores) or any images (of any size) with a trained model.
+
+Split mode writes to `D/im_seg/out/<name>/preds/<split>/`; `--images` mode writes to `--output`:
+- `masks/<class>/<id>.png`: 0/255 mask per image and class (`<class>` is `super-sub`); GeoTIFF input
+  gives GeoTIFF masks with the input's georeference when rasterio is installed;
+- `overlays/<id>.png`: the image with each class in its colour (labelled splits: prediction | truth);
+- `legend.png` and `summary.json` (classes and colours; for splits the scores over the whole split);
+- `metrics.csv` (splits): per image and class IoU, precision and recall;
+- `probs/<id>.npy` with `--save-probs`: float16 (h, w, classes) sigmoid probabilities.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+from imseg.errors import ConfigError, DataError, UserError
+from imseg.tfenv import import_tensorflow
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv=None):
+    p = _Parser(prog="imseg-infer", description="Predict with a trained imseg model.")
+    p.add_argument("--config", required=True, help="the run's config (its name locates the run)")
+    p.add_argument("--data_path", help="dataset root D (split mode, and the default model location)")
+    p.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="split to predict (default val)")
+    p.add_argument("--model", help="a .keras model (default: D/im_seg/out/<name>/checkpoints/best.keras)")
+    p.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders to predict instead of a split")
+    p.add_argument("--output", help="output folder for --images")
+    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap for large images, 0-0.5 (default 0.25)")
+    p.add_argument("--batch-size", type=int, help="images or tiles per batch (default: the config's batch_size)")
+    p.add_argument("--save-probs", action="store_true", help="also write float16 probabilities (.npy)")
+    args = p.parse_args(argv)
+    if args.images and not args.output:
+        p.error("--images needs --output DIR")
+    if not args.images and not args.data_path:
+        p.error("give --data_path (to predict a split) or --images and --output")
+    if not args.model and not args.data_path:
+        p.error("give --model, or --data_path to use the run's best.keras")
+    if not 0 <= args.overlap <= 0.5:
+        p.error(f"--overlap must be between 0 and 0.5, got {args.overlap}")
+    return args
+
+
+def class_folder(name):
+    return name.replace(":", "-")
+
+
+def load_inputs(args):
+    """Config, class names and model, all checked against each other."""
+    from imseg.classes import load_class_names, select_classes
+    from imseg.config import load_config
+    from imseg.outputs import RunPaths
+    from imseg.train import default_classes_path
+
+    config = load_config(args.config)
+    classes_path = args.classes_path or default_classes_path(args.data_path or ".")
+    names, indices = select_classes(config, load_class_names(classes_path), args.config)
+    model_path = args.model or RunPaths.for_run(args.data_path, config.name).best_model
+    if not os.path.isfile(model_path):
+        raise ConfigError(f"{model_path}: model file not found (train first, or pass --model)")
+    info_path = os.path.join(os.path.dirname(model_path), "best.json")
+    if os.path.exists(info_path):
+        with open(info_path, encoding="utf-8") as f:
+            trained = json.load(f).get("classes")
+        if trained and trained != names:
+            raise ConfigError(f"{model_path}: trained on classes {trained}, but {args.config} selects {names}")
+    import_tensorflow()
+    import keras
+
+    try:
+        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    except Exception as e:  # Keras raises ValueError, OSError, zipfile errors... for a file that is no model
+        raise DataError(f"{model_path}: not a Keras model file ({str(e).strip().splitlines()[0][:160]})") from None
+    if model.output_shape[-1] != len(names):
+        raise ConfigError(f"{model_path}: predicts {model.output_shape[-1]} classes, but {args.config} selects "
+                          f"{len(names)}: {', '.join(names)}")
+    return config, names, indices, model, model_path
+
+
+def predict_split(args, config, names, indices, model, model_path, log):
+    from imseg.dataset import load_split, make_dataset
+    from imseg.layout import list_split
+    from imseg.metrics import KINDS, scores_from_counts
+    from imseg.outputs import RunPaths, write_json, write_text
+    from imseg.progress import progress
+    from imseg.visualize import class_colours, legend, overlay
+
+    entries = list_split(args.data_path, args.split)
+    meta = load_split(args.data_path, args.split, _num_all_classes(args), log)
+    out = os.path.join(RunPaths.for_run(args.data_path, config.name).root, "preds", args.split)
+    batch = args.batch_size or config.batch_size
+    ds = make_dataset(meta, indices, model.input_shape[1:], batch, training=False)
+    colours = class_colours(names)
+    palette = list(colours.values())
+    _make_dirs(out, names, args.save_probs)
+    totals = np.zeros((3, len(names)), np.int64)
+    rows = []
+    ids = iter(entry[0] for entry in entries)
+    for images, masks in progress(ds, f"predicting {args.split}", unit="batches", total=int(ds.cardinality())):
+        logits = np.asarray(model.predict_on_batch(images), np.float32)
+        for image, truth, logit in zip(images.numpy(), masks.numpy().astype(bool), logits):
+            stem = next(ids)
+            predicted = logit > config.threshold
+            counts = np.stack([(predicted & truth).sum((0, 1)), (predicted & ~truth).sum((0, 1)),
+                               (~predicted & truth).sum((0, 1))]).astype(np.int64)
+            totals += counts
+            scores = scores_from_counts(*counts)
+            for k, name in enumerate(names):
+                rows.append([stem, name] + [_number(scores[kind][k]) for kind in KINDS])
+            _write_prediction(out, stem, image, predicted, names, palette, args.save_probs, logit,
+                              truth=overlay(image, truth, palette))
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([["image", "class", *KINDS], *rows])
+    write_text(os.path.join(out, "metrics.csv"), buffer.getvalue())
+    scores = scores_from_counts(*totals)
+    summary = {
+        "split": args.split, "images": meta["count"], "model": os.path.abspath(model_path),
+        "threshold": config.threshold, "classes": names,
+        "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()},
+        "mean_iou": _number(scores["mean_iou"]),
+        **{kind: {n: _number(scores[kind][k]) for k, n in enumerate(names)} for kind in KINDS},
+        "pixels": {n: {"tp": int(totals[0, k]), "fp": int(totals[1, k]), "fn": int(totals[2, k])}
+                   for k, n in enumerate(names)},
+    }
+    legend(colours).save(os.path.join(out, "legend.png"))
+    write_json(os.path.join(out, "summary.json"), summary)
+    log(f"imseg-infer: {meta['count']} images of '{args.split}': mean IoU {summary['mean_iou']:.4f}; "
+        + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None))
+    log(f"imseg-infer: wrote masks, overlays, metrics.csv and summary.json to {out}")
+
+
+def _num_all_classes(args):
+    from imseg.classes import load_class_names
+    from imseg.train import default_classes_path
+
+    return len(load_class_names(args.classes_path or default_classes_path(args.data_path)))
+
+
+def _number(value):
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def _make_dirs(out, names, probs):
+    for name in names:
+        os.makedirs(os.path.join(out, "masks", class_folder(name)), exist_ok=True)
+    os.makedirs(os.path.join(out, "overlays"), exist_ok=True)
+    if probs:
+        os.makedirs(os.path.join(out, "probs"), exist_ok=True)
+
+
+def _write_prediction(out, stem, image, predicted, names, palette, save_probs, logits, truth=None, geo=None):
+    from imseg.outputs import atomic_path, write_png
+    from imseg.visualize import overlay
+
+    for k, name in enumerate(names):
+        mask = predicted[..., k].astype(np.uint8) * 255
+        folder = os.path.join(out, "masks", class_folder(name))
+        if geo is not None:
+            _write_geotiff(os.path.join(folder, stem + ".tif"), mask, geo)
+        else:
+            write_png(os.path.join(folder, stem + ".png"), mask)
+    drawn = overlay(image, predicted, palette)
+    if truth is not None:
+        drawn = np.concatenate([drawn, np.full((drawn.shape[0], 4, 3), 255, np.uint8), truth], axis=1)
+    write_png(os.path.join(out, "overlays", stem + ".png"), drawn)
+    if save_probs:
+        with atomic_path(os.path.join(out, "probs", stem + ".npy"), suffix=".npy") as tmp:
+            np.save(tmp, (1.0 / (1.0 + np.exp(-logits))).astype(np.float16))
+
+
+def _write_geotiff(path, mask, profile):
+    import rasterio
+
+    from imseg.outputs import atomic_path
+
+    with atomic_path(path, suffix=".tif") as tmp:
+        meta = {**profile, "count": 1, "dtype": "uint8", "driver": "GTiff", "compress": "deflate"}
+        with rasterio.open(tmp, "w", **meta) as dst:
+            dst.write(mask, 1)
+
+
+def image_files(paths):
+    from imseg.data.images import IMAGE_FILES
+
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += sorted(os.path.join(path, n) for n in os.listdir(path)
+                            if os.path.splitext(n)[1].lower() in IMAGE_FILES)
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise ConfigError(f"{path}: no such file or folder")
+    if not found:
+        raise ConfigError(f"no images in {', '.join(paths)}")
+    return found
+
+
+def predict_images(args, config, names, model, log):
+    from imseg.data.images import GEOTIFF, read_image
+    from imseg.outputs import write_json
+    from imseg.predict import predict_image
+    from imseg.progress import Progress
+    from imseg.visualize import class_colours, legend
+
+    files = image_files(args.images)
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    if len(set(stems)) != len(stems):
+        raise ConfigError("two input images share a file name; predict them into separate --output folders")
+    colours = class_colours(names)
+    _make_dirs(args.output, names, args.save_probs)
+    written = {}
+    for path, stem in zip(files, stems):
+        image = read_image(path)
+        geo = _georeference(path) if path.lower().endswith(GEOTIFF) else None
+
+        logits = predict_image(model, image, overlap=args.overlap, batch_size=args.batch_size or config.batch_size,
+                               output="logits", progress=Progress(f"predicting {stem}", unit="tiles"))
+        _write_prediction(args.output, stem, image, logits > config.threshold, names, list(colours.values()),
+                          args.save_probs, logits, geo=geo)
+        written[stem] = {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
+                         "georeferenced": geo is not None}
+    legend(colours).save(os.path.join(args.output, "legend.png"))
+    write_json(os.path.join(args.output, "summary.json"), {
+        "classes": names, "threshold": config.threshold, "overlap": args.overlap,
+        "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()}, "images": written,
+    })
+    log(f"imseg-infer: predicted {len(files)} image(s) into {args.output}")
+
+
+def _georeference(path):
+    try:
+        import rasterio
+    except ImportError:
+        return None  # read_image has already asked for rasterio if it was needed
+    with rasterio.open(path) as src:
+        return {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        config, names, indices, model, model_path = load_inputs(args)
+        if args.images:
+            predict_images(args, config, names, model, log)
+        else:
+            predict_split(args, config, names, indices, model, model_path, log)
+    except UserError as e:
+        print(f"imseg-infer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imseg-infer: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""predict_image: sliding-window prediction of any size, seamless, with memory that does not grow with height."""
+
+import tracemalloc
+
+import keras
+import numpy as np
+import pytest
+
+from imseg.predict import blend_window, predict_image, tile_starts
+
+
+def conv_model(size=32, kernel=None, bias=2.0, classes=1):
+    """A 1x1 conv: constant logits (`bias`), or a copy of the red channel with kernel e_red."""
+    inputs = keras.Input((size, size, 3))
+    conv = keras.layers.Conv2D(classes, 1)
+    model = keras.Model(inputs, conv(inputs))
+    k = np.zeros((1, 1, 3, classes), np.float32) if kernel is None else kernel
+    conv.set_weights([k, np.full(classes, 0.0 if kernel is not None else bias, np.float32)])
+    return model
+
+
+def test_tiles_cover_the_image_and_end_at_its_edge():
+    assert tile_starts(100, 32, 24) == [0, 24, 48, 68]
+    assert tile_starts(32, 32, 24) == [0]
+    assert tile_starts(20, 32, 24) == [0]
+
+
+def test_window_is_smooth_positive_and_flat_in_the_middle():
+    w = blend_window(32, 8)
+    assert w.min() > 0 and (w[8:24] == 1).all() and (np.diff(w[:8]) > 0).all()
+
+
+def test_constant_logits_give_a_constant_result_of_exactly_the_image_size():
+    image = np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
+    probs = predict_image(conv_model(), image, overlap=0.25)
+    assert probs.shape == (1000, 1000, 1) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-2.0)), rtol=1e-6)  # no seams at tile borders
+    assert predict_image(conv_model(), image, output="masks").all()
+
+
+def test_tiles_are_placed_exactly():
+    """A model that copies the red channel must return the image's red channel everywhere."""
+    kernel = np.zeros((1, 1, 3, 1), np.float32)
+    kernel[0, 0, 0, 0] = 1.0
+    image = np.random.default_rng(1).integers(0, 255, (150, 97, 3), dtype=np.uint8)
+    logits = predict_image(conv_model(kernel=kernel), image, overlap=0.3, batch_size=3, output="logits")
+    np.testing.assert_allclose(logits[..., 0], image[..., 0], atol=1e-3)
+
+
+def test_small_images_are_padded_not_resized():
+    kernel = np.zeros((1, 1, 3, 1), np.float32)
+    kernel[0, 0, 0, 0] = 1.0
+    image = np.random.default_rng(2).integers(0, 255, (10, 40, 3), dtype=np.uint8)
+    logits = predict_image(conv_model(kernel=kernel), image, output="logits")
+    assert logits.shape == (10, 40, 1)
+    np.testing.assert_allclose(logits[..., 0], image[..., 0], atol=1e-3)
+
+
+def _extra_memory(model, height, width):
+    image = np.zeros((height, width, 3), np.uint8)
+    tracemalloc.start()
+    result = predict_image(model, image, overlap=0.25, output="masks")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak - result.nbytes
+
+
+def test_working_memory_does_not_grow_with_the_image_height():
+    model = conv_model(classes=4)
+    small, tall = _extra_memory(model, 400, 600), _extra_memory(model, 1600, 600)
+    assert tall < 1.1 * small + 100_000
+    # ... and is a few rows of tiles: running sums and weights for two tile rows, plus one batch.
+    assert tall < 3 * 32 * 600 * 4 * 4 + 8 * 32 * 32 * 3 * 4 + 200_000
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="overlap"):
+        predict_image(conv_model(), np.zeros((40, 40, 3)), overlap=0.8)
+    with pytest.raises(ValueError, match="RGB"):
+        predict_image(conv_model(), np.zeros((40, 40)))
