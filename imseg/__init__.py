@@ -15,6 +15,7 @@ _API = {
     "SegmentationAugment": "imseg.augment",
     "SegmentationMetrics": "imseg.metrics",
     "BestIoUCheckpoint": "imseg.callbacks",
+    "predict_image": "imseg.predict",
     "ConfigError": "imseg.errors",
     "DataError": "imseg.errors",
 }

@@ -1,0 +1,59 @@
+"""imseg-export: exported models take 0-255 images and return the same logits as the .keras model."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import run_module
+from imseg.export import float32_copy
+
+
+@pytest.fixture(scope="module")
+def model_and_images(trained):
+    path = os.path.join(trained[2], "checkpoints", "best.keras")
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    return path, images, keras.models.load_model(path)
+
+
+def export(path, fmt, output):
+    result = run_module("imseg.export", "--model", path, "--format", fmt, "--output", output)
+    assert result.returncode == 0, result.stderr
+    return result.stderr.strip().splitlines()[-1].split("wrote ")[-1]
+
+
+def test_saved_model_matches_the_keras_logits(model_and_images, tmp_path):
+    path, images, model = model_and_images
+    exported = tf.saved_model.load(export(path, "saved_model", str(tmp_path / "sm")))
+    difference = np.abs(exported.serve(images).numpy() - model.predict(images, verbose=0)).max()
+    assert difference < 1e-4
+
+
+def test_onnx_matches_the_float32_logits(model_and_images, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    path, images, model = model_and_images
+    session = ort.InferenceSession(export(path, "onnx", str(tmp_path / "onnx")))
+    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
+    assert np.abs(logits - float32_copy(model).predict(images, verbose=0)).max() < 1e-4
+
+
+def test_litert_matches_the_float32_logits(model_and_images, tmp_path):
+    path, images, model = model_and_images
+    interpreter = tf.lite.Interpreter(export(path, "litert", str(tmp_path / "lite")))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, images)
+    interpreter.invoke()
+    logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert np.abs(logits - float32_copy(model).predict(images, verbose=0)).max() < 1e-4
+
+
+def test_missing_or_bad_model_file(tmp_path):
+    result = run_module("imseg.export", "--model", str(tmp_path / "x.keras"), "--format", "saved_model",
+                        "--output", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"imseg-export: error: {tmp_path / 'x.keras'}: model file not found"
