@@ -1,4 +1,4 @@
-"""Training callbacks: the best-model checkpoint and the per-epoch log file and history."""
+"""Training callbacks: best-model checkpoint, log file and history, resume state, and clean stops."""
 
 import csv
 import io
@@ -7,8 +7,11 @@ import os
 import time
 
 import keras
+import numpy as np
 
-from imseg.outputs import save_model, write_json, write_text
+from imseg.errors import TrainingStopped
+from imseg.outputs import atomic_path, save_model, write_json, write_text
+from imseg.signals import Interrupted
 
 
 class BestIoUCheckpoint(keras.callbacks.Callback):
@@ -38,20 +41,24 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
         if not math.isfinite(value) or value <= self.best:
             return
         model = self.model.inference_model() if hasattr(self.model, "inference_model") else self.model
-        save_model(model, self.filepath)
-        write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value, **self.details})
+        digest = save_model(model, self.filepath)
         self.best, self.best_epoch = value, epoch + 1
+        write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value, "sha256": digest,
+                                    **self.details})
 
 
 class RunLogger(keras.callbacks.Callback):
-    """One readable line per epoch in a log file, and every epoch's logs in `history.csv`."""
+    """One readable line per epoch in a log file, and every epoch's logs in `history.csv`.
 
-    def __init__(self, log_path, history_path, epochs):
+    `rows` are the history of earlier epochs when a run is resumed.
+    """
+
+    def __init__(self, log_path, history_path, epochs, rows=()):
         super().__init__()
         self.log_path = log_path
         self.history_path = history_path
         self.epochs = epochs
-        self.rows = []
+        self.rows = list(rows)
         self._start = None
 
     def write_line(self, line):
@@ -62,6 +69,7 @@ class RunLogger(keras.callbacks.Callback):
         self._start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.rows = [row for row in self.rows if row["epoch"] <= epoch]  # never a repeated epoch
         logs = {k: float(v) for k, v in (logs or {}).items()}
         seconds = time.monotonic() - self._start
         items = " ".join(f"{k}={v:.4f}" for k, v in _ordered(logs))
@@ -77,6 +85,86 @@ class RunLogger(keras.callbacks.Callback):
         writer.writerows(self.rows)
         os.makedirs(os.path.dirname(self.history_path) or ".", exist_ok=True)
         write_text(self.history_path, buffer.getvalue())
+
+
+def read_history(path, last_epoch):
+    """The rows of `history.csv` for epochs 1..last_epoch (later ones belong to an unfinished epoch)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return [row for row in rows if row["epoch"] <= last_epoch]
+
+
+class ResumeState(keras.callbacks.Callback):
+    """After every epoch, the weights and optimizer state, the epoch and the best score so far.
+
+    Written as `resume/epoch-NNNN.weights.h5`, then `resume/state.json` pointing at it (the commit
+    point), then older weight files are removed: a kill at any instant leaves a consistent state.
+    """
+
+    def __init__(self, folder, checkpoint):
+        super().__init__()
+        self.folder = folder
+        self.checkpoint = checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        path = os.path.join(self.folder, name)
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        write_json(os.path.join(self.folder, "state.json"), {
+            "epoch": epoch + 1, "weights": name, "best": _finite_or_none(self.checkpoint.best),
+            "best_epoch": self.checkpoint.best_epoch,
+        })
+        for old in os.listdir(self.folder):
+            if old.startswith("epoch-") and old != name:
+                os.remove(os.path.join(self.folder, old))
+
+
+def _finite_or_none(value):
+    return value if math.isfinite(value) else None
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite, before anything is saved from it."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise TrainingStopped(
+                f"the loss became {float(loss)} in epoch {self.epoch + 1}, batch {batch + 1}; training stopped "
+                "(lower the learning rate, or check the data); the best checkpoint is unchanged"
+            )
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raise `Interrupted` at the end of the step during which a stop signal arrived."""
+
+    def __init__(self, signals):
+        super().__init__()
+        self.signals = signals
+
+    def on_train_begin(self, logs=None):
+        self.signals.active = True
+
+    def on_train_end(self, logs=None):
+        self.signals.active = False
+
+    def _check(self, *args, **kwargs):
+        if self.signals.received is not None:
+            raise Interrupted(self.signals.received)
+
+    on_train_batch_end = on_test_batch_end = _check
 
 
 def _ordered(logs):

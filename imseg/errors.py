@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file."""
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (e.g. a non-finite loss); the message says where it happened. Exit status 1."""

@@ -1,6 +1,8 @@
 """The `D/im_seg/out/<name>/` layout of a run, and atomic file writes (temp file + rename)."""
 
 import contextlib
+import glob
+import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +37,14 @@ class RunPaths:
         return os.path.join(self.checkpoints, "best.json")
 
     @property
+    def resume(self):
+        return os.path.join(self.root, "resume")
+
+    @property
+    def resume_state(self):
+        return os.path.join(self.resume, "state.json")
+
+    @property
     def metrics(self):
         return os.path.join(self.root, "metrics")
 
@@ -47,8 +57,14 @@ class RunPaths:
         return os.path.join(self.metrics, "history.csv")
 
     def make(self):
-        for folder in (self.checkpoints, self.metrics):
+        for folder in (self.checkpoints, self.metrics, self.resume):
             os.makedirs(folder, exist_ok=True)
+
+    def remove_stale_temporaries(self):
+        """Temporary files left by a process killed while writing (the real files are intact)."""
+        for folder in (self.root, self.checkpoints, self.metrics, self.resume):
+            for path in glob.glob(os.path.join(folder, ".*.tmp*")):
+                os.remove(path)
 
 
 @contextlib.contextmanager
@@ -90,6 +106,16 @@ def write_png(path, array):
 
 
 def save_model(model, path):
-    """Save a Keras model to `path` (a `.keras` file) atomically."""
+    """Save a Keras model to `path` (a `.keras` file) atomically; returns the file's SHA-256."""
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        digest = sha256(tmp)
+    return digest
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

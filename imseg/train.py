@@ -5,13 +5,16 @@ is written under `D/im_seg/out/`. Bad input: one line on stderr and exit status 
 """
 
 import argparse
+import math
 import os
 import shutil
+import signal
 import sys
 import time
 
 from imseg import __version__
-from imseg.errors import ConfigError, UserError
+from imseg.errors import ConfigError, TrainingStopped, UserError
+from imseg.signals import Interrupted, StopSignals
 from imseg.tfenv import import_tensorflow
 
 
@@ -27,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set epochs=1 --set augment.flip=false (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run of the config's name from its last completed epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     p.add_argument("--demo", action="store_true",
                    help="write a synthetic dataset to ./demo_data (if absent) and train on it")
@@ -58,6 +63,7 @@ def prepare(args, log):
     from imseg.config import load_config
     from imseg.layout import list_split
     from imseg.outputs import RunPaths
+    from imseg.resume import check_resumable
 
     config = load_config(args.config, args.set)
     source = args.config
@@ -68,10 +74,13 @@ def prepare(args, log):
     for split in ("train", "val"):
         list_split(args.data_path, split)
     paths = RunPaths.for_run(args.data_path, config.name)
-    if os.path.isdir(paths.root) and os.listdir(paths.root) and not args.overwrite:
+    resolved = {**config.to_dict(), "classes": names}
+    if args.resume:
+        check_resumable(paths, resolved)
+    elif os.path.isdir(paths.root) and os.listdir(paths.root) and not args.overwrite:
         raise ConfigError(
-            f"{paths.root}: a run named '{config.name}' already exists; pass --overwrite to replace it "
-            "or set another 'name'"
+            f"{paths.root}: a run named '{config.name}' already exists; pass --resume to continue it, "
+            "--overwrite to replace it, or set another 'name'"
         )
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
@@ -82,55 +91,105 @@ def prepare(args, log):
     train_meta = load_split(args.data_path, "train", len(all_names), log)
     val_meta = load_split(args.data_path, "val", len(all_names), log)
     return dict(config=config, names=names, indices=indices, paths=paths, model=model, details=details,
-                train_meta=train_meta, val_meta=val_meta)
+                train_meta=train_meta, val_meta=val_meta, resolved=resolved)
 
 
 def _check_writable(folder):
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing) or "."
-    if not os.access(existing, os.W_OK):
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{existing}: not a folder, so the run's output folder cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{existing}: output folder is not writable")
 
 
-def train(args, parts, log):
+def _restore(model, paths, state, val_ds, parts, log):
+    """Load the last completed epoch's weights and optimizer state; return (epoch, best, best_epoch)."""
+    from imseg.resume import best_so_far
+
+    epoch = 0
+    if state:
+        with model.distribute_strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(os.path.join(paths.resume, state["weights"]))
+        epoch = state["epoch"]
+
+    def score(path):
+        log(f"imseg: {path} is newer than best.json (a stop while it was written); scoring it on val")
+        return score_checkpoint(path, val_ds, parts["names"], parts["config"])
+
+    best, best_epoch = best_so_far(paths, state, score)
+    return epoch, best, best_epoch
+
+
+def score_checkpoint(path, val_ds, names, config):
+    """The monitored validation score of a saved model."""
     import keras
 
-    from imseg.callbacks import BestIoUCheckpoint, RunLogger
+    from imseg.metrics import SegmentationMetrics
+
+    model = keras.models.load_model(path, compile=False)
+    metric = SegmentationMetrics(names, threshold=config.threshold)
+    for images, masks in val_ds:
+        metric.update_state(masks, model.predict_on_batch(images))
+    return float(metric.result()[config.monitor[len("val_"):]])
+
+
+def train(args, parts, log, signals):
+    import keras
+
+    from imseg.callbacks import (BestIoUCheckpoint, ResumeState, RunLogger, StopOnNonFiniteLoss, StopOnSignal,
+                                 read_history)
     from imseg.dataset import make_dataset
     from imseg.outputs import write_json
+    from imseg.resume import load_state
 
     config, paths, model = parts["config"], parts["paths"], parts["model"]
-    if args.overwrite and os.path.isdir(paths.root):
+    if args.overwrite and not args.resume and os.path.isdir(paths.root):
         shutil.rmtree(paths.root)
     paths.make()
-    resolved = config.to_dict()
-    resolved["classes"] = parts["names"]
-    write_json(paths.config, {**resolved, "resolved": parts["details"]})
+    paths.remove_stale_temporaries()
+    write_json(paths.config, {**parts["resolved"], "resolved": parts["details"]})
 
     train_ds = make_dataset(parts["train_meta"], parts["indices"], config.input_shape, config.batch_size,
                             training=True, seed=config.seed)
     val_ds = make_dataset(parts["val_meta"], parts["indices"], config.input_shape, config.batch_size,
                           training=False)
-    checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor,
+    state = load_state(paths) if args.resume else None
+    initial_epoch, best, best_epoch = _restore(model, paths, state, val_ds, parts, log) if args.resume \
+        else (0, -math.inf, None)
+    checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor, best=best,
                                    details={"classes": parts["names"], "threshold": config.threshold})
-    logger = RunLogger(paths.log, paths.history, config.epochs)
+    checkpoint.best_epoch = best_epoch
+    logger = RunLogger(paths.log, paths.history, config.epochs, rows=read_history(paths.history, initial_epoch))
     d = parts["details"]
-    logger.write_line(
-        f"imseg {__version__}: run '{config.name}' on {args.data_path}: {parts['train_meta']['count']} train / "
-        f"{parts['val_meta']['count']} val images, classes {', '.join(parts['names'])}; "
-        f"precision {d['precision']}, XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)"
-    )
-    log(f"imseg: training '{config.name}' for {config.epochs} epochs ({d['precision']}, "
+    if args.resume:
+        logger.write_line(f"imseg {__version__}: resuming run '{config.name}' after epoch {initial_epoch} "
+                          f"(best {config.monitor} so far: {best:.4f})")
+    else:
+        logger.write_line(
+            f"imseg {__version__}: run '{config.name}' on {args.data_path}: {parts['train_meta']['count']} train / "
+            f"{parts['val_meta']['count']} val images, classes {', '.join(parts['names'])}; "
+            f"precision {d['precision']}, XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)"
+        )
+    if initial_epoch >= config.epochs:
+        log(f"imseg: run '{config.name}' already finished {initial_epoch} epochs; to continue, raise them, "
+            f"e.g. --resume --set epochs={initial_epoch + 10}")
+        return
+    log(f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({d['precision']}, "
         f"XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)); logs in {paths.metrics}")
-    callbacks = [
-        checkpoint,
-        logger,
-        keras.callbacks.TensorBoard(log_dir=paths.metrics, write_graph=False, profile_batch=0),
-    ]
+    tensorboard = keras.callbacks.TensorBoard(log_dir=paths.metrics, write_graph=False, profile_batch=0)
+    callbacks = [StopOnSignal(signals), StopOnNonFiniteLoss(), checkpoint, logger, tensorboard,
+                 ResumeState(paths.resume, checkpoint)]
     start = time.monotonic()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
+    except BaseException as stop:
+        tensorboard.on_train_end()  # flush the event files of the finished epochs
+        logger.write_line(f"stopped: {stop}; the last completed epoch is kept, continue with --resume")
+        raise
     minutes = (time.monotonic() - start) / 60
     if checkpoint.best_epoch is None:
         log(f"imseg: finished in {minutes:.1f} min; {config.monitor} never had a finite value, no checkpoint saved")
@@ -147,15 +206,23 @@ def main(argv=None):
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
+    signals = StopSignals()
+    signals.install()
     try:
         parts = prepare(args, log)
-        train(args, parts, log)
+        train(args, parts, log, signals)
     except UserError as e:
         print(f"imseg-train: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("imseg-train: interrupted", file=sys.stderr)
-        return 130
+    except TrainingStopped as e:
+        print(f"imseg-train: error: {e}", file=sys.stderr)
+        return 1
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"imseg-train: stopped by {signal.Signals(signum).name}; continue with --resume", file=sys.stderr)
+        return 128 + signum
+    finally:
+        signals.uninstall()
     return 0
 
 

@@ -71,7 +71,7 @@ def test_an_existing_run_is_not_overwritten_without_asking(trained):
     result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path,
                         "--config", SEED_CONFIG, *SMALL, "--set", "epochs=1")
     assert result.returncode == 2
-    assert f"a run named '{RUN}' already exists; pass --overwrite" in result.stderr
+    assert f"a run named '{RUN}' already exists; pass --resume to continue it, --overwrite" in result.stderr
     assert {p: os.path.getmtime(p) for p in files_under(out)} == before
 
 

@@ -1,0 +1,177 @@
+"""Reliability: resuming after SIGKILL or SIGTERM, kills during checkpoint writes, and a non-finite loss."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import REPO, files_under, run_module, write_air_dataset
+
+CONFIG = {
+    "name": "r", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
+    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
+    "epochs": 4, "batch_size": 2, "optimizer_kwargs": {"learning_rate": 0.003}, "mixed_precision": "none",
+    "augment": {"flip": True},
+}
+
+
+@pytest.fixture
+def run(tmp_path):
+    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"]},
+                                                counts=(80, 8, 2), size=(32, 32))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    out = os.path.join(data_path, "im_seg", "out", "r")
+    return ["--data_path", data_path, "--classes_path", classes_path, "--config", str(config)], out
+
+
+def start(args, driver=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO}
+    command = [sys.executable, "-c", driver, *args] if driver else [sys.executable, "-m", "imseg.train", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def state_epoch(out):
+    try:
+        with open(os.path.join(out, "resume", "state.json")) as f:
+            return json.load(f)["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_until(predicate, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def history(out):
+    with open(os.path.join(out, "metrics", "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def best(out):
+    with open(os.path.join(out, "checkpoints", "best.json")) as f:
+        return json.load(f)["value"]
+
+
+def kill_in_epoch_2(args, out, signum):
+    process = start(args)
+    wait_until(lambda: state_epoch(out) >= 1)
+    time.sleep(0.4)  # inside epoch 2
+    process.send_signal(signum)
+    process.wait(timeout=120)
+    assert state_epoch(out) == 1, "the signal should arrive during epoch 2"
+    return process
+
+
+def test_resume_after_sigkill_finishes_with_a_complete_history(run):
+    args, out = run
+    kill_in_epoch_2(args, out, signal.SIGKILL)
+    best_before = best(out)
+    result = run_module("imseg.train", *args, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert [row["epoch"] for row in history(out)] == ["1", "2", "3", "4"]  # no gap, no repeat
+    assert best(out) >= best_before
+    assert keras.models.load_model(os.path.join(out, "checkpoints", "best.keras")).output_shape == (None, 32, 32, 1)
+    log = open(os.path.join(out, "metrics", "r.log")).read()
+    assert "resuming run 'r' after epoch 1" in log
+    assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch ")] == ["1/4", "2/4", "3/4", "4/4"]
+    assert sorted(os.listdir(os.path.join(out, "resume"))) == ["epoch-0004.weights.h5", "state.json"]
+
+
+def test_sigterm_stops_cleanly_and_the_run_resumes(run):
+    args, out = run
+    process = kill_in_epoch_2(args, out, signal.SIGTERM)
+    assert process.returncode == 143
+    assert process.stderr.read().strip().splitlines()[-1] == "imseg-train: stopped by SIGTERM; continue with --resume"
+    assert "stopped: SIGTERM; the last completed epoch is kept" in open(os.path.join(out, "metrics", "r.log")).read()
+    result = run_module("imseg.train", *args, "--resume", "--set", "epochs=3")  # epochs may change
+    assert result.returncode == 0, result.stderr
+    assert [row["epoch"] for row in history(out)] == ["1", "2", "3"]
+    finished = run_module("imseg.train", *args, "--resume", "--set", "epochs=3")
+    assert finished.returncode == 0 and "already finished 3 epochs" in finished.stderr
+
+
+def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(run, tmp_path):
+    args, out = run
+    driver = (
+        "import os, sys\n"
+        "import imseg.callbacks as c, imseg.outputs as o\n"
+        "real_save, real_end = o.save_model, c.BestIoUCheckpoint.on_epoch_end\n"
+        "def on_epoch_end(self, epoch, logs=None):\n"
+        "    if epoch == 1:\n"
+        "        self.best = float('-inf')  # force a save in epoch 2 ...\n"
+        "    return real_end(self, epoch, logs)\n"
+        "def save(model, path):\n"
+        "    if os.path.exists(path):  # ... and die half-way through writing it\n"
+        "        with o.atomic_path(path, suffix='.keras') as tmp:\n"
+        "            model.save(tmp)\n"
+        "            os.truncate(tmp, os.path.getsize(tmp) // 2)\n"
+        "            os._exit(9)\n"
+        "    return real_save(model, path)\n"
+        "c.BestIoUCheckpoint.on_epoch_end, c.save_model = on_epoch_end, save\n"
+        "from imseg.train import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    process = start(args, driver)
+    process.wait(timeout=240)
+    assert process.returncode == 9
+    with open(os.path.join(out, "checkpoints", "best.json")) as f:
+        assert json.load(f)["epoch"] == 1
+    model = keras.models.load_model(os.path.join(out, "checkpoints", "best.keras"))
+    assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 32, 32, 1)
+    assert any(".best.keras." in p for p in files_under(out))  # the half-written temporary file ...
+    result = run_module("imseg.train", *args, "--resume", "--set", "epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert not any(".tmp" in p for p in files_under(out))  # ... is cleaned up by the next run
+
+
+def test_resume_refuses_a_changed_config_and_a_missing_run(run, tmp_path):
+    args, out = run
+    result = run_module("imseg.train", *args, "--resume")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"imseg-train: error: {out}: nothing to resume (no run named 'r' was started there)"
+    assert run_module("imseg.train", *args, "--set", "epochs=1").returncode == 0
+    changed = run_module("imseg.train", *args, "--resume", "--set", "batch_size=4", "--set", "augment.flip=false",
+                         "--set", "epochs=5")
+    assert changed.returncode == 2
+    assert changed.stderr.strip() == (
+        "imseg-train: error: --resume: the config of run 'r' changed in augment.flip, batch_size; only epochs may "
+        "change (start a new run with another name, or --overwrite)"
+    )
+
+
+def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_the_best(run, monkeypatch, capsys):
+    import imseg.train as train
+
+    args, out = run
+    assert train.main([*args, "--set", "epochs=1"]) == 0
+    before = open(os.path.join(out, "checkpoints", "best.keras"), "rb").read()
+    real_restore = train._restore
+
+    def poisoned(model, *a, **k):
+        result = real_restore(model, *a, **k)
+        kernel = model.get_layer("head").kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+        return result
+
+    monkeypatch.setattr(train, "_restore", poisoned)
+    capsys.readouterr()
+    assert train.main([*args, "--resume", "--set", "epochs=2"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "imseg-train: error: the loss became nan in epoch 2, batch 1; training stopped (lower the learning rate, "
+        "or check the data); the best checkpoint is unchanged"
+    )
+    assert open(os.path.join(out, "checkpoints", "best.keras"), "rb").read() == before
+    assert state_epoch(out) == 1
