@@ -78,16 +78,10 @@ class SplitCache:
     def meta_path(self):
         return os.path.join(self.dir, "meta.json")
 
-    def ensure(self):
-        """Build the cache if it is missing or stale; return its metadata."""
-        if not os.path.exists(self.meta_path):
-            self._build()
-        with open(self.meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        meta["shards"] = [os.path.join(self.dir, s) for s in meta["shards"]]
-        return meta
-
-    def _build(self):
+    def build(self):
+        """Check and write the split into a temporary folder beside the cache (None if the cache is current)."""
+        if os.path.exists(self.meta_path):
+            return None
         parent = os.path.dirname(self.dir)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -99,12 +93,24 @@ class SplitCache:
             meta = self._write_shards(tmp)
             with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
                 json.dump(meta, f)
-            for old in os.listdir(parent):  # superseded caches of this split
-                if old.startswith(f"{self.split}-") and os.path.isdir(os.path.join(parent, old)):
-                    shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
-            os.replace(tmp, self.dir)
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
+
+    def commit(self, tmp):
+        """Move a built cache into place, removing superseded caches of this split."""
+        parent = os.path.dirname(self.dir)
+        for old in os.listdir(parent):
+            if old.startswith(f"{self.split}-") and os.path.isdir(os.path.join(parent, old)):
+                shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
+        os.replace(tmp, self.dir)
+
+    def meta(self):
+        with open(self.meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        meta["shards"] = [os.path.join(self.dir, s) for s in meta["shards"]]
+        return meta
 
     def _write_shards(self, folder):
         shards, notes, count = [], set(), 0
@@ -225,8 +231,28 @@ def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def load_split(data_path, split, num_classes, log=None):
-    """Validate and cache a split; returns the cache metadata (count, shards, class pixel counts)."""
-    log = log or (lambda message: print(message, file=sys.stderr))
-    return SplitCache(data_path, split, num_classes, log).ensure()
+def load_splits(data_path, splits, num_classes, log=None):
+    """Validate and cache the splits, all or nothing: a bad file in any of them leaves no cache behind.
 
+    Returns the metadata (count, shards, class pixel counts) of each split, in order.
+    """
+    log = log or (lambda message: print(message, file=sys.stderr))
+    caches = [SplitCache(data_path, split, num_classes, log) for split in splits]
+    built = []
+    try:
+        for cache in caches:
+            built.append(cache.build())
+    except BaseException:
+        for tmp in built:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for cache, tmp in zip(caches, built):
+        if tmp:
+            cache.commit(tmp)
+    return [cache.meta() for cache in caches]
+
+
+def load_split(data_path, split, num_classes, log=None):
+    """`load_splits` for one split."""
+    return load_splits(data_path, [split], num_classes, log)[0]

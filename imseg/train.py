@@ -85,11 +85,10 @@ def prepare(args, log):
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
     from imseg.build import build_model
-    from imseg.dataset import load_split
+    from imseg.dataset import load_splits
 
     model, details = build_model(config, names, source=source)
-    train_meta = load_split(args.data_path, "train", len(all_names), log)
-    val_meta = load_split(args.data_path, "val", len(all_names), log)
+    train_meta, val_meta = load_splits(args.data_path, ["train", "val"], len(all_names), log)
     return dict(config=config, names=names, indices=indices, paths=paths, model=model, details=details,
                 train_meta=train_meta, val_meta=val_meta, resolved=resolved)
 

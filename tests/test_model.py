@@ -146,7 +146,10 @@ def test_too_small_input_is_a_config_error():
                                           "refine_net_blocks": [["conv5_block3_out"]]}), ["a"])
 
 
-def test_imagenet_weights_offline_give_a_clear_message():
+def test_imagenet_weights_offline_give_a_clear_message(monkeypatch):
+    from test_errors import offline
+
+    offline(monkeypatch)  # deterministic even where a network is reachable
     with pytest.raises(ConfigError) as e:
         small_model(pretrained=True)
     assert "cannot download ImageNet weights for MobileNetV2" in str(e.value)
