@@ -1,6 +1,8 @@
 """Config -> compiled model under a distribution strategy, with precision and XLA chosen for the device."""
 
 import inspect
+import json
+import os
 
 import keras
 import tensorflow as tf
@@ -12,11 +14,36 @@ from imseg.metrics import SegmentationMetrics
 from imseg.model import RefineNet
 
 
+def is_multi_worker():
+    """True when TF_CONFIG describes a cluster of several workers (one process per machine)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        return False
+    return sum(len(v) for k, v in cluster.items() if k in ("chief", "worker")) > 1
+
+
 def make_strategy(devices=None):
-    """MirroredStrategy over `devices` (default: every visible GPU, else the first CPU)."""
+    """The distribution strategy for this process.
+
+    With a multi-worker TF_CONFIG: MultiWorkerMirroredStrategy over every worker's GPUs (or CPU). Otherwise
+    MirroredStrategy over `devices` (default: every visible GPU, else the first CPU). A multi-worker
+    strategy must be made before TensorFlow runs anything, so call this early.
+    """
+    if devices is None and is_multi_worker():
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if devices is None and not _has_gpu():
         devices = ["/cpu:0"]  # not every logical CPU a process may have configured
     return tf.distribute.MirroredStrategy(devices)
+
+
+def is_chief(strategy):
+    """Whether this process writes outputs: always with one worker; the chief (worker 0) with several."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not is_multi_worker():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
 
 
 def _has_gpu():
@@ -132,6 +159,12 @@ def build_model(config, class_names, strategy=None, source="config"):
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = MODEL_BUILDERS[config.type](config, class_names, source)
+        if strategy.num_replicas_in_sync > 1:
+            # Batch statistics over the global batch (SyncBatchNorm): replicas keep identical moving
+            # averages, which Keras would otherwise let drift apart, one copy per device.
+            for layer in model._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
         loss = make_loss(config, source)
         optimizer = make_optimizer(config, source)
         jit = resolve_jit(config.jit_compile, strategy)

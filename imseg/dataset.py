@@ -99,12 +99,22 @@ class SplitCache:
         return tmp
 
     def commit(self, tmp):
-        """Move a built cache into place, removing superseded caches of this split."""
+        """Move a built cache into place, removing superseded caches of this split.
+
+        Another process (e.g. a second worker on a shared disk) may have committed the same cache first;
+        then ours is dropped.
+        """
         parent = os.path.dirname(self.dir)
         for old in os.listdir(parent):
-            if old.startswith(f"{self.split}-") and os.path.isdir(os.path.join(parent, old)):
-                shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
-        os.replace(tmp, self.dir)
+            path = os.path.join(parent, old)
+            if old.startswith(f"{self.split}-") and path != self.dir and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.replace(tmp, self.dir)
+        except OSError:
+            if not os.path.exists(self.meta_path):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def meta(self):
         with open(self.meta_path, encoding="utf-8") as f:

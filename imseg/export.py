@@ -7,7 +7,6 @@ their CPU runtimes have no bfloat16 convolutions.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -24,19 +23,14 @@ class _Parser(argparse.ArgumentParser):
 
 def float32_copy(model):
     """The same network and weights with every layer computing in float32."""
-    import keras
+    from imseg.model import rebuilt
 
-    def plain(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed_"):
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {k: plain(v) for k, v in node.items()}
-        return [plain(v) for v in node] if isinstance(node, list) else node
+    def float32(node):
+        if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed_"):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return node
 
-    config = plain(json.loads(json.dumps(keras.saving.serialize_keras_object(model))))
-    copy = keras.saving.deserialize_keras_object(config)
-    copy.set_weights(model.get_weights())
-    return copy
+    return rebuilt(model, float32)
 
 
 def export(model_path, fmt, output):

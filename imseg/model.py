@@ -1,5 +1,7 @@
 """The RefineNet model: backbone features -> RefineNet blocks -> per-class logits at input size."""
 
+import json
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -95,37 +97,36 @@ class RefineNet(keras.Model):
         return images, masks
 
     def train_step(self, data):
-        logs = super().train_step(self._training_batch(data))
-        self._sync_batchnorm_statistics()
-        return logs
-
-    def _sync_batchnorm_statistics(self):
-        """Average BatchNorm moving statistics over replicas after each step.
-
-        Keras creates them with aggregation "none", so under MirroredStrategy each replica updates
-        only its own copy: the copies drift apart, predictions depend on the device and the saved
-        model holds the first replica's statistics.
-        """
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            return
-        stats = [
-            v
-            for layer in self._flatten_layers()
-            if isinstance(layer, layers.BatchNormalization)
-            for v in (layer.moving_mean, layer.moving_variance)
-        ]
-        if stats:
-            context = tf.distribute.get_replica_context()
-            for v, mean in zip(stats, context.all_reduce(tf.distribute.ReduceOp.MEAN, [v.value for v in stats])):
-                v.assign(mean)
+        return _per_worker_logs(super().train_step(self._training_batch(data)), self.distribute_strategy)
 
     def test_step(self, data):
         images, masks = data
-        return super().test_step((tf.cast(images, "float32"), tf.cast(masks, "float32")))
+        logs = super().test_step((tf.cast(images, "float32"), tf.cast(masks, "float32")))
+        return _per_worker_logs(logs, self.distribute_strategy)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras all-reduces a first distributed batch just to learn its shapes, which fails under
+        # MultiWorkerMirroredStrategy (keras-team/keras#20585); this worker's local values suffice.
+        if iterator is None or self._distribute_strategy is None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda x: x.values[0] if isinstance(x, tf.distribute.DistributedValues) else x, next(it)
+            )
+            break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
 
     def inference_model(self):
-        """This network as a plain `keras.Model` of built-in layers (shares the weights)."""
-        return keras.Model(self.inputs, self.outputs, name=self.name)
+        """This network as a plain `keras.Model` of built-in layers.
+
+        It shares the weights, except after multi-device training: then it is a copy whose BatchNorm
+        layers are no longer synchronized (an option only TensorFlow knows), so it loads on any backend.
+        """
+        model = keras.Model(self.inputs, self.outputs, name=self.name)
+        if any(getattr(layer, "synchronized", False) for layer in model._flatten_layers()):
+            model = rebuilt(model, lambda node: {**node, "synchronized": False} if "synchronized" in node else node)
+        return model
 
     def get_config(self):
         return {
@@ -149,6 +150,27 @@ class RefineNet(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def rebuilt(model, edit):
+    """A copy of a functional model with `edit` applied to every dict of its serialized config."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            return edit({k: walk(v) for k, v in node.items()})
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    config = walk(json.loads(json.dumps(keras.saving.serialize_keras_object(model))))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _per_worker_logs(logs, strategy):
+    """Keras averages step logs over workers along axis 0, which scalars lack (keras-team/keras#20585)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
+    return logs
 
 
 def _check_resolutions(inputs, block, index):

@@ -37,18 +37,19 @@ def parse_args(argv=None):
                    help="write a synthetic dataset to ./demo_data (if absent) and train on it")
     p.add_argument("--version", action="version", version=f"imseg {__version__}")
     args = p.parse_args(argv)
-    if args.demo:
-        import_tensorflow()
-        from imseg.demo import write_demo_data
-
-        data_path, classes_path, config_path = write_demo_data(os.path.abspath("demo_data"))
-        args.data_path = args.data_path or data_path
-        args.classes_path = args.classes_path or classes_path
-        args.config = args.config or config_path
-    if not args.data_path or not args.config:
+    if not args.demo and (not args.data_path or not args.config):
         p.error("--data_path and --config are required (or --demo)")
-    args.classes_path = args.classes_path or default_classes_path(args.data_path)
     return args
+
+
+def use_demo(args):
+    """Write the demo dataset (if absent) and point the arguments the user left out at it."""
+    from imseg.demo import write_demo_data
+
+    data_path, classes_path, config_path = write_demo_data(os.path.abspath("demo_data"))
+    args.data_path = args.data_path or data_path
+    args.classes_path = args.classes_path or classes_path
+    args.config = args.config or config_path
 
 
 def default_classes_path(data_path):
@@ -57,7 +58,7 @@ def default_classes_path(data_path):
     return beside if not os.path.exists("classes.json") and os.path.exists(beside) else "classes.json"
 
 
-def prepare(args, log):
+def prepare(args, log, strategy=None):
     """Validate every input and build the model; writes nothing under out/. Returns a dict of parts."""
     from imseg.classes import load_class_names, select_classes
     from imseg.config import load_config
@@ -65,6 +66,7 @@ def prepare(args, log):
     from imseg.outputs import RunPaths
     from imseg.resume import check_resumable
 
+    args.classes_path = args.classes_path or default_classes_path(args.data_path)
     config = load_config(args.config, args.set)
     source = args.config
     all_names = load_class_names(args.classes_path)
@@ -84,10 +86,12 @@ def prepare(args, log):
         )
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
-    from imseg.build import build_model
+    from imseg.build import build_model, is_chief, make_strategy
     from imseg.dataset import load_splits
 
-    model, details = build_model(config, names, source=source)
+    strategy = strategy or make_strategy()
+    model, details = build_model(config, names, strategy=strategy, source=source)
+    details["chief"] = is_chief(strategy)
     train_meta, val_meta = load_splits(args.data_path, ["train", "val"], len(all_names), log)
     return dict(config=config, names=names, indices=indices, paths=paths, model=model, details=details,
                 train_meta=train_meta, val_meta=val_meta, resolved=resolved)
@@ -145,11 +149,13 @@ def train(args, parts, log, signals):
     from imseg.resume import load_state
 
     config, paths, model = parts["config"], parts["paths"], parts["model"]
-    if args.overwrite and not args.resume and os.path.isdir(paths.root):
-        shutil.rmtree(paths.root)
-    paths.make()
-    paths.remove_stale_temporaries()
-    write_json(paths.config, {**parts["resolved"], "resolved": parts["details"]})
+    chief = parts["details"]["chief"]  # with several workers, only the chief writes
+    if chief:
+        if args.overwrite and not args.resume and os.path.isdir(paths.root):
+            shutil.rmtree(paths.root)
+        paths.make()
+        paths.remove_stale_temporaries()
+        write_json(paths.config, {**parts["resolved"], "resolved": parts["details"]})
 
     train_ds = make_dataset(parts["train_meta"], parts["indices"], config.input_shape, config.batch_size,
                             training=True, seed=config.seed)
@@ -163,7 +169,9 @@ def train(args, parts, log, signals):
     checkpoint.best_epoch = best_epoch
     logger = RunLogger(paths.log, paths.history, config.epochs, rows=read_history(paths.history, initial_epoch))
     d = parts["details"]
-    if args.resume:
+    if not chief:
+        logger.write_line = lambda line: None
+    elif args.resume:
         logger.write_line(f"imseg {__version__}: resuming run '{config.name}' after epoch {initial_epoch} "
                           f"(best {config.monitor} so far: {best:.4f})")
     else:
@@ -179,17 +187,22 @@ def train(args, parts, log, signals):
     log(f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({d['precision']}, "
         f"XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)); logs in {paths.metrics}")
     tensorboard = keras.callbacks.TensorBoard(log_dir=paths.metrics, write_graph=False, profile_batch=0)
-    callbacks = [StopOnSignal(signals), StopOnNonFiniteLoss(), checkpoint, logger, tensorboard,
-                 ResumeState(paths.resume, checkpoint)]
+    callbacks = [StopOnSignal(signals), StopOnNonFiniteLoss()]
+    if chief:
+        callbacks += [checkpoint, logger, tensorboard, ResumeState(paths.resume, checkpoint)]
     start = time.monotonic()
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
     except BaseException as stop:
-        tensorboard.on_train_end()  # flush the event files of the finished epochs
-        logger.write_line(f"stopped: {stop}; the last completed epoch is kept, continue with --resume")
+        if chief:
+            tensorboard.on_train_end()  # flush the event files of the finished epochs
+            logger.write_line(f"stopped: {stop}; the last completed epoch is kept, continue with --resume")
         raise
     minutes = (time.monotonic() - start) / 60
+    if not chief:
+        log(f"imseg: worker finished in {minutes:.1f} min (the chief writes the outputs)")
+        return
     if checkpoint.best_epoch is None:
         log(f"imseg: finished in {minutes:.1f} min; {config.monitor} never had a finite value, no checkpoint saved")
         return
@@ -208,7 +221,14 @@ def main(argv=None):
     signals = StopSignals()
     signals.install()
     try:
-        parts = prepare(args, log)
+        strategy = None
+        if args.demo:
+            import_tensorflow()
+            from imseg.build import make_strategy
+
+            strategy = make_strategy()  # before the demo data is written: a multi-worker strategy must be first
+            use_demo(args)
+        parts = prepare(args, log, strategy)
         train(args, parts, log, signals)
     except UserError as e:
         print(f"imseg-train: error: {e}", file=sys.stderr)
