@@ -4,12 +4,10 @@ import json
 
 import keras
 import tensorflow as tf
-from keras import layers
 
 from imseg.augment import SegmentationAugment
-from imseg.backbones import describe_candidates, preprocess_weights
-from imseg.blocks import refine_block
-from imseg.errors import ConfigError
+from imseg.backbones import preprocess_weights
+from imseg.blocks import refinenet_graph
 
 
 @keras.saving.register_keras_serializable(package="imseg")
@@ -43,32 +41,10 @@ class RefineNet(keras.Model):
         **kwargs,
     ):
         feature_layers = [list(block) for block in feature_layers]
-        known = {layer.name for layer in backbone.layers}
-        for name in (n for block in feature_layers for n in block):
-            if name not in known:
-                raise ConfigError(
-                    f"key 'refine_net_blocks': {backbone.name} has no layer '{name}'; "
-                    f"layers that end each resolution: {describe_candidates(backbone)}"
-                )
-        names = [n for block in feature_layers for n in block]
-        # Only the backbone up to the deepest feature layer: later layers would get no gradients.
-        extractor = keras.Model(backbone.inputs, [backbone.get_layer(n).output for n in names], name=backbone.name)
-        extractor.trainable = backbone.trainable
-
-        image = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
-        x = layers.Conv2D(3, 1, trainable=False, dtype="float32", name="preprocess")(image)
-        features = extractor(x)
-        features = dict(zip(names, features if isinstance(features, (list, tuple)) else [features]))
-        y = None
-        for i, block in enumerate(feature_layers, start=1):
-            inputs = ([y] if y is not None else []) + [features[n] for n in block]
-            _check_resolutions(inputs, block, i)
-            y = refine_block(
-                inputs, reduce_channel_scale, rcu_kwargs, mrf_kwargs, crp_kwargs, name=f"refine{i}"
-            )
-        y = layers.Conv2D(num_classes, 1, name="head")(y)
-        y = layers.Resizing(*image.shape[1:3], interpolation="bilinear", name="head_upsample")(y)
-        logits = layers.Activation("linear", dtype="float32", name="logits")(y)
+        image, logits, extractor = refinenet_graph(
+            backbone, feature_layers, num_classes, preprocessing, reduce_channel_scale, rcu_kwargs, mrf_kwargs,
+            crp_kwargs,
+        )
         super().__init__(inputs=image, outputs=logits, **kwargs)
         self.get_layer("preprocess").set_weights(preprocess_weights(preprocessing))
 
@@ -171,17 +147,3 @@ def _per_worker_logs(logs, strategy):
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
     return logs
-
-
-def _check_resolutions(inputs, block, index):
-    """Later blocks must not be coarser than earlier ones: the decoder climbs to full resolution."""
-    if index == 1:
-        return
-    previous = inputs[0].shape[1] * inputs[0].shape[2]
-    for name, x in zip(block, inputs[1:]):
-        if x.shape[1] * x.shape[2] < previous:
-            raise ConfigError(
-                f"key 'refine_net_blocks': block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser "
-                f"than block {index - 1}'s output ({inputs[0].shape[1]}x{inputs[0].shape[2]}); "
-                "list blocks from low to high resolution"
-            )

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 
 import keras
 import numpy as np

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import RUN, SEED_CONFIG, SMALL, files_under, run_module
+from helpers import SEED_CONFIG, files_under, run_module
 
 
 def infer(trained, *args, config=SEED_CONFIG):

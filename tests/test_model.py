@@ -14,7 +14,6 @@ from imseg.backbones import feature_candidates, preprocess_weights
 from imseg.build import build_model, build_refinenet, resolve_jit, make_strategy
 from imseg.config import config_from_dict, load_config
 from imseg.errors import ConfigError
-from imseg.model import RefineNet
 
 SMALL = {
     "name": "t",

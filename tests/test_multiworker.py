@@ -1,6 +1,5 @@
 """Two worker processes on 127.0.0.1 train the demo together (MultiWorkerMirroredStrategy via TF_CONFIG)."""
 
-import hashlib
 import json
 import os
 import socket
