@@ -1,0 +1,299 @@
+"""imseg benchmarks: one JSON object per line, `{"metric", "value", "unit", ...context}`.
+
+    python benchmarks/run.py [--quick] [--only data train precision infer memory]
+
+Every group runs in its own Python process (fresh TensorFlow, its own peak memory). The old AIR ImSeg
+loader is re-created here (per image `json.load` + PIL decode in a Python loop, then NumPy stacking) and
+timed on the same files in the same run. Results and their reading: docs/performance.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+SEED_CONFIG = {
+    "name": "bench", "backbone": "ResNet50", "pretrained": False,
+    "refine_net_blocks": [["conv5_block3_out", "conv4_block6_out"], ["conv3_block4_out", "conv2_block3_out"]],
+    "input_shape": [224, 224, 3], "classes": ["building:other"], "batch_size": 8,
+    "augment": {"rotate_range": 30, "flip": True, "channel_shift_range": 50, "multiplier": 1, "seed": 0},
+}
+AIR_CLASSES = {"building": ["hospital", "parking", "other"], "highway": ["roads", "other"]}  # the AIR project's 5
+
+
+def emit(metric, value, unit, **context):
+    print(json.dumps({"metric": metric, "value": round(float(value), 4), "unit": unit, **context}), flush=True)
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_air(root, count, size=224, seed=0):
+    """An AIR im_seg train/val dataset: JPEG images and C x h x w JSON annotations, 5 classes."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", count), ("val", max(8, count // 8))):
+        os.makedirs(os.path.join(root, "im_seg", split, "images"), exist_ok=True)
+        os.makedirs(os.path.join(root, "im_seg", split, "annotations"), exist_ok=True)
+        for i in range(n):
+            ann = np.zeros((5, size, size), np.uint8)
+            for k in range(5):
+                y, x = rng.integers(0, size // 2, 2)
+                ann[k, y : y + size // 3, x : x + size // 4] = 1
+            image = (rng.integers(0, 60, (size, size, 3)) + 150 * ann.max(0)[..., None]).astype(np.uint8)
+            Image.fromarray(image).save(os.path.join(root, "im_seg", split, "images", f"{i}.jpg"), quality=90)
+            with open(os.path.join(root, "im_seg", split, "annotations", f"{i}.json"), "w") as f:
+                json.dump({"annotation": ann.tolist(), "img": f"{i}.jpg"}, f)
+    with open(os.path.join(root, "classes.json"), "w") as f:
+        json.dump(AIR_CLASSES, f)
+
+
+def seed_loader(root, class_index, batch_size, limit):
+    """The old ImSeg approach: a Python loop of json.load + PIL decode, then NumPy stacking."""
+    import numpy as np
+    from PIL import Image
+
+    folder = os.path.join(root, "im_seg", "train")
+    names = sorted(os.listdir(os.path.join(folder, "images")), key=lambda n: int(n.split(".")[0]))[:limit]
+    images, masks, count = [], [], 0
+    for name in names:
+        stem = name.split(".")[0]
+        images.append(np.asarray(Image.open(os.path.join(folder, "images", name)).convert("RGB")))
+        with open(os.path.join(folder, "annotations", stem + ".json")) as f:
+            masks.append(np.asarray(json.load(f)["annotation"], np.uint8)[class_index])
+        if len(images) == batch_size:
+            np.stack(images), np.stack(masks)
+            count += len(images)
+            images, masks = [], []
+    return count
+
+
+def bench_data(quick):
+    from imseg.dataset import load_split, make_dataset
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    count = 160 if quick else 800
+    with tempfile.TemporaryDirectory() as root:
+        write_air(root, count)
+        start = time.perf_counter()
+        n = seed_loader(root, [1], 8, count)
+        seed_rate = n / (time.perf_counter() - start)
+        emit("data.seed_loader_images_per_s", seed_rate, "images/s", images=n, classes=5, size=224)
+        start = time.perf_counter()
+        meta = load_split(root, "train", 5, log=lambda m: None)
+        emit("data.first_pass_images_per_s", count / (time.perf_counter() - start), "images/s",
+             note="decode + parse + validate + write the cache, once per dataset")
+        ds = make_dataset(meta, [1], (224, 224, 3), 8, training=True)
+        for _ in ds:  # warm-up epoch: the OS page cache and tf.data threads
+            pass
+        epochs = 3
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for _ in ds:
+                pass
+        cached = epochs * count / (time.perf_counter() - start)
+        emit("data.cached_images_per_s", cached, "images/s", batch=8, shuffle=True, classes_selected=1)
+        emit("data.speedup_vs_seed_loader", cached / seed_rate, "x", target=50)
+
+
+def _seed_model(precision, jit=False):
+    from imseg.build import build_model
+    from imseg.config import config_from_dict
+
+    config = config_from_dict({**SEED_CONFIG, "mixed_precision": precision, "jit_compile": jit})
+    return build_model(config, ["building:other"])
+
+
+def _time_fit(model, steps, batch=8, size=224):
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
+    y = (rng.random((batch, size, size, 1)) < 0.3).astype(np.uint8)
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(2), verbose=0)  # trace and warm up
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
+    start = time.perf_counter()
+    model.fit(ds, verbose=0)
+    return steps * batch / (time.perf_counter() - start), (x, y)
+
+
+def _time_bare_step(model, data, steps):
+    """The same train_step, compiled the same way, on in-memory tensors: no fit loop, callbacks or tf.data."""
+    import tensorflow as tf
+
+    x, y = (tf.constant(v) for v in data)
+    strategy = model.distribute_strategy
+    step = tf.function(lambda batch: strategy.run(model.train_step, args=(batch,)), jit_compile=model.jit_compile)
+    step((x, y))
+    start = time.perf_counter()
+    for _ in range(steps):
+        logs = step((x, y))
+    float(logs["loss"])
+    return steps * x.shape[0] / (time.perf_counter() - start)
+
+
+def model_flops(model):
+    """Multiply-adds x 2 of the convolutions for one image (forward pass)."""
+    import keras
+
+    total = 0
+    for layer in model._flatten_layers():
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and hasattr(layer, "kernel"):
+            out = layer.output.shape
+            kernel = layer.kernel.shape
+            per_output = kernel[0] * kernel[1] * (kernel[2] if not isinstance(layer, keras.layers.DepthwiseConv2D) else 1)
+            channels = out[-1]
+            total += 2 * out[1] * out[2] * channels * per_output
+    return total
+
+
+def bench_train(quick):
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    steps = 6 if quick else 20
+    model, details = _seed_model("auto")
+    rate, data = _time_fit(model, steps)
+    emit("train.images_per_s", rate, "images/s", precision=details["precision"], model="seed ResNet50 RefineNet",
+         size=224, batch=8, augment="rotate+flip+shift, multiplier 1 (counts originals)", anchor_seed=4.3)
+    bare = _time_bare_step(model, data, steps)
+    emit("train.fit_over_bare_step", rate / bare, "ratio", fit_images_per_s=rate, bare_images_per_s=bare, target=0.95)
+    emit("model.gflops_per_image", model_flops(model) / 1e9, "GFLOP", note="forward pass, convolutions")
+
+
+def bench_precision(quick):
+    """One precision / XLA setting per process: `--only precision` runs all four."""
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    precision, jit = os.environ["IMSEG_BENCH_SETTING"].split(":")
+    steps = 4 if quick else 12
+    model, details = _seed_model(precision, jit == "xla")
+    rate, _ = _time_fit(model, steps)
+    name = "train.images_per_s_f32" if (precision, jit) == ("none", "plain") else "train.images_per_s_setting"
+    emit(name, rate, "images/s", precision=details["precision"], xla=jit == "xla", peak_rss_mb=round(peak_rss_mb()),
+         anchor_seed_f32=4.3)
+
+
+def bench_infer(quick):
+    import numpy as np
+
+    from imseg.predict import predict_image
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    model, details = _seed_model("auto")
+    plain = model.inference_model()
+    x = np.random.default_rng(0).integers(0, 255, (8, 224, 224, 3), dtype=np.uint8)
+    plain.predict(x, batch_size=8, verbose=0)
+    repeats = 3 if quick else 10
+    start = time.perf_counter()
+    for _ in range(repeats):
+        plain.predict(x, batch_size=8, verbose=0)
+    emit("infer.images_per_s", repeats * 8 / (time.perf_counter() - start), "images/s", size=224, batch=8,
+         precision=details["precision"], anchor_seed=7.4, target=14.8)
+    side = 896 if quick else 2048
+    image = np.random.default_rng(1).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    predict_image(plain, image, overlap=0.25, batch_size=8, output="masks")
+    emit("infer.tiled_megapixels_per_s", side * side / 1e6 / (time.perf_counter() - start), "MP/s",
+         image=f"{side}x{side}", tile=224, overlap=0.25)
+
+
+def bench_memory_child(quick):
+    """Train one epoch of a small model on IMSEG_BENCH_TILES tiles; report peak RSS."""
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    import imseg.demo
+    from imseg.build import build_model
+    from imseg.config import config_from_dict
+    from imseg.dataset import load_split, make_dataset
+
+    tiles = int(os.environ["IMSEG_BENCH_TILES"])
+    root = os.environ["IMSEG_BENCH_DATA"]
+    imseg.demo.write_demo_data(root, counts=(tiles, 16, 1))
+    meta = load_split(root, "train", 2, log=lambda m: None)
+    config = config_from_dict({**imseg.demo.DEMO_CONFIG, "epochs": 1})
+    model, _ = build_model(config, ["building:other", "highway:other"])
+    model.fit(make_dataset(meta, [0, 1], (64, 64, 3), 16, training=True), verbose=0)
+    emit("memory.peak_rss_mb", peak_rss_mb(), "MB", tiles=tiles)
+
+
+def bench_memory(quick):
+    base = 128 if quick else 256
+    peaks = {}
+    with tempfile.TemporaryDirectory() as root:
+        for tiles in (base, 10 * base):
+            env = {**os.environ, "IMSEG_BENCH_TILES": str(tiles), "IMSEG_BENCH_DATA": os.path.join(root, str(tiles))}
+            line = _child("memory_child", quick, env)[-1]
+            peaks[tiles] = json.loads(line)["value"]
+            print(line, flush=True)
+    emit("memory.rss_ratio_10x_tiles", peaks[10 * base] / peaks[base], "ratio", tiles=[base, 10 * base],
+         peak_rss_mb=[peaks[base], peaks[10 * base]], note="one epoch; memory must not grow with the dataset")
+
+
+GROUPS = {
+    "data": bench_data, "train": bench_train, "precision": bench_precision, "infer": bench_infer,
+    "memory": bench_memory, "memory_child": bench_memory_child,
+}
+PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
+
+
+def _child(group, quick, env=None):
+    command = [sys.executable, os.path.abspath(__file__), "--child", group] + (["--quick"] if quick else [])
+    result = subprocess.run(command, capture_output=True, text=True, env=env or os.environ)
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr[-3000:])
+        raise SystemExit(f"benchmark group {group} failed")
+    return [line for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller inputs: runs in a few minutes on 2 cores")
+    parser.add_argument("--only", nargs="+", choices=["data", "train", "precision", "infer", "memory"])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.child:
+        GROUPS[args.child](args.quick)
+        return
+    import keras
+    import tensorflow as tf
+
+    emit("context", 0, "", machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+         python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__, quick=args.quick)
+    start = time.perf_counter()
+    for group in args.only or ["data", "train", "precision", "infer", "memory"]:
+        if group == "precision":
+            rates = {}
+            for setting in PRECISION_SETTINGS:
+                for line in _child("precision", args.quick, {**os.environ, "IMSEG_BENCH_SETTING": setting}):
+                    print(line, flush=True)
+                    rates[setting] = json.loads(line)["value"]
+            emit("train.bf16_over_f32", rates["auto:plain"] / rates["none:plain"], "x",
+                 note="default precision (auto) over float32, XLA off", anchor_probe=1.7)
+        elif group == "memory":
+            bench_memory(args.quick)
+        else:
+            for line in _child(group, args.quick):
+                print(line, flush=True)
+    emit("benchmark.seconds", time.perf_counter() - start, "s")
+
+
+if __name__ == "__main__":
+    main()
