@@ -5,6 +5,7 @@ Split mode writes to `D/im_seg/out/<name>/preds/<split>/`; `--images` mode write
   gives GeoTIFF masks with the input's georeference when rasterio is installed;
 - `overlays/<id>.png`: the image with each class in its colour (labelled splits: prediction | truth);
 - `legend.png` and `summary.json` (classes and colours; for splits the scores over the whole split);
+- `sheet.png` (splits): 16 images spread over the split, prediction next to truth, with the legend;
 - `metrics.csv` (splits): per image and class IoU, precision and recall;
 - `probs/<id>.npy` with `--save-probs`: float16 (h, w, classes) sigmoid probabilities.
 """
@@ -20,6 +21,9 @@ import numpy as np
 
 from imseg.errors import ConfigError, DataError, UserError
 from imseg.tfenv import import_tensorflow
+
+
+SHEET_SIZE = 16  # images in a split's sheet.png
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,9 +95,9 @@ def predict_split(args, config, names, indices, model, model_path, log):
     from imseg.dataset import load_split, make_dataset
     from imseg.layout import list_split
     from imseg.metrics import KINDS, scores_from_counts
-    from imseg.outputs import RunPaths, write_json, write_text
+    from imseg.outputs import RunPaths, write_json, write_png, write_text
     from imseg.progress import progress
-    from imseg.visualize import class_colours, legend, overlay
+    from imseg.visualize import class_colours, contact_sheet, legend, overlay
 
     entries = list_split(args.data_path, args.split)
     meta = load_split(args.data_path, args.split, _num_all_classes(args), log)
@@ -104,12 +108,13 @@ def predict_split(args, config, names, indices, model, model_path, log):
     palette = list(colours.values())
     _make_dirs(out, names, args.save_probs)
     totals = np.zeros((3, len(names)), np.int64)
-    rows = []
-    ids = iter(entry[0] for entry in entries)
+    rows, sheet = [], []
+    shown = set(np.linspace(0, meta["count"] - 1, min(SHEET_SIZE, meta["count"])).round().astype(int).tolist())
+    ids = iter(enumerate(entry[0] for entry in entries))
     for images, masks in progress(ds, f"predicting {args.split}", unit="batches", total=int(ds.cardinality())):
         logits = np.asarray(model.predict_on_batch(images), np.float32)
         for image, truth, logit in zip(images.numpy(), masks.numpy().astype(bool), logits):
-            stem = next(ids)
+            index, stem = next(ids)
             predicted = logit > config.threshold
             counts = np.stack([(predicted & truth).sum((0, 1)), (predicted & ~truth).sum((0, 1)),
                                (~predicted & truth).sum((0, 1))]).astype(np.int64)
@@ -117,8 +122,10 @@ def predict_split(args, config, names, indices, model, model_path, log):
             scores = scores_from_counts(*counts)
             for k, name in enumerate(names):
                 rows.append([stem, name] + [_number(scores[kind][k]) for kind in KINDS])
-            _write_prediction(out, stem, image, predicted, names, palette, args.save_probs, logit,
-                              truth=overlay(image, truth, palette))
+            drawn = _write_prediction(out, stem, image, predicted, names, palette, args.save_probs, logit,
+                                      truth=overlay(image, truth, palette))
+            if index in shown:
+                sheet.append((f"{stem}: prediction | truth", drawn))
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([["image", "class", *KINDS], *rows])
     write_text(os.path.join(out, "metrics.csv"), buffer.getvalue())
@@ -132,7 +139,9 @@ def predict_split(args, config, names, indices, model, model_path, log):
         "pixels": {n: {"tp": int(totals[0, k]), "fp": int(totals[1, k]), "fn": int(totals[2, k])}
                    for k, n in enumerate(names)},
     }
-    legend(colours).save(os.path.join(out, "legend.png"))
+    write_png(os.path.join(out, "legend.png"), np.asarray(legend(colours)))
+    title = f"{args.split}: mean IoU {summary['mean_iou'] or float('nan'):.3f}"
+    write_png(os.path.join(out, "sheet.png"), np.asarray(contact_sheet(sheet, colours, columns=2, title=title)))
     write_json(os.path.join(out, "summary.json"), summary)
     log(f"imseg-infer: {meta['count']} images of '{args.split}': mean IoU {summary['mean_iou']:.4f}; "
         + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None))
@@ -177,6 +186,7 @@ def _write_prediction(out, stem, image, predicted, names, palette, save_probs, l
     if save_probs:
         with atomic_path(os.path.join(out, "probs", stem + ".npy"), suffix=".npy") as tmp:
             np.save(tmp, (1.0 / (1.0 + np.exp(-logits))).astype(np.float16))
+    return drawn
 
 
 def _write_geotiff(path, mask, profile):
@@ -209,7 +219,7 @@ def image_files(paths):
 
 def predict_images(args, config, names, model, log):
     from imseg.data.images import GEOTIFF, read_image
-    from imseg.outputs import write_json
+    from imseg.outputs import write_json, write_png
     from imseg.predict import predict_image
     from imseg.progress import Progress
     from imseg.visualize import class_colours, legend
@@ -231,7 +241,7 @@ def predict_images(args, config, names, model, log):
                           args.save_probs, logits, geo=geo)
         written[stem] = {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
                          "georeferenced": geo is not None}
-    legend(colours).save(os.path.join(args.output, "legend.png"))
+    write_png(os.path.join(args.output, "legend.png"), np.asarray(legend(colours)))
     write_json(os.path.join(args.output, "summary.json"), {
         "classes": names, "threshold": config.threshold, "overlap": args.overlap,
         "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()}, "images": written,
