@@ -60,23 +60,24 @@ def contact_sheet(cells, colours, columns=4, title=None, scale=None):
 
     Small tiles are enlarged (nearest neighbour) so that a person can see them.
     """
-    size = max(max(a.shape[0], a.shape[1]) for _, a in cells)
-    scale = scale or max(1, 192 // size)
-    cell = size * scale
-    caption = 14
+    height = max(a.shape[0] for _, a in cells)
+    width = max(a.shape[1] for _, a in cells)
+    scale = scale or max(1, 192 // max(height, width))
+    cell_w, cell_h, caption, gap = width * scale, height * scale, 14, 8
     rows = -(-len(cells) // columns)
     key = legend(colours)
     head = 20 if title else 0
-    width = max(columns * (cell + 8) + 8, key.width + 16)
-    sheet = Image.new("RGB", (width, head + rows * (cell + caption + 8) + 8 + key.height), "white")
+    font = ImageFont.load_default()
+    sheet = Image.new("RGB", (max(columns * (cell_w + gap) + gap, key.width + 2 * gap),
+                              head + rows * (cell_h + caption + gap) + gap + key.height), "white")
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((8, 4), title, fill="black", font=ImageFont.load_default())
+        draw.text((gap, 4), title, fill="black", font=font)
     for i, (text, array) in enumerate(cells):
-        x = 8 + (i % columns) * (cell + 8)
-        y = head + 8 + (i // columns) * (cell + caption + 8)
+        x = gap + (i % columns) * (cell_w + gap)
+        y = head + gap + (i // columns) * (cell_h + caption + gap)
         tile = Image.fromarray(array).resize((array.shape[1] * scale, array.shape[0] * scale), Image.NEAREST)
         sheet.paste(tile, (x, y))
-        draw.text((x, y + cell + 1), text, fill="black", font=ImageFont.load_default())
-    sheet.paste(key, (8, head + rows * (cell + caption + 8) + 8))
+        draw.text((x, y + cell_h + 1), text, fill="black", font=font)
+    sheet.paste(key, (gap, head + rows * (cell_h + caption + gap) + gap))
     return sheet

@@ -130,3 +130,15 @@ def test_demo_trains_in_a_fresh_folder(tmp_path):
     assert "best val_mean_iou = " in result.stderr
     assert os.path.isfile(tmp_path / "demo_data" / "im_seg" / "out" / "demo" / "checkpoints" / "best.keras")
     assert len(os.listdir(tmp_path / "demo_data" / "im_seg" / "train" / "images")) == 256
+
+
+def test_outputs_are_readable_by_others_like_any_new_file(trained):
+    out = trained[2]
+    for name in ("config.json", "checkpoints/best.keras", "checkpoints/best.json", "metrics/history.csv"):
+        assert os.stat(os.path.join(out, name)).st_mode & 0o044 == 0o044 & ~current_umask(), name
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
