@@ -245,9 +245,55 @@ def bench_memory(quick):
          peak_rss_mb=[peaks[base], peaks[10 * base]], note="one epoch; memory must not grow with the dataset")
 
 
+def _seed_graph_model(precision):
+    """The graph the old ImSeg code ran: its MRF took the raw backbone features and its RCU outputs were
+    computed but never used (so TensorFlow pruned them); otherwise the same blocks, widths and head."""
+    import keras
+
+    import imseg.blocks as blocks
+    from imseg.build import make_strategy
+
+    def seed_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=None, crp_kwargs=None, name="refine"):
+        width = min(x.shape[-1] for x in inputs) // reduce_channel_scale
+        y = blocks.multi_resolution_fusion(inputs, width, name=f"{name}_mrf") if len(inputs) > 1 else inputs[0]
+        y = blocks.chained_residual_pooling(y, width, name=f"{name}_crp")
+        return blocks.residual_conv_unit(y, width, name=f"{name}_out")
+
+    keras.mixed_precision.set_global_policy("float32" if precision == "none" else "mixed_bfloat16")
+    real, blocks.refine_block = blocks.refine_block, seed_block
+    try:
+        with make_strategy().scope():
+            backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
+            image, logits, _ = blocks.refinenet_graph(backbone, SEED_CONFIG["refine_net_blocks"], 1, "caffe")
+            model = keras.Model(image, logits)
+            model.compile(keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True))
+    finally:
+        blocks.refine_block = real
+    return model
+
+
+def bench_profile(quick):
+    """Where the time goes: imseg's RefineNet against the old code's graph, and their convolution FLOPs."""
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    steps = 6 if quick else 15
+    precision = os.environ.get("IMSEG_BENCH_PRECISION", "none")
+    seed = _seed_graph_model(precision)
+    seed_rate, _ = _time_fit(seed, steps)
+    ours, _ = _seed_model(precision)
+    our_rate, _ = _time_fit(ours, steps)
+    emit("profile.seed_graph_images_per_s", seed_rate, "images/s", precision=precision,
+         gflops_per_image=round(model_flops(seed) / 1e9, 2))
+    emit("profile.imseg_images_per_s", our_rate, "images/s", precision=precision,
+         gflops_per_image=round(model_flops(ours) / 1e9, 2))
+    emit("profile.imseg_over_seed_graph", our_rate / seed_rate, "ratio", precision=precision,
+         flops_ratio=round(model_flops(ours) / model_flops(seed), 3))
+
+
 GROUPS = {
     "data": bench_data, "train": bench_train, "precision": bench_precision, "infer": bench_infer,
-    "memory": bench_memory, "memory_child": bench_memory_child,
+    "memory": bench_memory, "memory_child": bench_memory_child, "profile": bench_profile,
 }
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
 
@@ -264,7 +310,7 @@ def _child(group, quick, env=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller inputs: runs in a few minutes on 2 cores")
-    parser.add_argument("--only", nargs="+", choices=["data", "train", "precision", "infer", "memory"])
+    parser.add_argument("--only", nargs="+", choices=["data", "train", "precision", "infer", "memory", "profile"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -277,7 +323,7 @@ def main():
     emit("context", 0, "", machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
          python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__, quick=args.quick)
     start = time.perf_counter()
-    for group in args.only or ["data", "train", "precision", "infer", "memory"]:
+    for group in args.only or ["data", "train", "precision", "infer", "memory", "profile"]:
         if group == "precision":
             rates = {}
             for setting in PRECISION_SETTINGS:

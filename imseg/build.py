@@ -155,6 +155,11 @@ def build_model(config, class_names, strategy=None, source="config"):
     """
     strategy = strategy or make_strategy()
     precision = resolve_precision(config.mixed_precision)
+    if config.jit_compile is True and precision == "mixed_bfloat16" and not _has_gpu():
+        raise ConfigError(
+            f"{source}: key 'jit_compile': XLA on the CPU cannot compile mixed_bfloat16 training (it rejects the "
+            "mixed-precision gradients); set jit_compile: auto or false, or mixed_precision: none"
+        )
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

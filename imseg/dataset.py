@@ -123,7 +123,7 @@ class SplitCache:
         return meta
 
     def _write_shards(self, folder):
-        shards, notes, count = [], set(), 0
+        shards, notes, count, sizes = [], set(), 0, set()
         pixels = np.zeros(self.num_classes, np.int64)
         writer = None
         for (stem, image_path, ann_path), (packed, shape) in zip(self.entries, _parse_all(self.entries)):
@@ -146,11 +146,13 @@ class SplitCache:
                 shards.append(f"shard-{len(shards):05d}.tfrecord")
                 writer = tf.io.TFRecordWriter(os.path.join(folder, shards[-1]))
             writer.write(_example(stem, image, packed))
+            sizes.add(image.shape[:2])
             bits = np.unpackbits(np.frombuffer(packed, np.uint8).reshape(-1, (self.num_classes + 7) // 8), axis=-1)
             pixels += bits[:, : self.num_classes].sum(axis=0, dtype=np.int64)
             count += 1
         writer.close()
-        return {"count": count, "num_classes": self.num_classes, "shards": shards, "class_pixels": pixels.tolist()}
+        return {"count": count, "num_classes": self.num_classes, "shards": shards, "class_pixels": pixels.tolist(),
+                "shape": list(sizes.pop()) if len(sizes) == 1 else None}
 
 
 def _parse_all(entries):
@@ -186,28 +188,44 @@ _FEATURES = {
 }
 
 
-def _decoder(class_indices, num_classes, size):
-    """Record -> (image (h, w, 3) uint8, mask (h, w, K) uint8 of the chosen classes), resized to `size`."""
+def _decoder(class_indices, num_classes, size, record_shape=None):
+    """Records -> (images (..., h, w, 3) uint8, masks (..., h, w, K) uint8 of the chosen classes) at `size`.
+
+    With `record_shape` (every record of the split has that size) it decodes whole batches of records
+    at once; otherwise one record at a time, each resized as needed.
+    """
     packed_bytes = (num_classes + 7) // 8
-    shifts = tf.constant(list(range(7, -1, -1)), tf.uint8)
-    indices = tf.constant(class_indices, tf.int32)
+    # Class k is bit 7 - k % 8 of byte k // 8: pick each chosen class's byte, then its bit.
+    byte = tf.constant([k // 8 for k in class_indices], tf.int32)
+    shift = tf.constant([7 - k % 8 for k in class_indices], tf.uint8)
     height, width = size
 
-    def decode(record):
+    def unpack(packed):
+        return tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.gather(packed, byte, axis=-1), shift), 1)
+
+    def fit(image, mask, same):
+        image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
+        mask = tf.cond(same, lambda: mask, lambda: _resize(mask, size, "nearest"))
+        return image, mask
+
+    def decode_one(record):
         ex = tf.io.parse_single_example(record, _FEATURES)
         hw = tf.cast(ex["shape"], tf.int32)
         image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [hw[0], hw[1], 3])
-        packed = tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [hw[0], hw[1], packed_bytes, 1])
-        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(packed, shifts), 1)
-        mask = tf.gather(tf.reshape(bits, [hw[0], hw[1], packed_bytes * 8]), indices, axis=-1)
-        same = tf.reduce_all(tf.equal(hw, [height, width]))
-        image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
-        mask = tf.cond(same, lambda: mask, lambda: _resize(mask, size, "nearest"))
-        image = tf.ensure_shape(image, [height, width, 3])
-        mask = tf.ensure_shape(mask, [height, width, len(class_indices)])
+        mask = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [hw[0], hw[1], packed_bytes]))
+        image, mask = fit(image, mask, tf.reduce_all(tf.equal(hw, [height, width])))
+        return tf.ensure_shape(image, [height, width, 3]), tf.ensure_shape(mask, [height, width, len(class_indices)])
+
+    def decode_batch(records):
+        ex = tf.io.parse_example(records, _FEATURES)
+        h, w = record_shape
+        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, h, w, 3])
+        mask = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [-1, h, w, packed_bytes]))
+        if (h, w) != (height, width):
+            image, mask = _resize(image, size, "bilinear"), _resize(mask, size, "nearest")
         return image, mask
 
-    return decode
+    return decode_batch if record_shape else decode_one
 
 
 def _resize(x, size, method):
@@ -232,10 +250,14 @@ def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0)
     )
     if training:
         ds = ds.shuffle(min(meta["count"], SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
-    decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    record_shape = meta.get("shape")
+    decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]), record_shape)
     batches = -(-meta["count"] // batch_size)
-    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(batches))  # Keras knows the epoch length
+    if record_shape:  # one size throughout: decode whole batches, far fewer and larger operations
+        ds = ds.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    else:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training).batch(batch_size)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))  # Keras knows the epoch length
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -76,6 +76,20 @@ def test_other_sizes_are_resized_masks_by_nearest(air):
     np.testing.assert_array_equal(masks[0], nearest)
 
 
+def test_splits_with_mixed_sizes_are_decoded_one_by_one_and_resized(air):
+    big = np.random.default_rng(3).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    tf.io.write_file(os.path.join(air, "im_seg/val/images/1.jpg"), tf.io.encode_jpeg(big, quality=100))
+    with open(os.path.join(air, "im_seg/val/annotations/1.json"), "w") as f:
+        json.dump({"annotation": np.ones((5, 30, 50), int).tolist(), "img": "1.jpg"}, f)
+    meta = load_split(air, "val", len(NAMES), log=lambda m: None)
+    assert meta["shape"] is None
+    images, masks = next(iter(make_dataset(meta, [2, 0], (20, 20, 3), batch_size=3, training=False)))
+    assert images.shape == (3, 20, 20, 3) and masks.shape == (3, 20, 20, 2)
+    np.testing.assert_array_equal(masks[1], np.ones((20, 20, 2)))
+    nearest = tf.image.resize(np.moveaxis(annotation(air, "val", 0), 0, -1)[..., [2, 0]], (20, 20), method="nearest")
+    np.testing.assert_array_equal(masks[0], nearest)
+
+
 def test_training_order_is_shuffled_with_the_seed(air):
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
 

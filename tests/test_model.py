@@ -180,6 +180,11 @@ def test_xla_is_off_on_cpu_and_across_replicas():
     assert resolve_jit(True, make_strategy()) is True
 
 
+def test_xla_with_bfloat16_on_cpu_is_refused_with_a_reason():
+    with pytest.raises(ConfigError, match="XLA on the CPU cannot compile mixed_bfloat16 training"):
+        build_model(config_from_dict({**SMALL, "jit_compile": True, "mixed_precision": "mixed_bfloat16"}), ["a"])
+
+
 def test_unknown_loss_and_optimizer_suggest_names():
     from imseg.build import make_loss, make_optimizer
 
