@@ -29,7 +29,8 @@ AIR_CLASSES = {"building": ["hospital", "parking", "other"], "highway": ["roads"
 
 
 def emit(metric, value, unit, **context):
-    print(json.dumps({"metric": metric, "value": round(float(value), 4), "unit": unit, **context}), flush=True)
+    value = None if value is None else round(float(value), 4)
+    print(json.dumps({"metric": metric, "value": value, "unit": unit, **context}), flush=True)
 
 
 def peak_rss_mb():
@@ -178,9 +179,15 @@ def bench_precision(quick):
     from imseg.tfenv import import_tensorflow
 
     import_tensorflow()
+    from imseg.errors import ConfigError
+
     precision, jit = os.environ["IMSEG_BENCH_SETTING"].split(":")
     steps = 4 if quick else 12
-    model, details = _seed_model(precision, jit == "xla")
+    try:
+        model, details = _seed_model(precision, jit == "xla")
+    except ConfigError as e:  # XLA cannot compile bfloat16 training on the CPU; imseg refuses it up front
+        emit("train.images_per_s_setting", None, "images/s", precision=precision, xla=jit == "xla", refused=str(e))
+        return
     rate, _ = _time_fit(model, steps)
     name = "train.images_per_s_f32" if (precision, jit) == ("none", "plain") else "train.images_per_s_setting"
     emit(name, rate, "images/s", precision=details["precision"], xla=jit == "xla", peak_rss_mb=round(peak_rss_mb()),
@@ -329,7 +336,7 @@ def main():
             for setting in PRECISION_SETTINGS:
                 for line in _child("precision", args.quick, {**os.environ, "IMSEG_BENCH_SETTING": setting}):
                     print(line, flush=True)
-                    rates[setting] = json.loads(line)["value"]
+                    rates[setting] = json.loads(line)["value"] or 0
             emit("train.bf16_over_f32", rates["auto:plain"] / rates["none:plain"], "x",
                  note="default precision (auto) over float32, XLA off", anchor_probe=1.7)
         elif group == "memory":

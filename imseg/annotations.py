@@ -1,6 +1,6 @@
 """Annotation files -> 0/1 uint8 arrays of shape (classes, height, width).
 
-Kept free of TensorFlow so that worker processes parsing thousands of AIR JSON files start fast.
+Kept free of TensorFlow, so that the dataset tools start fast.
 Formats, chosen by file extension:
 - `.json`: the AIR ImSeg layout, `{"annotation": <C x h x w nested lists of 0/1>, "img": "<i>.jpg"}`.
 - `.npz`: imseg's compact format, `numpy.savez_compressed` with `packed` = the mask bit-packed along the
@@ -27,9 +27,16 @@ def read_annotation(path):
         raise DataError(f"{path}: unknown annotation format (expected one of {', '.join(ANNOTATION_EXTENSIONS)})")
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read())
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: unreadable annotation JSON: {e}") from None
+    fast = _parse_binary_lists(raw)
+    if fast is not None:
+        return fast
+    try:
+        data = json.loads(raw)
         values = data["annotation"]
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         raise DataError(f"{path}: unreadable annotation JSON: {e}") from None
     except (KeyError, TypeError):
         raise DataError(f"{path}: no 'annotation' key (expected {{\"annotation\": [...], \"img\": ...}})") from None
@@ -38,6 +45,43 @@ def read_annotation(path):
     except ValueError:
         raise DataError(f"{path}: 'annotation' is not a regular C x h x w array (ragged lists)") from None
     return _check_binary(array, path)
+
+
+_ALLOWED = np.zeros(256, bool)
+_ALLOWED[[ord(c) for c in "01[], \t\r\n"]] = True
+
+
+def _parse_binary_lists(raw):
+    """The `annotation` array of an AIR JSON file, read with NumPy instead of `json`: many times faster.
+
+    Handles exactly the common case, a regular C x h x w nest of single 0/1 digits; returns None for
+    anything else, which the `json` module then parses (and reports precisely when it is wrong).
+    """
+    key = raw.find(b'"annotation"')
+    start = raw.find(b"[", key)
+    if key < 0 or start < 0:
+        return None
+    buf = np.frombuffer(raw, np.uint8)[start:]
+    opens, closes = buf == ord("["), buf == ord("]")
+    depth = np.cumsum(opens.astype(np.int32) - closes)
+    ends = np.flatnonzero(depth == 0)
+    if not ends.size:
+        return None
+    buf, opens, depth = buf[: ends[0] + 1], opens[: ends[0] + 1], depth[: ends[0] + 1]
+    digits = (buf == ord("0")) | (buf == ord("1"))
+    if not _ALLOWED[buf].all() or (digits[:-1] & digits[1:]).any() or not (depth[digits] == 3).all():
+        return None
+    channel_starts, row_starts = opens & (depth == 2), opens & (depth == 3)
+    channels, rows = int(channel_starts.sum()), int(row_starts.sum())
+    values = buf[digits] - ord("0")
+    if not channels or rows % channels or values.size % max(rows, 1):
+        return None
+    height, width = rows // channels, values.size // rows
+    per_row = np.bincount(np.cumsum(row_starts)[digits], minlength=rows + 1)[1:]
+    per_channel = np.bincount(np.cumsum(channel_starts)[row_starts], minlength=channels + 1)[1:]
+    if (per_row != width).any() or (per_channel != height).any():
+        return None
+    return values.reshape(channels, height, width).astype(np.uint8)
 
 
 def _read_npz(path):

@@ -9,7 +9,6 @@ size or modification time rebuilds the cache. The cache can be deleted at any ti
 import concurrent.futures
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -156,16 +155,11 @@ class SplitCache:
 
 
 def _parse_all(entries):
-    """Yield read_packed(annotation) in order, in worker processes when there are many files."""
-    paths = [ann for _, _, ann in entries]
-    workers = min(os.cpu_count() or 1, 8)
-    if len(paths) < 64 or workers < 2:
-        yield from map(read_packed, paths)
-        return
-    # spawn: forking a process that runs TensorFlow threads is unsafe; the workers need only NumPy.
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    """Yield read_packed(annotation) in order, several files at a time (the parsing is NumPy, which
+    releases the GIL, and file reads)."""
+    pool = concurrent.futures.ThreadPoolExecutor(min(os.cpu_count() or 1, 8))
     try:
-        yield from pool.map(read_packed, paths, chunksize=16)
+        yield from pool.map(read_packed, [ann for _, _, ann in entries])
     finally:  # on a bad file, do not wait for the rest to be parsed
         pool.shutdown(wait=True, cancel_futures=True)
 

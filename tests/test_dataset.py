@@ -123,7 +123,7 @@ def test_cache_dir_can_be_moved_with_an_environment_variable(air, tmp_path, monk
     assert not os.path.exists(os.path.join(air, "im_seg", ".cache"))
 
 
-def test_many_files_are_parsed_in_worker_processes_with_the_same_result(tmp_path):
+def test_many_files_are_parsed_in_parallel_with_the_same_result(tmp_path):
     data_path, _ = write_air_dataset(str(tmp_path / "big"), counts=(70, 1, 1), size=(12, 12))
     meta = load_split(data_path, "train", len(NAMES), log=lambda m: None)
     masks = np.concatenate([m.numpy() for _, m in make_dataset(meta, list(range(5)), (12, 12, 3), 32, False)])
