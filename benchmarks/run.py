@@ -116,7 +116,12 @@ def _seed_model(precision, jit=False):
     return build_model(config, ["building:other"])
 
 
-def _time_fit(model, steps, batch=8, size=224):
+def _time_fit(model, steps, batch=8, size=224, epochs=3):
+    """Images/s of `model.fit`: the median of `epochs` epochs of `steps` steps (after a warm-up fit).
+
+    Epochs, not one long fit: on this shared 2-core machine single steps sometimes stall for seconds.
+    """
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -124,25 +129,36 @@ def _time_fit(model, steps, batch=8, size=224):
     x = rng.integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
     y = (rng.random((batch, size, size, 1)) < 0.3).astype(np.uint8)
     model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(2), verbose=0)  # trace and warm up
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
-    start = time.perf_counter()
-    model.fit(ds, verbose=0)
-    return steps * batch / (time.perf_counter() - start), (x, y)
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    times = []
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(steps), epochs=epochs, verbose=0, callbacks=[EpochTimes()])
+    return steps * batch / float(np.median(times)), (x, y)
 
 
-def _time_bare_step(model, data, steps):
+def _time_bare_step(model, data, steps, rounds=3):
     """The same train_step, compiled the same way, on in-memory tensors: no fit loop, callbacks or tf.data."""
+    import numpy as np
     import tensorflow as tf
 
     x, y = (tf.constant(v) for v in data)
     strategy = model.distribute_strategy
     step = tf.function(lambda batch: strategy.run(model.train_step, args=(batch,)), jit_compile=model.jit_compile)
     step((x, y))
-    start = time.perf_counter()
-    for _ in range(steps):
-        logs = step((x, y))
-    float(logs["loss"])
-    return steps * x.shape[0] / (time.perf_counter() - start)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            logs = step((x, y))
+        float(tf.nest.flatten(logs)[0])
+        times.append(time.perf_counter() - start)
+    return steps * x.shape[0] / float(np.median(times))
 
 
 def model_flops(model):
