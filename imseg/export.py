@@ -6,19 +6,14 @@ A SavedModel keeps the precision the model was trained in; ONNX and LiteRT get a
 their CPU runtimes have no bfloat16 convolutions.
 """
 
-import argparse
 import os
 import sys
 
+from imseg.cli import ArgumentParser
 from imseg.errors import ConfigError, DataError, UserError
 from imseg.tfenv import import_tensorflow
 
 FORMATS = {"saved_model": "tf_saved_model", "onnx": "onnx", "litert": "litert"}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def float32_copy(model):
@@ -66,7 +61,7 @@ def export(model_path, fmt, output):
 
 
 def main(argv=None):
-    p = _Parser(prog="imseg-export", description="Export a trained imseg model for serving.")
+    p = ArgumentParser(prog="imseg-export", description="Export a trained imseg model for serving.")
     p.add_argument("--model", required=True, help="a .keras model (e.g. .../checkpoints/best.keras)")
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="saved_model (verified), onnx, litert")
     p.add_argument("--output", required=True, help="output folder")

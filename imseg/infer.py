@@ -10,7 +10,6 @@ Split mode writes to `D/im_seg/out/<name>/preds/<split>/`; `--images` mode write
 - `probs/<id>.npy` with `--save-probs`: float16 (h, w, classes) sigmoid probabilities.
 """
 
-import argparse
 import csv
 import io
 import json
@@ -19,6 +18,7 @@ import sys
 
 import numpy as np
 
+from imseg.cli import ArgumentParser
 from imseg.errors import ConfigError, DataError, UserError
 from imseg.tfenv import import_tensorflow
 
@@ -26,13 +26,8 @@ from imseg.tfenv import import_tensorflow
 SHEET_SIZE = 16  # images in a split's sheet.png
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None):
-    p = _Parser(prog="imseg-infer", description="Predict with a trained imseg model.")
+    p = ArgumentParser(prog="imseg-infer", description="Predict with a trained imseg model.")
     p.add_argument("--config", required=True, help="the run's config (its name locates the run)")
     p.add_argument("--data_path", help="dataset root D (split mode, and the default model location)")
     p.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")

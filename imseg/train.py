@@ -4,7 +4,6 @@ Everything the user passes is checked (config, classes, data layout, backbone la
 is written under `D/im_seg/out/`. Bad input: one line on stderr and exit status 2.
 """
 
-import argparse
 import math
 import os
 import shutil
@@ -13,18 +12,14 @@ import sys
 import time
 
 from imseg import __version__
+from imseg.cli import ArgumentParser
 from imseg.errors import ConfigError, TrainingStopped, UserError
 from imseg.signals import Interrupted, StopSignals
 from imseg.tfenv import import_tensorflow
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None):
-    p = _Parser(prog="imseg-train", description="Train a RefineNet on an AIR im_seg dataset.")
+    p = ArgumentParser(prog="imseg-train", description="Train a RefineNet on an AIR im_seg dataset.")
     p.add_argument("--data_path", help="dataset root D holding D/im_seg/{train,val,test}")
     p.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")

@@ -1,19 +1,14 @@
 """imseg-data convert | verify | show (also `python -m imseg.data`)."""
 
-import argparse
 import sys
 
+from imseg.cli import ArgumentParser
 from imseg.errors import UserError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None):
-    p = _Parser(prog="imseg-data", description="Build, check and look at AIR im_seg datasets.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = ArgumentParser(prog="imseg-data", description="Build, check and look at AIR im_seg datasets.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     c = sub.add_parser("convert", help="images + masks -> AIR im_seg tiles")
     c.add_argument("--images", action="append", required=True, help="folder of images (repeat, paired with --masks)")
