@@ -116,7 +116,7 @@ def _seed_model(precision, jit=False):
     return build_model(config, ["building:other"])
 
 
-def _time_fit(model, steps, batch=8, size=224, epochs=3):
+def _time_fit(model, steps, batch=8, size=224, epochs=2):
     """Images/s of `model.fit`: the median of `epochs` epochs of `steps` steps (after a warm-up fit).
 
     Epochs, not one long fit: on this shared 2-core machine single steps sometimes stall for seconds.
@@ -149,7 +149,7 @@ def _time_fit(model, steps, batch=8, size=224, epochs=3):
     return steps * batch / float(np.median(epoch_times)), (x, y)
 
 
-def _time_bare_step(model, data, steps, rounds=3):
+def _time_bare_step(model, data, steps, rounds=2):
     """The same train_step, compiled the same way, on in-memory tensors: no fit loop, callbacks or tf.data."""
     import numpy as np
     import tensorflow as tf
@@ -187,7 +187,7 @@ def bench_train(quick):
     from imseg.tfenv import import_tensorflow
 
     import_tensorflow()
-    steps = 6 if quick else 20
+    steps = 5 if quick else 20
     model, details = _seed_model("auto")
     rate, data = _time_fit(model, steps)
     emit("train.images_per_s", rate, "images/s", precision=details["precision"], model="seed ResNet50 RefineNet",
@@ -207,7 +207,7 @@ def bench_precision(quick):
     from imseg.errors import ConfigError
 
     precision, jit = os.environ["IMSEG_BENCH_SETTING"].split(":")
-    steps = 4 if quick else 12
+    steps = 3 if quick else 12
     try:
         model, details = _seed_model(precision, jit == "xla")
     except ConfigError as e:  # XLA cannot compile bfloat16 training on the CPU; imseg refuses it up front
@@ -309,7 +309,7 @@ def bench_profile(quick):
     from imseg.tfenv import import_tensorflow
 
     import_tensorflow()
-    steps = 6 if quick else 15
+    steps = 3 if quick else 15
     precision = os.environ.get("IMSEG_BENCH_PRECISION", "none")
     seed = _seed_graph_model(precision)
     seed_rate, _ = _time_fit(seed, steps)
