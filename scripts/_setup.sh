@@ -29,10 +29,11 @@ imseg_setup() {
     else
         extra=cpu
     fi
-    echo "imseg: setting up $venv (TensorFlow: $extra build); this takes a few minutes once" >&2
+    [ "${IMSEG_NEED_TESTS:-0}" = 1 ] && extra="$extra,test"
+    echo "imseg: setting up $venv (extras: $extra); this takes a few minutes once" >&2
     python3 -m venv "$venv" || { echo "imseg: python3 -m venv failed (install python3-venv)" >&2; return 1; }
     "$venv/bin/python" -m pip install --quiet --upgrade pip >&2 || return 1
-    "$venv/bin/python" -m pip install --quiet -e "${imseg_root}[${extra},test]" >&2 || {
+    "$venv/bin/python" -m pip install --quiet -e "${imseg_root}[${extra}]" >&2 || {
         echo "imseg: installing imseg into $venv failed (see pip's message above)" >&2
         return 1
     }
