@@ -25,11 +25,10 @@ def stub_python(tmp_path):
     return str(stub)
 
 
-def run_script(name, *args, python, cwd, env=None):
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    env.update(IMSEG_PYTHON=python, **(env or {}))
+def run_script(name, *args, python, cwd):
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "IMSEG_PYTHON")}
     return subprocess.run([os.path.join(REPO, "scripts", name), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=60)
+                          cwd=cwd, env={**env, "IMSEG_PYTHON": python}, timeout=60)
 
 
 def test_train_passes_arguments_and_sets_gpus_for_the_run_only(stub_python, tmp_path):
