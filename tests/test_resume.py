@@ -25,7 +25,7 @@ CONFIG = {
 @pytest.fixture
 def run(tmp_path):
     data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"]},
-                                                counts=(80, 8, 2), size=(32, 32))
+                                                counts=(48, 8, 2), size=(32, 32))
     config = tmp_path / "config.json"
     config.write_text(json.dumps(CONFIG))
     out = os.path.join(data_path, "im_seg", "out", "r")
