@@ -240,7 +240,7 @@ def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0)
         tf.data.TFRecordDataset,
         cycle_length=min(4, len(meta["shards"])) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
+        deterministic=True,  # the seed alone decides the order: runs are reproducible
     )
     if training:
         ds = ds.shuffle(min(meta["count"], SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
@@ -248,9 +248,9 @@ def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0)
     decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]), record_shape)
     batches = -(-meta["count"] // batch_size)
     if record_shape:  # one size throughout: decode whole batches, far fewer and larger operations
-        ds = ds.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+        ds = ds.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training).batch(batch_size)
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))  # Keras knows the epoch length
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

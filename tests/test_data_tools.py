@@ -122,19 +122,24 @@ def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
     config = config_from_dict({"name": "c", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
                                "refine_net_blocks": [["block_3_expand_relu"]], "input_shape": [32, 32, 3],
                                "epochs": 1, "batch_size": 4, "mixed_precision": "none"})
-    histories = []
+    histories, batches = [], []
     for fmt in ("json", "npz"):
         root = str(tmp_path / fmt)
         train, val = (load_split(root, s, 2, log=lambda m: None) for s in ("train", "val"))
+        keras.utils.set_random_seed(0)  # as imseg-train does: TensorFlow's global seed is part of the shuffle's
+        batches.append([b.numpy() for batch in make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0)
+                        for b in batch])
         keras.utils.set_random_seed(0)
         model, _ = build_model(config, ["building:other", "highway:roads"])
         history = model.fit(make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0),
                             validation_data=make_dataset(val, [0, 1], (32, 32, 3), 4, training=False), verbose=0,
                             shuffle=False)
         histories.append(history.history)
+    for a, b in zip(*batches):  # the very same training batches, in the same order ...
+        np.testing.assert_array_equal(a, b)
     assert histories[0].keys() == histories[1].keys()
-    for key in histories[0]:
-        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-6, equal_nan=True, err_msg=key)
+    for key in histories[0]:  # ... so the same metrics (multi-threaded CPU kernels are not bit-exact)
+        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-3, equal_nan=True, err_msg=key)
 
 
 def test_index_and_binary_masks(tmp_path):
