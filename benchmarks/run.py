@@ -80,7 +80,7 @@ def seed_loader(root, class_index, batch_size, limit):
 
 
 def bench_data(quick):
-    from imseg.dataset import load_split, make_dataset
+    from imseg.dataset import batches_per_epoch, load_split, make_dataset
     from imseg.tfenv import import_tensorflow
 
     import_tensorflow()
@@ -96,13 +96,13 @@ def bench_data(quick):
         emit("data.first_pass_images_per_s", count / (time.perf_counter() - start), "images/s",
              note="decode + parse + validate + write the cache, once per dataset")
         ds = make_dataset(meta, [1], (224, 224, 3), 8, training=True)
-        for _ in ds:  # warm-up epoch: the OS page cache and tf.data threads
+        steps = batches_per_epoch(meta, 8)
+        for _ in ds.take(steps):  # warm-up epoch: the OS page cache and tf.data threads
             pass
         epochs = 3
         start = time.perf_counter()
-        for _ in range(epochs):
-            for _ in ds:
-                pass
+        for _ in ds.take(epochs * steps):
+            pass
         cached = epochs * count / (time.perf_counter() - start)
         emit("data.cached_images_per_s", cached, "images/s", batch=8, shuffle=True, classes_selected=1)
         emit("data.speedup_vs_seed_loader", cached / seed_rate, "x", target=50)
@@ -252,7 +252,7 @@ def bench_memory_child(quick):
     import imseg.demo
     from imseg.build import build_model
     from imseg.config import config_from_dict
-    from imseg.dataset import load_split, make_dataset
+    from imseg.dataset import batches_per_epoch, load_split, make_dataset
 
     tiles = int(os.environ["IMSEG_BENCH_TILES"])
     root = os.environ["IMSEG_BENCH_DATA"]
@@ -260,7 +260,8 @@ def bench_memory_child(quick):
     meta = load_split(root, "train", 2, log=lambda m: None)
     config = config_from_dict({**imseg.demo.DEMO_CONFIG, "epochs": 1})
     model, _ = build_model(config, ["building:other", "highway:other"])
-    model.fit(make_dataset(meta, [0, 1], (64, 64, 3), 16, training=True), verbose=0)
+    model.fit(make_dataset(meta, [0, 1], (64, 64, 3), 16, training=True), steps_per_epoch=batches_per_epoch(meta, 16),
+              verbose=0)
     emit("memory.peak_rss_mb", peak_rss_mb(), "MB", tiles=tiles)
 
 

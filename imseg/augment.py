@@ -13,12 +13,13 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="imseg")
 class SegmentationAugment(keras.layers.Layer):
-    """Random rotation (zero fill), flips and channel shift, applied identically to images and masks.
+    """Random rotation (zero fill), flips and channel shift, applied identically to images, masks and valid masks.
 
-    `call(images, masks, step)` takes float 0-255 images `(B, H, W, 3)`, 0/1 masks `(B, H, W, K)` and
-    an integer step, and returns the originals followed by `multiplier` augmented copies
-    (`(B * (1 + multiplier), ...)`), as the AIR ImSeg trainer built its batches. Images are sampled
-    bilinearly, masks by nearest neighbour, so masks stay 0/1.
+    `call(images, masks, valid, step)` takes float 0-255 images `(B, H, W, 3)`, 0/1 masks `(B, H, W, K)`,
+    0/1 valid masks `(B, H, W)` and an integer step, and returns the three, each the originals followed by
+    `multiplier` augmented copies (`(B * (1 + multiplier), ...)`), as the AIR ImSeg trainer built its
+    batches, or with `multiplier=0` the batch itself augmented (`(B, ...)`, no extra compute). Images are sampled bilinearly, masks and valid masks by nearest neighbour, so they stay 0/1;
+    the area a rotation brings in from outside the tile is not valid.
     """
 
     def __init__(self, rotate_range=0.0, flip=False, channel_shift_range=0.0, multiplier=1, seed=0, **kwargs):
@@ -31,16 +32,20 @@ class SegmentationAugment(keras.layers.Layer):
         self.multiplier = int(multiplier)
         self.seed = int(seed)
 
-    def call(self, images, masks, step):
+    def call(self, images, masks, valid, step):
         images = tf.cast(images, "float32")
         masks = tf.cast(masks, "float32")
-        copies_x = tf.tile(images, [self.multiplier, 1, 1, 1])
-        copies_y = tf.tile(masks, [self.multiplier, 1, 1, 1])
-        aug_x, aug_y = self.augment(copies_x, copies_y, step)
-        return tf.concat([images, aug_x], 0), tf.concat([masks, aug_y], 0)
+        valid = tf.cast(valid, "float32")
+        if self.multiplier == 0:
+            return self.augment(images, masks, valid, step)
+        copies = [tf.tile(t, [self.multiplier] + [1] * (len(t.shape) - 1)) for t in (images, masks, valid)]
+        augmented = self.augment(*copies, step)
+        return tuple(tf.concat([t, a], 0) for t, a in zip((images, masks, valid), augmented))
 
-    def augment(self, images, masks, step):
+    def augment(self, images, masks, valid, step):
         """Augment every sample of the batch once, with draws from (seed, step)."""
+        # The valid mask travels as one more mask channel, so it moves exactly as the masks do.
+        masks = tf.concat([masks, valid[..., None]], axis=-1)
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
         angle_seed, flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3, alg="philox"))
         batch = tf.shape(images)[0]
@@ -56,11 +61,11 @@ class SegmentationAugment(keras.layers.Layer):
             r = self.rotate_range * math.pi / 180.0
             angles = tf.random.stateless_uniform([batch], angle_seed, -r, r, alg="philox")
             images, masks = rotate(images, masks, angles)
-        return images, masks
+        return images, masks[..., :-1], masks[..., -1]
 
-    def compute_output_shape(self, images_shape, masks_shape, step_shape=None):
+    def compute_output_shape(self, images_shape, masks_shape, valid_shape, step_shape=None):
         n = None if images_shape[0] is None else images_shape[0] * (1 + self.multiplier)
-        return (n, *images_shape[1:]), (n, *masks_shape[1:])
+        return (n, *images_shape[1:]), (n, *masks_shape[1:]), (n, *valid_shape[1:])
 
     def get_config(self):
         config = super().get_config()

@@ -123,7 +123,31 @@ def make_backbone(config, source="config"):
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = float(momentum)
+    zero = config.zero_init_residual
+    if zero is True or (zero == "auto" and not config.pretrained):
+        zero_init_residual(backbone)
     return backbone
+
+
+def zero_init_residual(backbone):
+    """Start every residual branch of the backbone at zero: the scale (gamma) of the BatchNorm that ends
+    the branch, just before its Add, is set to 0 (Goyal et al. 2017), so each block starts as the identity
+    and a deep network from scratch trains like a shallow one at first. The branch is the Add input made
+    last (keras.applications build the shortcut first). Returns the names of the layers changed.
+    """
+    made_by = {id(layer.output): (i, layer) for i, layer in enumerate(backbone.layers)}
+    changed = []
+    for layer in backbone.layers:
+        if not isinstance(layer, keras.layers.Add):
+            continue
+        producers = [made_by.get(id(t)) for t in layer.input]
+        if None in producers:
+            continue
+        _, branch = max(producers, key=lambda p: p[0])
+        if isinstance(branch, keras.layers.BatchNormalization) and branch.scale:
+            branch.gamma.assign(np.zeros(branch.gamma.shape, branch.gamma.dtype))
+            changed.append(branch.name)
+    return changed
 
 
 def _first_line(error):

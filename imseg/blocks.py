@@ -3,6 +3,13 @@
 Each function takes symbolic tensors and returns the block's output, in the style of
 `keras.applications`. Built-in layers only: a saved model needs no imseg code to load.
 Layer names are derived from `name`, so weights line up between builds.
+
+Initialisation: the last conv of every residual branch (each RCU's last conv, each CRP stage's conv)
+and the classification head start at zero, so that a new decoder passes its inputs through unchanged
+and the first logits are the head's bias alone (Goyal et al. 2017, "zero-init residual"; Fixup). The
+decoder has no normalisation, and with default initialisation its activations grew about twentyfold
+from the backbone features to the head, so that a from-scratch model started with logits around -50
+and spent its first epoch unlearning them (docs/results.md, the roads A/B).
 """
 
 import keras
@@ -20,7 +27,8 @@ def residual_conv_unit(x, filters, num_convs=2, kernel_size=3, name="rcu"):
     y = x
     for i in range(1, num_convs + 1):
         y = layers.ReLU(name=f"{name}_relu{i}")(y)
-        y = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv{i}")(y)
+        init = "zeros" if i == num_convs else "glorot_uniform"  # the branch starts at zero: the unit is the identity
+        y = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=init, name=f"{name}_conv{i}")(y)
     return layers.Add(name=f"{name}_add")([shortcut, y])
 
 
@@ -60,7 +68,8 @@ def chained_residual_pooling(x, filters, num_stages=2, pool_size=5, kernel_size=
     total = path = x
     for i in range(1, num_stages + 1):
         path = layers.MaxPooling2D(pool_size, strides=1, padding="same", name=f"{name}_pool{i}")(path)
-        path = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv{i}")(path)
+        path = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer="zeros",
+                             name=f"{name}_conv{i}")(path)
         total = layers.Add(name=f"{name}_add{i}")([total, path])
     return total
 
@@ -116,7 +125,8 @@ def refinenet_graph(backbone, feature_layers, num_classes, preprocessing="none",
         inputs = ([y] if y is not None else []) + [features[n] for n in block]
         _check_resolutions(inputs, block, i)
         y = refine_block(inputs, reduce_channel_scale, rcu_kwargs, mrf_kwargs, crp_kwargs, name=f"refine{i}")
-    y = layers.Conv2D(num_classes, 1, name="head")(y)
+    # A zero kernel: the first logits are the bias, which imseg sets to the class priors (build.set_head_priors).
+    y = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name="head")(y)
     y = layers.Resizing(*image.shape[1:3], interpolation="bilinear", name="head_upsample")(y)
     logits = layers.Activation("linear", dtype="float32", name="logits")(y)
     return image, logits, extractor

@@ -2,16 +2,21 @@
 
 import inspect
 import json
+import math
 import os
+import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from imseg.backbones import make_backbone, preprocess_mode
 from imseg.config import _did_you_mean
 from imseg.errors import ConfigError
+from imseg.losses import LOSSES, WeightedSum
 from imseg.metrics import SegmentationMetrics
 from imseg.model import RefineNet
+from imseg.schedules import WarmupSchedule
 
 
 def is_multi_worker():
@@ -80,46 +85,136 @@ def resolve_jit(setting, strategy):
     return strategy.num_replicas_in_sync == 1 and _has_gpu()
 
 
-def _resolve(kind, module, name, kwargs, source):
-    """A Keras loss or optimizer from its name (class or function, any case) and keyword arguments."""
+def _resolve_optimizer(name, kwargs, source):
+    """A Keras optimizer from its name (class or alias, any case) and keyword arguments."""
     try:
-        obj = module.get(name)
+        obj = keras.optimizers.get(name)
     except (ValueError, TypeError):
         obj = None
     if obj is None:
-        known = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v) and n != "get")
-        raise ConfigError(f"{source}: key '{kind}': unknown {kind} '{name}'{_did_you_mean(name, known)}")
-    if inspect.isclass(obj):
-        factory = obj
-    elif isinstance(obj, (keras.optimizers.Optimizer, keras.losses.Loss)):
-        factory = type(obj)
-    else:  # a loss function such as binary_crossentropy: use its class, which takes arguments and saves
-        factory = _loss_class_of(obj)
-        if factory is None:
-            if kwargs:
-                raise ConfigError(f"{source}: key '{kind}_kwargs': loss function '{name}' takes no arguments")
-            return obj
+        known = sorted(n for n, v in vars(keras.optimizers).items()
+                       if inspect.isclass(v) and issubclass(v, keras.optimizers.Optimizer))
+        raise ConfigError(f"{source}: key 'optimizer': unknown optimizer '{name}'{_did_you_mean(name, known)}")
+    factory = obj if inspect.isclass(obj) else type(obj)
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: key '{kind}_kwargs': {factory.__name__}: {e}") from None
+        raise ConfigError(f"{source}: key 'optimizer_kwargs': {factory.__name__}: {e}") from None
 
 
-def _loss_class_of(function):
-    for cls in vars(keras.losses).values():
-        if inspect.isclass(cls) and issubclass(cls, keras.losses.Loss):
-            default_name = inspect.signature(cls).parameters.get("name")
-            if default_name is not None and default_name.default == function.__name__:
-                return cls
-    return None
+# Optimizer arguments whose values cannot be right outside these ranges: (low, high, low open, high open).
+_OPTIMIZER_RANGES = {
+    "learning_rate": (0, math.inf, True, True), "epsilon": (0, math.inf, True, True),
+    "clipnorm": (0, math.inf, True, True), "global_clipnorm": (0, math.inf, True, True),
+    "clipvalue": (0, math.inf, True, True), "weight_decay": (0, math.inf, False, True),
+    "momentum": (0, 1, False, False), "beta_1": (0, 1, False, True), "beta_2": (0, 1, False, True),
+    "rho": (0, 1, False, True), "ema_momentum": (0, 1, False, False),
+}
 
 
-def make_loss(config, source="config"):
-    return _resolve("loss", keras.losses, config.loss, config.loss_kwargs, source)
+def _check_optimizer_values(kwargs, source):
+    for key, (low, high, low_open, high_open) in _OPTIMIZER_RANGES.items():
+        if key not in kwargs or kwargs[key] is None:
+            continue
+        v = kwargs[key]
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        inside = number and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        if not inside:
+            span = f"{'(' if low_open else '['}{low}, {'inf' if high == math.inf else high}{')' if high_open else ']'}"
+            raise ConfigError(f"{source}: key 'optimizer_kwargs.{key}': expected a number in {span}, "
+                              f"got {json.dumps(v)}")
 
 
-def make_optimizer(config, source="config"):
-    return _resolve("optimizer", keras.optimizers, config.optimizer, config.optimizer_kwargs, source)
+def _loss_items(config):
+    """[(config key, {name, weight, arguments})] of the configured loss or sum of losses."""
+    if isinstance(config.loss, str):
+        return [("loss", {"name": config.loss, "weight": 1.0, **config.loss_kwargs})]
+    return [(f"loss[{i}]", dict(item)) for i, item in enumerate(config.loss)]
+
+
+# Keras's function spellings of the same losses, e.g. binary_crossentropy.
+_LOSS_ALIASES = {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): name for name in LOSSES}
+
+
+def make_loss(config, class_names, source="config"):
+    """The configured loss for `class_names` (the model's output channels), as an imseg loss object."""
+    made, weights = [], []
+    for key, item in _loss_items(config):
+        name = item.pop("name")
+        weights.append(item.pop("weight"))
+        name = _LOSS_ALIASES.get(name, name)
+        if name not in LOSSES:
+            known = sorted(LOSSES)
+            raise ConfigError(f"{source}: key '{key}': unknown loss '{name}'{_did_you_mean(name, known)}; "
+                              f"choose one of: {', '.join(known)}")
+        cls, implied = LOSSES[name]
+        if implied is not None and implied != config.task:
+            raise ConfigError(f"{source}: key '{key}': {name} is for task {implied}, but task is {config.task}; "
+                              f"use {cls.__name__}, which follows the task")
+        args_key = "loss_kwargs" if key == "loss" else key
+        if "task" in item:
+            raise ConfigError(f"{source}: key '{args_key}.task': not allowed; the loss follows the top-level 'task'")
+        for per_class in ("class_weights", "pos_weight"):
+            if per_class in item:
+                item[per_class] = _per_class_values(item[per_class], class_names, source, f"{args_key}.{per_class}")
+        try:
+            made.append(cls(task=config.task, **item))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: key '{args_key}': {name}: {e}") from None
+    if len(made) == 1 and weights[0] == 1.0:
+        return made[0]
+    return WeightedSum(made, weights)
+
+
+def _per_class_values(value, class_names, source, key):
+    """One number, K numbers in class order, or {class: number} (others 1) -> a number or a list of K."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    if number(value):
+        return float(value)
+    if isinstance(value, dict):
+        unknown = [c for c in value if c not in class_names]
+        if unknown:
+            raise ConfigError(f"{source}: key '{key}': unknown class '{unknown[0]}'"
+                              f"{_did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}")
+        value = [value.get(c, 1.0) for c in class_names]
+    if not (isinstance(value, list) and len(value) == len(class_names) and all(number(v) for v in value)):
+        raise ConfigError(f"{source}: key '{key}': expected a number >= 0, a list of {len(class_names)} "
+                          f"(one per class: {', '.join(class_names)}) or a mapping of class to number")
+    return [float(v) for v in value]
+
+
+def make_optimizer(config, steps_per_epoch=None, source="config"):
+    """The configured optimizer, its learning rate following `lr_schedule` over `epochs * steps_per_epoch` steps."""
+    kwargs = dict(config.optimizer_kwargs)
+    _check_optimizer_values(kwargs, source)
+    schedule = config.lr_schedule
+    if config.gradient_clip_norm is not None:
+        kwargs["global_clipnorm"] = config.gradient_clip_norm
+    if schedule.name != "constant" or schedule.warmup_epochs or schedule.warmup_steps:
+        if steps_per_epoch is None:
+            raise ValueError("a learning-rate schedule needs steps_per_epoch")
+        peak = kwargs.get("learning_rate")
+        if peak is None:  # the optimizer's own default
+            peak = float(keras.ops.convert_to_numpy(_resolve_optimizer(config.optimizer, kwargs, source).learning_rate))
+        kwargs["learning_rate"] = WarmupSchedule(
+            peak, config.epochs * steps_per_epoch, schedule.name,
+            warmup_steps=schedule.warmup_steps or int(round(schedule.warmup_epochs * steps_per_epoch)),
+            final_fraction=schedule.final_fraction, power=schedule.power,
+            milestones=[m * steps_per_epoch for m in schedule.milestones], gamma=schedule.gamma,
+        )
+    return _resolve_optimizer(config.optimizer, kwargs, source)
+
+
+def set_head_priors(model, frequencies, task):
+    """Start the head's bias at the class priors, so that the first predictions are the class frequencies and
+    the first loss is their entropy: `log(p / (1 - p))` per class (multilabel), `log(p)` (multiclass)."""
+    p = np.clip(np.asarray(frequencies, np.float64), 1e-4, 1 - 1e-4)
+    bias = np.log(p) if task == "multiclass" else np.log(p / (1 - p))
+    head = model.get_layer("head")
+    kernel, _ = head.get_weights()
+    head.set_weights([kernel, bias.astype(kernel.dtype)])
 
 
 def build_refinenet(config, class_names, source="config"):
@@ -138,6 +233,8 @@ def build_refinenet(config, class_names, source="config"):
             crp_kwargs=vars(rn.crp_kwargs),
             augment=vars(config.augment) if config.augment.enabled else None,
             threshold=config.threshold,
+            task=config.task,
+            ema_decay=config.ema,
             name=f"refinenet_{backbone.name}",
         )
     except ConfigError as e:
@@ -147,11 +244,12 @@ def build_refinenet(config, class_names, source="config"):
 MODEL_BUILDERS = {"RefineNet": build_refinenet}
 
 
-def build_model(config, class_names, strategy=None, source="config"):
+def build_model(config, class_names, strategy=None, source="config", steps_per_epoch=None):
     """Build and compile the configured model under `strategy`.
 
-    Sets the global Keras dtype policy from `config.mixed_precision` (it must be set before layers
-    are made). Returns (model, details) where details records the precision and XLA choice.
+    `class_names` are the model's output channels (see `imseg.classes.output_names`); `steps_per_epoch` is needed by a
+    learning-rate schedule. Sets the global Keras dtype policy from `config.mixed_precision` (it must be
+    set before layers are made). Returns (model, details) where details records the precision and XLA choice.
     """
     strategy = strategy or make_strategy()
     precision = resolve_precision(config.mixed_precision)
@@ -170,13 +268,13 @@ def build_model(config, class_names, strategy=None, source="config"):
             for layer in model._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
-        loss = make_loss(config, source)
-        optimizer = make_optimizer(config, source)
+        loss = make_loss(config, class_names, source)
+        optimizer = make_optimizer(config, steps_per_epoch, source)
         jit = resolve_jit(config.jit_compile, strategy)
         model.compile(
             optimizer=optimizer,
             loss=loss,
-            metrics=[SegmentationMetrics(class_names, threshold=config.threshold)],
+            metrics=[SegmentationMetrics(class_names, threshold=config.threshold, task=config.task)],
             jit_compile=jit,
         )
     details = {"precision": precision, "jit_compile": jit, "replicas": strategy.num_replicas_in_sync}

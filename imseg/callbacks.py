@@ -1,5 +1,6 @@
 """Training callbacks: best-model checkpoint, log file and history, resume state, and clean stops."""
 
+import contextlib
 import csv
 import io
 import math
@@ -34,17 +35,67 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
         self.best_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        logs = logs or {}
+        value = logs.get(self.monitor)
         if value is None:
-            raise KeyError(f"BestIoUCheckpoint: '{self.monitor}' is not in the epoch logs: {sorted(logs or {})}")
+            raise KeyError(f"BestIoUCheckpoint: '{self.monitor}' is not in the epoch logs: {sorted(logs)}")
         value = float(value)
-        if not math.isfinite(value) or value <= self.best:
+        # A model whose validation loss is not finite predicts NaN somewhere: never the best.
+        if not math.isfinite(value) or value <= self.best or not math.isfinite(float(logs.get("val_loss", 0.0))):
             return
-        model = self.model.inference_model() if hasattr(self.model, "inference_model") else self.model
-        digest = save_model(model, self.filepath)
+        with _ema_weights(self.model):
+            model = self.model.inference_model() if hasattr(self.model, "inference_model") else self.model
+            digest = save_model(model, self.filepath)
         self.best, self.best_epoch = value, epoch + 1
         write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value, "sha256": digest,
                                     **self.details})
+
+
+def _ema_weights(model):
+    """The model's moving-average weights for the duration (RefineNet with `ema_decay`), else a no-op."""
+    return model.ema_weights() if hasattr(model, "ema_weights") else contextlib.nullcontext()
+
+
+class EvaluateWithEMA(keras.callbacks.Callback):
+    """Validation runs on the moving-average weights of a RefineNet trained with `ema_decay`."""
+
+    def on_test_begin(self, logs=None):
+        self.model.swap_ema_weights()
+
+    def on_test_end(self, logs=None):
+        self.model.swap_ema_weights()
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stop when the monitored validation score has not risen by more than `min_delta` for `patience` epochs.
+
+    `best` and `wait` carry the state across a resumed run (see `ResumeState`).
+    """
+
+    def __init__(self, monitor, patience, min_delta=0.0, best=-math.inf, wait=0, log=None):
+        super().__init__()
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = best
+        self.wait = wait
+        self.log = log or (lambda message: None)
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float((logs or {}).get(self.monitor, math.nan))
+        if math.isfinite(value) and value > self.best + self.min_delta:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+            self.log(f"imseg: early stopping after epoch {epoch + 1}: {self.monitor} has not improved by more than "
+                     f"{self.min_delta} for {self.wait} epoch(s) (best {self.best:.4f})")
+
+    def state(self):
+        return {"best": _finite_or_none(self.best), "wait": self.wait}
 
 
 class RunLogger(keras.callbacks.Callback):
@@ -71,6 +122,7 @@ class RunLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.rows = [row for row in self.rows if row["epoch"] <= epoch]  # never a repeated epoch
         logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         seconds = time.monotonic() - self._start
         items = " ".join(f"{k}={v:.4f}" for k, v in _ordered(logs))
         self.write_line(f"epoch {epoch + 1}/{self.epochs} {items} time={seconds:.1f}s")
@@ -105,10 +157,11 @@ class ResumeState(keras.callbacks.Callback):
     point), then older weight files are removed: a kill at any instant leaves a consistent state.
     """
 
-    def __init__(self, folder, checkpoint):
+    def __init__(self, folder, checkpoint, early_stopping=None):
         super().__init__()
         self.folder = folder
         self.checkpoint = checkpoint
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, epoch, logs=None):
         name = f"epoch-{epoch + 1:04d}.weights.h5"
@@ -118,6 +171,7 @@ class ResumeState(keras.callbacks.Callback):
         write_json(os.path.join(self.folder, "state.json"), {
             "epoch": epoch + 1, "weights": name, "best": _finite_or_none(self.checkpoint.best),
             "best_epoch": self.checkpoint.best_epoch,
+            **({"early_stopping": self.early_stopping.state()} if self.early_stopping else {}),
         })
         for old in os.listdir(self.folder):
             if old.startswith("epoch-") and old != name:

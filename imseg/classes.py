@@ -2,7 +2,7 @@
 
 import os
 
-from imseg.config import _did_you_mean, parse_file
+from imseg.config import BACKGROUND, _did_you_mean, parse_file
 from imseg.errors import ConfigError
 
 
@@ -43,3 +43,8 @@ def select_classes(config, all_names, source):
             f"{_did_you_mean(config.benchmark_class, names)}; choose one of: {', '.join(names)}"
         )
     return names, [all_names.index(n) for n in names]
+
+
+def output_names(config, class_names):
+    """The model's output channels: the classes, and `background` for a multiclass task that has one."""
+    return list(class_names) + ([BACKGROUND] if config.task == "multiclass" and config.background else [])

@@ -9,6 +9,7 @@ import difflib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ from imseg.errors import ConfigError
 MODEL_TYPES = ("RefineNet",)
 MIXED_PRECISION = ("auto", "none", "mixed_bfloat16", "mixed_float16")
 UPSAMPLING = ("bilinear", "transpose")
+TASKS = ("multilabel", "multiclass")
+BACKGROUND = "background"  # the implicit class of a multiclass task with `background: true`
+SCHEDULES = ("constant", "cosine", "poly", "step")
 
 
 # --- value checkers: each returns the normalised value or raises ValueError with what was expected.
@@ -73,6 +77,42 @@ def _optional_string(v):
     return None if v is None else _string()(v)
 
 
+def _optional(check):
+    def optional(v):
+        return None if v is None else check(v)
+
+    return optional
+
+
+def _open_unit(v):
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+        raise ValueError("expected null or a number between 0 and 1 (exclusive)")
+    return float(v)
+
+
+def _loss(v):
+    """A loss name, or a list of {name, weight, ...arguments} summed with their weights."""
+    if isinstance(v, str) and v:
+        return v
+    if not (isinstance(v, list) and v and all(isinstance(item, dict) for item in v)):
+        raise ValueError("expected a loss name or a list of {name: ..., weight: ...} mappings")
+    items = []
+    for item in v:
+        if not isinstance(item.get("name"), str) or not item["name"]:
+            raise ValueError("expected a 'name' in every item of the loss list")
+        weight = item.get("weight", 1.0)
+        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
+            raise ValueError(f"expected a number >= 0 as the 'weight' of loss {item['name']}")
+        items.append({**item, "weight": float(weight)})
+    return tuple(items)
+
+
+def _epochs_list(v):
+    if not (isinstance(v, list) and all(_is_int(e) and e >= 1 for e in v) and v == sorted(set(v))):
+        raise ValueError("expected a rising list of epochs >= 1, e.g. [30, 60]")
+    return tuple(v)
+
+
 def _mapping(v):
     if v is None:
         return {}
@@ -118,7 +158,7 @@ def _momentum(v):
     raise ValueError('expected "auto" or a number in [0, 1)')
 
 
-def _jit(v):
+def _auto_or_bool(v):
     if v == "auto" or isinstance(v, bool):
         return v
     raise ValueError('expected "auto", true or false')
@@ -169,12 +209,29 @@ class AugmentConfig:
     rotate_range: float = _field(0.0, _number(0, 180), "degrees; rotation uniform in +-range, zero fill")
     flip: bool = _field(False, _bool, "random horizontal and vertical flips")
     channel_shift_range: float = _field(0.0, _number(0, 255), "pixel units; one shift per image, all channels")
-    multiplier: int = _field(1, _int(1), "augmented copies added to each training batch")
+    multiplier: int = _field(1, _int(0), "augmented copies added to each training batch; 0: augment it in place")
     seed: int = _field(0, _int(), "seed of the augmentation random stream")
 
     @property
     def enabled(self):
         return self.rotate_range > 0 or self.flip or self.channel_shift_range > 0
+
+
+@dataclass(frozen=True)
+class LRScheduleConfig:
+    name: str = _field("constant", _string(SCHEDULES), "constant | cosine | poly | step, over all training steps")
+    warmup_epochs: float = _field(0.0, _number(0), "linear warm-up from 0 over this many epochs (fractions allowed)")
+    warmup_steps: int = _field(0, _int(0), "or over this many steps (not both)")
+    final_fraction: float = _field(0.0, _number(0, 1), "cosine/poly: the last step's rate as a fraction of the peak")
+    power: float = _field(0.9, _number(0), "poly: exponent of (1 - progress)")
+    milestones: tuple = _field((), _epochs_list, "step: epochs after which the rate is multiplied by gamma")
+    gamma: float = _field(0.1, _number(0, 1), "step: the factor at each milestone")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    patience: Any = _field(None, _optional(_int(1)), "stop after this many epochs without improvement; null: off")
+    min_delta: float = _field(0.0, _number(0), "an improvement must exceed this")
 
 
 @dataclass(frozen=True)
@@ -189,20 +246,31 @@ class Config:
     bn_momentum: Any = _field(
         "auto", _momentum, 'backbone BatchNorm momentum; "auto": 0.9 when not pretrained, else the backbone\'s own'
     )
+    zero_init_residual: Any = _field(
+        "auto", _auto_or_bool,
+        'start each backbone residual block as the identity (last BatchNorm scale 0); "auto": when not pretrained')
     input_shape: tuple = _field((224, 224, 3), _input_shape, "[height, width, 3]; other sizes are resized")
     classes: tuple = _field((), _string_list, "classes to train on; empty: all of classes.json")
+    task: str = _field("multilabel", _string(TASKS), "multilabel: a sigmoid per class (classes may overlap) | "
+                       "multiclass: one softmax (classes exclude each other)")
+    background: bool = _field(False, _bool, "multiclass: add a class 'background' for valid pixels with no label")
     refine_net_kwargs: RefineNetConfig = _section(RefineNetConfig, "RefineNet block options")
     augment: AugmentConfig = _section(AugmentConfig, "training augmentation; {} for none")
     epochs: int = _field(100, _int(1), "training epochs")
     batch_size: int = _field(16, _int(1), "global batch size (split across GPUs)")
-    loss: str = _field("BinaryCrossentropy", _string(), "Keras loss name")
-    loss_kwargs: dict = _field({"from_logits": True}, _mapping, "loss arguments")
+    loss: Any = _field("BinaryCrossentropy", _loss, "loss name, or a list of {name, weight, arguments} summed")
+    loss_kwargs: dict = _field({"from_logits": True}, _mapping, "arguments of a loss given by name")
     optimizer: str = _field("Adam", _string(), "Keras optimizer name")
-    optimizer_kwargs: dict = _field({"learning_rate": 1e-4}, _mapping, "optimizer arguments")
+    optimizer_kwargs: dict = _field({"learning_rate": 1e-4}, _mapping, "optimizer arguments; learning_rate is the peak")
+    lr_schedule: LRScheduleConfig = _section(LRScheduleConfig, "learning-rate schedule")
+    gradient_clip_norm: Any = _field(None, _optional(_number(1e-12)), "clip the global gradient norm; null: off")
+    ema: Any = _field(None, _optional(_open_unit), "decay of a moving average of the weights used for validation and "
+                      "best.keras; null: off")
+    early_stopping: EarlyStoppingConfig = _section(EarlyStoppingConfig, "stop when the monitored score stalls")
     benchmark_class: Any = _field(None, _optional_string, "class whose val IoU picks the best model; null: mean")
     threshold: float = _field(0.0, _number(), "a pixel is positive for a class when its logit > threshold")
     mixed_precision: str = _field("auto", _string(MIXED_PRECISION), "auto | none | mixed_bfloat16 | mixed_float16")
-    jit_compile: Any = _field("auto", _jit, 'XLA: "auto" (on for one GPU, off otherwise) | true | false')
+    jit_compile: Any = _field("auto", _auto_or_bool, 'XLA: "auto" (on for one GPU, off otherwise) | true | false')
     seed: int = _field(0, _int(), "seed for weight init and shuffling")
 
     @property
@@ -275,7 +343,7 @@ def parse_file(path):
         raise ConfigError(f"{path}: cannot read: {e}") from None
     if str(path).lower().endswith((".yaml", ".yml")):
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_YamlLoader)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -286,6 +354,23 @@ def parse_file(path):
         raise ConfigError(f"{path}: invalid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML as people write it: `1e-4` is a number (PyYAML's YAML 1.1 rules read it as a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|" r"^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|"
+               r"^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_value(text):
+    """One value in YAML syntax, as `--set` and config files read it."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def apply_overrides(data, overrides):
     """Apply `key.sub=value` strings (values in YAML syntax) to raw config data."""
     data = dict(data)
@@ -294,7 +379,7 @@ def apply_overrides(data, overrides):
         if not sep or not key:
             raise ConfigError(f"--set {item}: expected key=value, e.g. --set epochs=1")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_value(raw)
         except yaml.YAMLError:
             value = raw
         node, parts = data, key.split(".")
@@ -308,9 +393,15 @@ def apply_overrides(data, overrides):
 
 
 def load_config(path, overrides=()):
-    """Load, override and validate a config file. Raises ConfigError naming file and key."""
+    """Load, override and validate a config file. Raises ConfigError naming file and key.
+
+    A run's own `config.json` is a config too: its `resolved` record (what imseg chose for the
+    machine) is left out.
+    """
     data = parse_file(path)
     source = os.fspath(path)
+    if isinstance(data, dict) and isinstance(data.get("resolved"), dict):
+        data = {k: v for k, v in data.items() if k != "resolved"}
     if overrides:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: top level: expected a mapping")
@@ -319,7 +410,25 @@ def load_config(path, overrides=()):
 
 
 def config_from_dict(data, source="config", overridden=frozenset()):
-    return _build(Config, data, "", source, frozenset(overridden))
+    config = _build(Config, data, "", source, frozenset(overridden))
+    _check_combinations(config, source, frozenset(overridden))
+    return config
+
+
+def _check_combinations(config, source, overridden):
+    """Keys that are valid alone but not together."""
+
+    def where(key):
+        return f"--set {key}" if key in overridden else f"{source}: key '{key}'"
+
+    if config.background and config.task != "multiclass":
+        raise ConfigError(f"{where('background')}: true needs task: multiclass (multilabel learns the absence of "
+                          "every class already)")
+    if config.lr_schedule.warmup_epochs and config.lr_schedule.warmup_steps:
+        raise ConfigError(f"{where('lr_schedule.warmup_steps')}: give warmup_epochs or warmup_steps, not both")
+    if not isinstance(config.loss, str) and config.loss_kwargs != {"from_logits": True} and config.loss_kwargs:
+        raise ConfigError(f"{where('loss_kwargs')}: only for a loss given by name; with a list of losses, give "
+                          "each one's arguments in its item")
 
 
 def describe(cls=Config, prefix=""):

@@ -1,7 +1,9 @@
-"""AIR `im_seg` splits -> validated, cached, streaming `tf.data` pipelines of (uint8 image, uint8 mask).
+"""AIR `im_seg` splits -> validated, cached, streaming `tf.data` pipelines of (image, mask, valid) batches.
 
+`valid` marks the pixels that count (1) and those that carry no label (0: an annotation's ignore plane);
+Keras takes it as the per-pixel sample weight, so losses and metrics skip ignored pixels.
 The first time a split is used, every image is decoded and every annotation parsed and checked once,
-and the result is written as TFRecord shards (raw uint8 pixels, masks bit-packed per pixel) under
+and the result is written as TFRecord shards (raw uint8 pixels, masks and ignore bit-packed per pixel) under
 `D/im_seg/.cache/` (or `$IMSEG_CACHE_DIR`). Later runs read the shards only; a change to any file's name,
 size or modification time rebuilds the cache. The cache can be deleted at any time.
 """
@@ -21,7 +23,7 @@ from imseg.annotations import read_packed
 from imseg.errors import DataError
 from imseg.layout import list_split
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 RECORDS_PER_SHARD = 1024
 SHUFFLE_BUFFER = 1024
 
@@ -123,7 +125,7 @@ class SplitCache:
 
     def _write_shards(self, folder):
         shards, notes, count, sizes = [], set(), 0, set()
-        pixels = np.zeros(self.num_classes, np.int64)
+        stats = LabelStats(self.num_classes)
         writer = None
         for (stem, image_path, ann_path), (packed, shape) in zip(self.entries, _parse_all(self.entries)):
             image, note = decode_image(image_path)
@@ -146,12 +148,36 @@ class SplitCache:
                 writer = tf.io.TFRecordWriter(os.path.join(folder, shards[-1]))
             writer.write(_example(stem, image, packed))
             sizes.add(image.shape[:2])
-            bits = np.unpackbits(np.frombuffer(packed, np.uint8).reshape(-1, (self.num_classes + 7) // 8), axis=-1)
-            pixels += bits[:, : self.num_classes].sum(axis=0, dtype=np.int64)
+            stats.add(packed, ann_path)
             count += 1
         writer.close()
-        return {"count": count, "num_classes": self.num_classes, "shards": shards, "class_pixels": pixels.tolist(),
-                "shape": list(sizes.pop()) if len(sizes) == 1 else None}
+        return {"count": count, "num_classes": self.num_classes, "shards": shards,
+                "shape": list(sizes.pop()) if len(sizes) == 1 else None, **stats.as_dict()}
+
+
+class LabelStats:
+    """Pixel counts of a split over its valid pixels: per class, per pair of classes (pixels labelled with
+    both, which a multiclass task cannot take), and the first file where each pair overlaps."""
+
+    def __init__(self, num_classes):
+        self.num_classes = num_classes
+        self.valid = 0
+        self.pairs = np.zeros((num_classes, num_classes), np.int64)
+        self.examples = {}
+
+    def add(self, packed, path):
+        planes = self.num_classes + 1
+        bits = np.unpackbits(np.frombuffer(packed, np.uint8).reshape(-1, (planes + 7) // 8), axis=-1, count=planes)
+        labels = bits[bits[:, -1] == 0, :-1].astype(np.int64)
+        self.valid += len(labels)
+        pairs = labels.T @ labels  # diagonal: pixels of each class
+        for i, j in zip(*np.nonzero((np.triu(pairs, 1) > 0) & (self.pairs == 0))):
+            self.examples[f"{i},{j}"] = path
+        self.pairs += pairs
+
+    def as_dict(self):
+        return {"valid_pixels": int(self.valid), "class_pixels": np.diag(self.pairs).tolist(),
+                "pair_pixels": self.pairs.tolist(), "pair_examples": self.examples}
 
 
 def _parse_all(entries):
@@ -182,42 +208,55 @@ _FEATURES = {
 }
 
 
-def _decoder(class_indices, num_classes, size, record_shape=None):
-    """Records -> (images (..., h, w, 3) uint8, masks (..., h, w, K) uint8 of the chosen classes) at `size`.
+def _decoder(class_indices, num_classes, size, record_shape=None, task="multilabel", background=False):
+    """Records -> (images (..., h, w, 3), masks (..., h, w, K), valid (..., h, w)), all uint8, at `size`.
 
+    The masks hold the chosen classes, plus (multiclass with `background`) a last channel for valid pixels
+    that carry none of them; multiclass without background leaves such pixels out of `valid`.
     With `record_shape` (every record of the split has that size) it decodes whole batches of records
     at once; otherwise one record at a time, each resized as needed.
     """
-    packed_bytes = (num_classes + 7) // 8
-    # Class k is bit 7 - k % 8 of byte k // 8: pick each chosen class's byte, then its bit.
-    byte = tf.constant([k // 8 for k in class_indices], tf.int32)
-    shift = tf.constant([7 - k % 8 for k in class_indices], tf.uint8)
+    packed_bytes = (num_classes + 1 + 7) // 8
+    # Plane k (a class, or k = num_classes: ignore) is bit 7 - k % 8 of byte k // 8.
+    planes = list(class_indices) + [num_classes]
+    byte = tf.constant([k // 8 for k in planes], tf.int32)
+    shift = tf.constant([7 - k % 8 for k in planes], tf.uint8)
     height, width = size
+    channels = len(class_indices) + (task == "multiclass" and background)
 
     def unpack(packed):
         return tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.gather(packed, byte, axis=-1), shift), 1)
 
-    def fit(image, mask, same):
-        image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
-        mask = tf.cond(same, lambda: mask, lambda: _resize(mask, size, "nearest"))
-        return image, mask
+    def targets(bits):
+        mask, valid = bits[..., :-1], 1 - bits[..., -1]
+        if task == "multiclass":
+            labelled = tf.reduce_max(mask, axis=-1)
+            if background:
+                mask = tf.concat([mask, ((1 - labelled) * valid)[..., None]], axis=-1)
+            else:
+                valid = valid * labelled
+        return mask, valid
 
     def decode_one(record):
         ex = tf.io.parse_single_example(record, _FEATURES)
         hw = tf.cast(ex["shape"], tf.int32)
         image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [hw[0], hw[1], 3])
-        mask = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [hw[0], hw[1], packed_bytes]))
-        image, mask = fit(image, mask, tf.reduce_all(tf.equal(hw, [height, width])))
-        return tf.ensure_shape(image, [height, width, 3]), tf.ensure_shape(mask, [height, width, len(class_indices)])
+        bits = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [hw[0], hw[1], packed_bytes]))
+        same = tf.reduce_all(tf.equal(hw, [height, width]))
+        image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
+        bits = tf.cond(same, lambda: bits, lambda: _resize(bits, size, "nearest"))
+        mask, valid = targets(bits)
+        return (tf.ensure_shape(image, [height, width, 3]), tf.ensure_shape(mask, [height, width, channels]),
+                tf.ensure_shape(valid, [height, width]))
 
     def decode_batch(records):
         ex = tf.io.parse_example(records, _FEATURES)
         h, w = record_shape
         image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, h, w, 3])
-        mask = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [-1, h, w, packed_bytes]))
+        bits = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [-1, h, w, packed_bytes]))
         if (h, w) != (height, width):
-            image, mask = _resize(image, size, "bilinear"), _resize(mask, size, "nearest")
-        return image, mask
+            image, bits = _resize(image, size, "bilinear"), _resize(bits, size, "nearest")
+        return (image, *targets(bits))
 
     return decode_batch if record_shape else decode_one
 
@@ -227,34 +266,59 @@ def _resize(x, size, method):
     return tf.cast(tf.clip_by_value(tf.round(y), 0, 255), tf.uint8)
 
 
-def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0):
-    """Stream a cached split as batches of (uint8 images, uint8 masks); the last partial batch is kept.
+def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0, task="multilabel",
+                 background=False, first_epoch=0):
+    """Stream a cached split as batches of uint8 (images, masks, valid); the last partial batch is kept.
 
-    Training shuffles the shard order and a bounded buffer of records, so memory does not grow with
-    the dataset.
+    `masks` has one channel per chosen class (plus the background channel for `task="multiclass"` with
+    `background`); `valid` (N, h, w) is 1 where a pixel counts. Keras reads the triple as
+    (x, y, sample_weight).
+
+    Evaluation (`training=False`): one pass in file order. Training: an endless stream of epochs from
+    `first_epoch` on, each `batches_per_epoch(meta, batch_size)` batches long (pass that to `fit` as
+    `steps_per_epoch`), each a permutation of the split decided by (`seed`, epoch) alone — so a resumed
+    run sees exactly the batches an uninterrupted run would. Shard order and a bounded buffer of records
+    are shuffled, so memory does not grow with the dataset.
     """
-    shards = tf.data.Dataset.from_tensor_slices(meta["shards"])
-    if training:
-        shards = shards.shuffle(len(meta["shards"]), seed=seed, reshuffle_each_iteration=True)
-    ds = shards.interleave(  # evaluation reads shards one after another: records in file order
-        tf.data.TFRecordDataset,
-        cycle_length=min(4, len(meta["shards"])) if training else 1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,  # the seed alone decides the order: runs are reproducible
-    )
-    if training:
-        ds = ds.shuffle(min(meta["count"], SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
     record_shape = meta.get("shape")
-    decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]), record_shape)
-    batches = -(-meta["count"] // batch_size)
-    if record_shape:  # one size throughout: decode whole batches, far fewer and larger operations
-        ds = ds.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(batches))  # Keras knows the epoch length
+    decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]), record_shape, task, background)
+
+    def one_pass(epoch=None):
+        """The split once: in file order (`epoch` None) or in the permutation of (seed, epoch)."""
+        shards = tf.data.Dataset.from_tensor_slices(meta["shards"])
+        if epoch is not None:
+            key = tf.stack([tf.constant(seed, tf.int64), epoch])
+            shards = shards.batch(len(meta["shards"])).flat_map(lambda names: _permute(names, key, -1))
+        ds = shards.interleave(  # evaluation reads shards one after another: records in file order
+            tf.data.TFRecordDataset,
+            cycle_length=min(4, len(meta["shards"])) if epoch is not None else 1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        if epoch is not None:  # shuffle within consecutive windows of records (memory: one window)
+            ds = ds.batch(SHUFFLE_BUFFER).enumerate().flat_map(lambda i, records: _permute(records, key, i))
+        if record_shape:  # one size throughout: decode whole batches, far fewer and larger operations
+            return ds.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+
+    if training:
+        ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(one_pass)
+    else:  # Keras knows the length of the pass
+        ds = one_pass().apply(tf.data.experimental.assert_cardinality(batches_per_epoch(meta, batch_size)))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _permute(values, key, part):
+    """The elements of a 1-D tensor as a dataset, in a permutation decided by (key, part) alone."""
+    seed = tf.stack([key[0] * 1000003 + key[1], tf.cast(part, tf.int64)])
+    order = tf.argsort(tf.random.stateless_uniform(tf.shape(values)[:1], seed=seed, alg="philox"))
+    return tf.data.Dataset.from_tensor_slices(tf.gather(values, order))
+
+
+def batches_per_epoch(meta, batch_size):
+    return -(-meta["count"] // batch_size)
 
 
 def load_splits(data_path, splits, num_classes, log=None):
@@ -282,3 +346,28 @@ def load_splits(data_path, splits, num_classes, log=None):
 def load_split(data_path, split, num_classes, log=None):
     """`load_splits` for one split."""
     return load_splits(data_path, [split], num_classes, log)[0]
+
+
+def check_exclusive(meta, class_indices, names, split):
+    """Multiclass needs classes that exclude each other: refuse a split where a valid pixel has two labels."""
+    for a in range(len(class_indices)):
+        for b in range(a + 1, len(class_indices)):
+            i, j = sorted((class_indices[a], class_indices[b]))
+            if meta["pair_pixels"][i][j]:
+                raise DataError(
+                    f"{meta['pair_examples'][f'{i},{j}']}: {meta['pair_pixels'][i][j]} pixel(s) of split '{split}' "
+                    f"are labelled both {names[a]} and {names[b]}; task multiclass needs classes that exclude "
+                    "each other (use task: multilabel, or mark such pixels ignored)"
+                )
+
+
+def class_frequencies(meta, class_indices, task="multilabel", background=False):
+    """Each output channel's share of the split's valid pixels (multilabel) or of its labelled pixels
+    (multiclass: the channels' shares sum to 1), the priors the head's bias starts from."""
+    pixels = np.array([meta["class_pixels"][k] for k in class_indices], np.float64)
+    valid = float(meta["valid_pixels"])
+    if task == "multilabel":
+        return pixels / max(valid, 1.0)
+    if background:
+        pixels = np.append(pixels, max(valid - pixels.sum(), 0.0))
+    return pixels / max(pixels.sum(), 1.0)

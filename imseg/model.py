@@ -1,5 +1,6 @@
 """The RefineNet model: backbone features -> RefineNet blocks -> per-class logits at input size."""
 
+import contextlib
 import json
 
 import keras
@@ -12,13 +13,17 @@ from imseg.blocks import refinenet_graph
 
 @keras.saving.register_keras_serializable(package="imseg")
 class RefineNet(keras.Model):
-    """RefineNet (Lin et al., CVPR 2017) on a `keras.applications` backbone, for multi-label masks.
+    """RefineNet (Lin et al., CVPR 2017) on a `keras.applications` backbone.
 
     Takes 0-255 RGB images `(N, h, w, 3)` (any numeric dtype) and returns float32 logits
-    `(N, h, w, num_classes)`. The backbone's own input normalisation is part of the graph.
+    `(N, h, w, num_classes)`: independent sigmoids per class for `task="multilabel"`, one softmax over
+    the classes for `task="multiclass"`. The backbone's own input normalisation is part of the graph.
     `feature_layers` lists blocks of backbone layer names, low resolution first; every block after
-    the first also gets the previous block's output. Training applies `augment` (a
-    `SegmentationAugment` config) inside `train_step` only.
+    the first also gets the previous block's output. Training batches are `(images, masks)` or
+    `(images, masks, valid)`, `valid` (N, h, w) being the per-pixel sample weight (0: ignored pixel).
+    Training applies `augment` (a `SegmentationAugment` config) inside `train_step` only.
+    With `ema_decay`, every training step also updates an exponential moving average of all weights
+    (BatchNorm statistics included), which `swap_ema_weights()` exchanges with the weights.
 
     `backbone` is kept (and saved) only up to its deepest feature layer.
     `inference_model()` returns the same network as a plain functional model of built-in layers,
@@ -38,6 +43,8 @@ class RefineNet(keras.Model):
         crp_kwargs=None,
         augment=None,
         threshold=0.0,
+        task="multilabel",
+        ema_decay=None,
         **kwargs,
     ):
         feature_layers = [list(block) for block in feature_layers]
@@ -59,26 +66,61 @@ class RefineNet(keras.Model):
         self.crp_kwargs = dict(crp_kwargs or {})
         self.augment = dict(augment) if augment else None
         self.threshold = float(threshold)
+        self.task = task
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.augmenter = SegmentationAugment(**self.augment, name="augment") if self.augment else None
+        self._ema_pairs = []
+        if self.ema_decay is not None:
+            sources = list(self.weights)
+            self._ema_pairs = [(v, self.add_weight(shape=v.shape, dtype=v.dtype, trainable=False,
+                                                   initializer="zeros", aggregation="only_first_replica",
+                                                   name=f"ema_{i}")) for i, v in enumerate(sources)]
+            for v, average in self._ema_pairs:
+                average.assign(v)
 
-    def _training_batch(self, data):
-        images, masks = data
+    def _batch(self, data):
+        """(images, masks, valid) as float32; valid is all ones when the data has none."""
+        images, masks, valid = keras.utils.unpack_x_y_sample_weight(data)
         images, masks = tf.cast(images, "float32"), tf.cast(masks, "float32")
+        valid = tf.ones(tf.shape(masks)[:-1]) if valid is None else tf.cast(valid, "float32")
+        return images, masks, valid
+
+    def train_step(self, data):
+        images, masks, valid = self._batch(data)
         if self.augmenter is not None:
             context = tf.distribute.get_replica_context()
             replicas = self.distribute_strategy.num_replicas_in_sync
             replica = context.replica_id_in_sync_group if context is not None else 0
             step = tf.cast(self.optimizer.iterations, tf.int64) * replicas + tf.cast(replica, tf.int64)
-            images, masks = self.augmenter(images, masks, step)
-        return images, masks
-
-    def train_step(self, data):
-        return _per_worker_logs(super().train_step(self._training_batch(data)), self.distribute_strategy)
+            images, masks, valid = self.augmenter(images, masks, valid, step)
+        logs = super().train_step((images, masks, valid))
+        if self._ema_pairs:
+            # Warm-up as in TF Model Garden: early averages are not dominated by the initial weights.
+            n = tf.cast(self.optimizer.iterations, "float32")
+            decay = tf.minimum(self.ema_decay, (1.0 + n) / (10.0 + n))
+            for v, average in self._ema_pairs:
+                average.assign(average * tf.cast(decay, average.dtype) + v * tf.cast(1 - decay, average.dtype))
+        return _per_worker_logs(logs, self.distribute_strategy)
 
     def test_step(self, data):
-        images, masks = data
-        logs = super().test_step((tf.cast(images, "float32"), tf.cast(masks, "float32")))
+        logs = super().test_step(self._batch(data))
         return _per_worker_logs(logs, self.distribute_strategy)
+
+    def swap_ema_weights(self):
+        """Exchange the weights and their moving averages (no-op without `ema_decay`)."""
+        for v, average in self._ema_pairs:
+            value = tf.identity(v.value)
+            v.assign(average.value)
+            average.assign(value)
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Within the block the model holds its moving-average weights (its own without `ema_decay`)."""
+        self.swap_ema_weights()
+        try:
+            yield self
+        finally:
+            self.swap_ema_weights()
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras all-reduces a first distributed batch just to learn its shapes, which fails under
@@ -119,6 +161,8 @@ class RefineNet(keras.Model):
             "crp_kwargs": self.crp_kwargs,
             "augment": self.augment,
             "threshold": self.threshold,
+            "task": self.task,
+            "ema_decay": self.ema_decay,
         }
 
     @classmethod

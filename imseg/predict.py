@@ -32,14 +32,41 @@ def blend_window(size, overlap):
     return np.maximum(w, 1e-3)
 
 
+def predict_masks(logits, task="multilabel", threshold=0.0):
+    """Boolean (..., K) masks from logits: logit > `threshold` per class (multilabel), or the class of the
+    largest logit (multiclass), the rule imseg's metrics use."""
+    logits = np.asarray(logits)
+    if task == "multiclass":
+        return np.eye(logits.shape[-1], dtype=bool)[logits.argmax(-1)]
+    return logits > threshold
+
+
+def probabilities(logits, task="multilabel"):
+    """Sigmoid per class (multilabel) or softmax over the classes (multiclass) of (..., K) logits."""
+    logits = np.asarray(logits, np.float32)
+    if task == "multiclass":
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def predict_image(model, image, overlap=0.25, batch_size=8, output="probabilities", threshold=0.0,
-                  progress=None):
+                  progress=None, task="multilabel"):
     """Predict a (H, W, 3) 0-255 image of any size with a model of fixed input size.
 
-    Returns (H, W, classes): sigmoid probabilities (float32, `output="probabilities"`), blended logits
-    (`"logits"`) or boolean masks, logit > `threshold` (`"masks"`). Images smaller than the model's
-    input are zero-padded, never resized. `overlap` is the fraction of a tile shared with its
-    neighbour (0 to 0.5). `progress`, if given, is called with the number of tiles done and the total.
+    Args:
+        model: a Keras model returning logits (N, h, w, K), such as imseg's `best.keras`.
+        image: (H, W, 3) array of 0-255 values.
+        overlap: the fraction of a tile shared with its neighbour (0 to 0.5).
+        batch_size: tiles per prediction call.
+        output: `"probabilities"` (float32: sigmoid per class, or softmax for `task="multiclass"`),
+            `"logits"` (the blended logits) or `"masks"` (boolean, see `predict_masks`).
+        threshold: the multilabel decision threshold on logits for `output="masks"`.
+        progress: if given, called with the number of tiles done and the total.
+        task: `"multilabel"` or `"multiclass"`, as the model was trained.
+
+    Returns:
+        (H, W, K). Images smaller than the model's input are zero-padded, never resized.
     """
     if output not in ("probabilities", "logits", "masks"):
         raise ValueError(f"output must be 'probabilities', 'logits' or 'masks', got {output!r}")
@@ -53,7 +80,7 @@ def predict_image(model, image, overlap=0.25, batch_size=8, output="probabilitie
     if height < th or width < tw:  # pad, never distort
         padded = np.zeros((max(height, th), max(width, tw), 3), image.dtype)
         padded[:height, :width] = image
-        return predict_image(model, padded, overlap, batch_size, output, threshold, progress)[:height, :width]
+        return predict_image(model, padded, overlap, batch_size, output, threshold, progress, task)[:height, :width]
     oy, ox = int(round(overlap * th)), int(round(overlap * tw))
     ys, xs = tile_starts(height, th, th - oy), tile_starts(width, tw, tw - ox)
     weight = np.outer(blend_window(th, oy), blend_window(tw, ox))[..., None]
@@ -68,7 +95,7 @@ def predict_image(model, image, overlap=0.25, batch_size=8, output="probabilitie
     for y in ys:
         if y > top:  # rows above y are final: no later tile reaches them
             shift = y - top
-            _finish(result, top, acc[:shift], norm[:shift], output, threshold)
+            _finish(result, top, acc[:shift], norm[:shift], output, threshold, task)
             acc = np.concatenate([acc[shift:], np.zeros((shift, width, classes), np.float32)])
             norm = np.concatenate([norm[shift:], np.zeros((shift, width, 1), np.float32)])
             top = y
@@ -82,16 +109,16 @@ def predict_image(model, image, overlap=0.25, batch_size=8, output="probabilitie
             done += len(batch_xs)
             if progress:
                 progress(done, total)
-    _finish(result, top, acc, norm, output, threshold)
+    _finish(result, top, acc, norm, output, threshold, task)
     return result
 
 
-def _finish(result, top, acc, norm, output, threshold):
+def _finish(result, top, acc, norm, output, threshold, task):
     logits = acc / norm
     rows = slice(top, top + len(logits))
     if output == "logits":
         result[rows] = logits
     elif output == "masks":
-        result[rows] = logits > threshold
+        result[rows] = predict_masks(logits, task, threshold)
     else:
-        result[rows] = 1.0 / (1.0 + np.exp(-logits))
+        result[rows] = probabilities(logits, task)

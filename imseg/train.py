@@ -68,8 +68,8 @@ def prepare(args, log, strategy=None):
     names, indices = select_classes(config, all_names, source)
     if not os.path.isdir(os.path.join(args.data_path, "im_seg")):
         raise ConfigError(f"{args.data_path}: no im_seg folder (expected {args.data_path}/im_seg/train, val, test)")
-    for split in ("train", "val"):
-        list_split(args.data_path, split)
+    train_entries = list_split(args.data_path, "train")
+    list_split(args.data_path, "val")
     paths = RunPaths.for_run(args.data_path, config.name)
     resolved = {**config.to_dict(), "classes": names}
     if args.resume:
@@ -81,15 +81,22 @@ def prepare(args, log, strategy=None):
         )
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
-    from imseg.build import build_model, is_chief, make_strategy
-    from imseg.dataset import load_splits
+    from imseg.build import build_model, is_chief, make_strategy, set_head_priors
+    from imseg.classes import output_names
+    from imseg.dataset import check_exclusive, class_frequencies, load_splits
 
     strategy = strategy or make_strategy()
-    model, details = build_model(config, names, strategy=strategy, source=source)
+    outputs = output_names(config, names)
+    steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
+    model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
     details["chief"] = is_chief(strategy)
     train_meta, val_meta = load_splits(args.data_path, ["train", "val"], len(all_names), log)
-    return dict(config=config, names=names, indices=indices, paths=paths, model=model, details=details,
-                train_meta=train_meta, val_meta=val_meta, resolved=resolved)
+    if config.task == "multiclass":
+        check_exclusive(train_meta, indices, names, "train")
+        check_exclusive(val_meta, indices, names, "val")
+    set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
+    return dict(config=config, names=names, outputs=outputs, indices=indices, paths=paths, model=model,
+                details=details, train_meta=train_meta, val_meta=val_meta, resolved=resolved)
 
 
 def _check_writable(folder):
@@ -115,7 +122,7 @@ def _restore(model, paths, state, val_ds, parts, log):
 
     def score(path):
         log(f"imseg: {path} is newer than best.json (a stop while it was written); scoring it on val")
-        return score_checkpoint(path, val_ds, parts["names"], parts["config"])
+        return score_checkpoint(path, val_ds, parts["outputs"], parts["config"])
 
     best, best_epoch = best_so_far(paths, state, score)
     return epoch, best, best_epoch
@@ -128,18 +135,18 @@ def score_checkpoint(path, val_ds, names, config):
     from imseg.metrics import SegmentationMetrics
 
     model = keras.models.load_model(path, compile=False)
-    metric = SegmentationMetrics(names, threshold=config.threshold)
-    for images, masks in val_ds:
-        metric.update_state(masks, model.predict_on_batch(images))
+    metric = SegmentationMetrics(names, threshold=config.threshold, task=config.task)
+    for images, masks, valid in val_ds:
+        metric.update_state(masks, model.predict_on_batch(images), valid)
     return float(metric.result()[config.monitor[len("val_"):]])
 
 
 def train(args, parts, log, signals):
     import keras
 
-    from imseg.callbacks import (BestIoUCheckpoint, ResumeState, RunLogger, StopOnNonFiniteLoss, StopOnSignal,
-                                 read_history)
-    from imseg.dataset import make_dataset
+    from imseg.callbacks import (BestIoUCheckpoint, EarlyStopping, EvaluateWithEMA, ResumeState, RunLogger,
+                                 StopOnNonFiniteLoss, StopOnSignal, read_history)
+    from imseg.dataset import batches_per_epoch, make_dataset
     from imseg.outputs import write_json
     from imseg.resume import load_state
 
@@ -152,15 +159,17 @@ def train(args, parts, log, signals):
         paths.remove_stale_temporaries()
         write_json(paths.config, {**parts["resolved"], "resolved": parts["details"]})
 
-    train_ds = make_dataset(parts["train_meta"], parts["indices"], config.input_shape, config.batch_size,
-                            training=True, seed=config.seed)
+    target = {"task": config.task, "background": config.background}
     val_ds = make_dataset(parts["val_meta"], parts["indices"], config.input_shape, config.batch_size,
-                          training=False)
+                          training=False, **target)
     state = load_state(paths) if args.resume else None
     initial_epoch, best, best_epoch = _restore(model, paths, state, val_ds, parts, log) if args.resume \
         else (0, -math.inf, None)
+    train_ds = make_dataset(parts["train_meta"], parts["indices"], config.input_shape, config.batch_size,
+                            training=True, seed=config.seed, first_epoch=initial_epoch, **target)
     checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor, best=best,
-                                   details={"classes": parts["names"], "threshold": config.threshold})
+                                   details={"classes": parts["outputs"], "task": config.task,
+                                            "threshold": config.threshold})
     checkpoint.best_epoch = best_epoch
     logger = RunLogger(paths.log, paths.history, config.epochs, rows=read_history(paths.history, initial_epoch))
     d = parts["details"]
@@ -183,11 +192,21 @@ def train(args, parts, log, signals):
         f"XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)); logs in {paths.metrics}")
     tensorboard = keras.callbacks.TensorBoard(log_dir=paths.metrics, write_graph=False, profile_batch=0)
     callbacks = [StopOnSignal(signals), StopOnNonFiniteLoss()]
+    if config.ema is not None:
+        callbacks.append(EvaluateWithEMA())
+    early = None
+    if config.early_stopping.patience:
+        saved = (state or {}).get("early_stopping") or {}
+        early = EarlyStopping(config.monitor, config.early_stopping.patience, config.early_stopping.min_delta,
+                              best=saved.get("best") if saved.get("best") is not None else -math.inf,
+                              wait=saved.get("wait", 0), log=log)
+        callbacks.append(early)
     if chief:
-        callbacks += [checkpoint, logger, tensorboard, ResumeState(paths.resume, checkpoint)]
+        callbacks += [checkpoint, logger, tensorboard, ResumeState(paths.resume, checkpoint, early)]
     start = time.monotonic()
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
+        model.fit(train_ds, steps_per_epoch=batches_per_epoch(parts["train_meta"], config.batch_size),
+                  validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
     except BaseException as stop:
         if chief:

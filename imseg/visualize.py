@@ -3,6 +3,8 @@
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from imseg.config import BACKGROUND
+
 # Distinct, saturated colours that stay visible over aerial imagery (Tableau 10, then a few more).
 PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -16,6 +18,11 @@ def class_colours(class_names):
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(class_names)}
 
 
+def drawn_colours(class_names):
+    """The colours `overlay` draws each class in; None for the implicit background (never drawn)."""
+    return [None if name == BACKGROUND else colour for name, colour in class_colours(class_names).items()]
+
+
 def overlay(image, masks, colours, alpha=0.5):
     """Blend each class's mask (h, w, C) onto the RGB image in its colour, with an opaque outline.
 
@@ -24,7 +31,7 @@ def overlay(image, masks, colours, alpha=0.5):
     out = image.astype(np.float32).copy()
     for k, colour in enumerate(colours):
         m = masks[..., k] > 0
-        if not m.any():
+        if colour is None or not m.any():
             continue
         out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
         edge = m & ~_erode(m)

@@ -108,7 +108,7 @@ def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
 
     from imseg.build import build_model
     from imseg.config import config_from_dict
-    from imseg.dataset import load_split, make_dataset
+    from imseg.dataset import batches_per_epoch, load_split, make_dataset
 
     make_sources(str(tmp_path / "a"), [(128, 128)] * 4)
     (tmp_path / "colours.yaml").write_text("\n".join(f'"{k}": {v}' for k, v in COLOURS.items()))
@@ -127,11 +127,12 @@ def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
         root = str(tmp_path / fmt)
         train, val = (load_split(root, s, 2, log=lambda m: None) for s in ("train", "val"))
         keras.utils.set_random_seed(0)  # as imseg-train does: TensorFlow's global seed is part of the shuffle's
+        steps = batches_per_epoch(train, 4)
         batches.append([b.numpy() for batch in make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0)
-                        for b in batch])
+                        .take(steps) for b in batch])
         keras.utils.set_random_seed(0)
         model, _ = build_model(config, ["building:other", "highway:roads"])
-        history = model.fit(make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0),
+        history = model.fit(make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0), steps_per_epoch=steps,
                             validation_data=make_dataset(val, [0, 1], (32, 32, 3), 4, training=False), verbose=0,
                             shuffle=False)
         histories.append(history.history)

@@ -59,17 +59,74 @@ def test_pipeline_yields_uint8_images_and_selected_mask_channels(air):
     ds = make_dataset(meta, [3, 1], (40, 40, 3), batch_size=4, training=False)
     batches = list(ds)
     assert [b[0].shape[0] for b in batches] == [4, 3]  # the partial last batch is kept
-    images, masks = batches[0]
+    images, masks, valid = batches[0]
     assert images.dtype == tf.uint8 and masks.dtype == tf.uint8 and masks.shape == (4, 40, 40, 2)
     expected = tf.io.decode_jpeg(tf.io.read_file(os.path.join(air, "im_seg/train/images/0.jpg")))
     np.testing.assert_array_equal(images[0], expected)
     np.testing.assert_array_equal(np.moveaxis(masks[0].numpy(), -1, 0), annotation(air, "train", 0)[[3, 1]])
+    assert valid.dtype == tf.uint8 and valid.shape == (4, 40, 40) and np.all(valid.numpy() == 1)  # no ignore key
     assert ds.cardinality() == 2
+
+
+def _with_ignore(air, split, i, ignore, labels=None):
+    path = os.path.join(air, "im_seg", split, "annotations", f"{i}.json")
+    with open(path) as f:
+        data = json.load(f)
+    if labels is not None:
+        data["annotation"] = labels.tolist()
+    data["ignore"] = ignore.tolist()
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def test_ignore_planes_become_the_valid_mask_and_leave_the_counts(air):
+    rng = np.random.default_rng(5)
+    ignore = (rng.random((40, 40)) < 0.3).astype(np.uint8)
+    _with_ignore(air, "train", 1, ignore)
+    _with_ignore(air, "train", 2, np.ones((40, 40), np.uint8))  # a fully ignored tile
+    meta = load_split(air, "train", len(NAMES), log=lambda m: None)
+    _, _, valid = next(iter(make_dataset(meta, [0], (40, 40, 3), batch_size=4, training=False)))
+    np.testing.assert_array_equal(valid[1], 1 - ignore)
+    assert not valid[2].numpy().any() and valid[0].numpy().all()
+    labels = np.stack([annotation(air, "train", i) for i in range(7)]).astype(np.int64)
+    weights = np.ones((7, 40, 40), np.int64)
+    weights[1], weights[2] = 1 - ignore, 0
+    assert meta["valid_pixels"] == weights.sum()
+    assert meta["class_pixels"] == (labels * weights[:, None]).sum((0, 2, 3)).tolist()
+    assert meta["pair_pixels"][0][1] == (labels[:, 0] * labels[:, 1] * weights).sum()
+
+
+def test_multiclass_adds_background_or_leaves_unlabelled_pixels_out(air):
+    labels = np.zeros((5, 40, 40), np.uint8)
+    labels[0, :10], labels[3, 10:20] = 1, 1  # rows 20-39: no label
+    ignore = np.zeros((40, 40), np.uint8)
+    ignore[20:25] = 1
+    _with_ignore(air, "val", 0, ignore, labels)
+    meta = load_split(air, "val", len(NAMES), log=lambda m: None)
+    kw = {"input_shape": (40, 40, 3), "batch_size": 3, "training": False, "task": "multiclass"}
+    _, masks, valid = next(iter(make_dataset(meta, [0, 3], background=True, **kw)))
+    assert masks.shape == (3, 40, 40, 3)
+    # Background: valid pixels with neither class; the ignored rows 20-24 are not background.
+    np.testing.assert_array_equal(masks[0, :, 0, 2], [0] * 25 + [1] * 15)
+    np.testing.assert_array_equal(valid[0, :, 0], [1] * 20 + [0] * 5 + [1] * 15)
+    _, masks, valid = next(iter(make_dataset(meta, [0, 3], **kw)))
+    assert masks.shape == (3, 40, 40, 2)
+    np.testing.assert_array_equal(valid[0, :, 0], [1] * 20 + [0] * 20)  # unlabelled pixels do not count
+
+
+def test_multiclass_refuses_a_pixel_with_two_labels(air):
+    from imseg.dataset import check_exclusive
+
+    meta = load_split(air, "train", len(NAMES), log=lambda m: None)
+    pair = next((i, j) for i in range(5) for j in range(i + 1, 5) if meta["pair_pixels"][i][j])
+    with pytest.raises(DataError, match=rf"annotations/\d+.json: \d+ pixel\(s\) of split 'train' are labelled both "
+                                        rf"{NAMES[pair[0]]} and {NAMES[pair[1]]}; task multiclass needs"):
+        check_exclusive(meta, list(pair), [NAMES[k] for k in pair], "train")
 
 
 def test_other_sizes_are_resized_masks_by_nearest(air):
     meta = load_split(air, "val", len(NAMES), log=lambda m: None)
-    images, masks = next(iter(make_dataset(meta, [0, 1, 2, 3, 4], (20, 20, 3), batch_size=3, training=False)))
+    images, masks, _ = next(iter(make_dataset(meta, [0, 1, 2, 3, 4], (20, 20, 3), batch_size=3, training=False)))
     assert images.shape == (3, 20, 20, 3) and masks.shape == (3, 20, 20, 5)
     assert set(np.unique(masks.numpy())) <= {0, 1}
     nearest = tf.image.resize(np.moveaxis(annotation(air, "val", 0), 0, -1), (20, 20), method="nearest")
@@ -83,21 +140,26 @@ def test_splits_with_mixed_sizes_are_decoded_one_by_one_and_resized(air):
         json.dump({"annotation": np.ones((5, 30, 50), int).tolist(), "img": "1.jpg"}, f)
     meta = load_split(air, "val", len(NAMES), log=lambda m: None)
     assert meta["shape"] is None
-    images, masks = next(iter(make_dataset(meta, [2, 0], (20, 20, 3), batch_size=3, training=False)))
+    images, masks, _ = next(iter(make_dataset(meta, [2, 0], (20, 20, 3), batch_size=3, training=False)))
     assert images.shape == (3, 20, 20, 3) and masks.shape == (3, 20, 20, 2)
     np.testing.assert_array_equal(masks[1], np.ones((20, 20, 2)))
     nearest = tf.image.resize(np.moveaxis(annotation(air, "val", 0), 0, -1)[..., [2, 0]], (20, 20), method="nearest")
     np.testing.assert_array_equal(masks[0], nearest)
 
 
-def test_training_order_is_shuffled_with_the_seed(air):
+def test_training_order_is_shuffled_with_the_seed_and_the_epoch(air):
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
 
-    def order(seed):
-        ds = make_dataset(meta, [0], (40, 40, 3), batch_size=7, training=True, seed=seed)
-        return tf.reduce_sum(tf.cast(next(iter(ds))[0], tf.int32), axis=[1, 2, 3]).numpy().tolist()
+    def orders(seed, first_epoch=0, epochs=3):  # 7 images in batches of 3: 3 batches per epoch
+        ds = make_dataset(meta, [0], (40, 40, 3), batch_size=3, training=True, seed=seed, first_epoch=first_epoch)
+        sums = [tf.reduce_sum(tf.cast(b[0], tf.int32), axis=[1, 2, 3]).numpy().tolist() for b in ds.take(3 * epochs)]
+        return [sum(sums[3 * e : 3 * e + 3], []) for e in range(epochs)]
 
-    assert order(1) == order(1) and sorted(order(1)) == sorted(order(2)) and order(1) != order(3)
+    first = orders(1)
+    assert [len(epoch) for epoch in first] == [7, 7, 7]  # the last partial batch of each epoch is kept
+    assert first == orders(1) and sorted(first[0]) == sorted(first[1]) and first[0] != first[1]
+    assert first[1:] == orders(1, first_epoch=1, epochs=2)  # a resumed run sees the same epochs
+    assert orders(3)[0] != first[0]
 
 
 def test_cache_is_built_once_and_rebuilt_when_a_file_changes(air):
@@ -126,7 +188,7 @@ def test_cache_dir_can_be_moved_with_an_environment_variable(air, tmp_path, monk
 def test_many_files_are_parsed_in_parallel_with_the_same_result(tmp_path):
     data_path, _ = write_air_dataset(str(tmp_path / "big"), counts=(70, 1, 1), size=(12, 12))
     meta = load_split(data_path, "train", len(NAMES), log=lambda m: None)
-    masks = np.concatenate([m.numpy() for _, m in make_dataset(meta, list(range(5)), (12, 12, 3), 32, False)])
+    masks = np.concatenate([m.numpy() for _, m, _ in make_dataset(meta, list(range(5)), (12, 12, 3), 32, False)])
     expected = np.stack([np.moveaxis(annotation(data_path, "train", i), 0, -1) for i in range(70)])
     np.testing.assert_array_equal(masks, expected)
 
@@ -174,7 +236,7 @@ def test_grayscale_and_rgba_images_are_converted_and_said_once(air):
     logs = []
     meta = load_split(air, "train", len(NAMES), log=logs.append)
     assert sum("is grayscale;" in m for m in logs) == 1 and sum("is RGBA;" in m for m in logs) == 1
-    images, _ = next(iter(make_dataset(meta, [0], (40, 40, 3), 3, False)))
+    images, _, _ = next(iter(make_dataset(meta, [0], (40, 40, 3), 3, False)))
     assert images.shape == (3, 40, 40, 3)
     np.testing.assert_array_equal(images[0], np.full((40, 40, 3), 77))
     np.testing.assert_array_equal(images[2], np.full((40, 40, 3), 200))

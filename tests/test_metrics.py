@@ -85,3 +85,44 @@ def test_evaluate_under_mirrored_strategy_equals_reference(devices):
     # Batches of 4 over 13 samples: the last partial batch is split unevenly across replicas.
     result = model.evaluate(logits, truth.astype("float32"), batch_size=4, return_dict=True, verbose=0)
     check(result, truth, logits)
+
+
+def test_ignored_pixels_never_count():
+    truth, logits = data()
+    valid = (np.random.default_rng(3).random(truth.shape[:-1]) < 0.6).astype("float32")
+    valid[0] = 0  # a fully ignored tile
+    metric = SegmentationMetrics(CLASSES)
+    metric.update_state(truth, logits, valid)
+    keep = valid.astype(bool)
+    check(metric.result(), truth[keep][:, None, None], logits[keep][:, None, None])
+    tp = ((truth > 0.5) & (logits > 0) & keep[..., None]).sum((0, 1, 2))
+    np.testing.assert_array_equal(metric.true_positives.numpy(), tp)
+    empty = SegmentationMetrics(CLASSES)
+    empty.update_state(truth[:1], logits[:1], valid[:1])
+    assert all(int(v.numpy().sum()) == 0 for v in empty.variables)
+
+
+MULTI = ["building:other", "road:other", "background"]
+
+
+def test_multiclass_confusion_matrix_accuracy_and_mean_without_background():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, (5, 6, 7))
+    truth = np.eye(3, dtype="float32")[labels]
+    logits = rng.normal(0, 1, (5, 6, 7, 3)).astype("float32") + 1.2 * truth
+    valid = (rng.random((5, 6, 7)) < 0.8).astype("float32")
+    metric = SegmentationMetrics(MULTI, task="multiclass")
+    metric.update_state(truth[:3], logits[:3], valid[:3])
+    metric.update_state(truth[3:], logits[3:], valid[3:])
+    keep = valid.astype(bool)
+    expected = np.zeros((3, 3), np.int64)
+    np.add.at(expected, (labels[keep], logits.argmax(-1)[keep]), 1)
+    np.testing.assert_array_equal(metric.confusion_matrix().numpy(), expected)
+    result = metric.result()
+    tp = np.diag(expected)
+    iou = tp / (expected.sum(0) + expected.sum(1) - tp)
+    np.testing.assert_allclose([float(result[f"iou/{n}"]) for n in MULTI], iou, rtol=1e-6)
+    np.testing.assert_allclose(float(result["mean_iou"]), iou[:2].mean(), rtol=1e-6)  # background left out
+    np.testing.assert_allclose(float(result["pixel_accuracy"]), tp.sum() / expected.sum(), rtol=1e-6)
+    np.testing.assert_allclose(float(result["recall/road:other"]), tp[1] / expected[1].sum(), rtol=1e-6)
+    assert_round_trip(metric)

@@ -189,9 +189,10 @@ def test_unknown_loss_and_optimizer_suggest_names():
     from imseg.build import make_loss, make_optimizer
 
     with pytest.raises(ConfigError, match="unknown loss 'BinaryCrossEntropy' \\(did you mean 'BinaryCrossentropy'"):
-        make_loss(config_from_dict({**SMALL, "loss": "BinaryCrossEntropy"}))
+        make_loss(config_from_dict({**SMALL, "loss": "BinaryCrossEntropy"}), ["a"])
     with pytest.raises(ConfigError, match="unknown optimizer 'Adamm' \\(did you mean 'Adam'"):
         make_optimizer(config_from_dict({**SMALL, "optimizer": "Adamm"}))
     assert type(make_optimizer(config_from_dict({**SMALL, "optimizer": "sgd"}))).__name__ == "SGD"
-    loss = make_loss(config_from_dict({**SMALL, "loss": "binary_crossentropy", "loss_kwargs": {"from_logits": True}}))
-    assert float(loss(np.ones((1, 2)), np.full((1, 2), 20.0))) < 1e-6
+    loss = make_loss(config_from_dict({**SMALL, "loss": "binary_crossentropy", "loss_kwargs": {"from_logits": True}}),
+                     ["a"])
+    assert float(loss(np.ones((1, 1, 1, 2)), np.full((1, 1, 1, 2), 20.0))) < 1e-6

@@ -175,3 +175,48 @@ def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_the_best(run, monk
     )
     assert open(os.path.join(out, "checkpoints", "best.keras"), "rb").read() == before
     assert state_epoch(out) == 1
+
+
+RECIPE = {**CONFIG, "epochs": 4, "lr_schedule": {"name": "cosine", "warmup_epochs": 1}, "ema": 0.9,
+          "early_stopping": {"patience": 3}, "optimizer": "AdamW", "gradient_clip_norm": 1.0,
+          "loss": [{"name": "CrossEntropy"}, {"name": "Dice", "weight": 0.5}]}
+
+
+def test_resume_continues_schedule_ema_and_early_stopping_exactly(tmp_path):
+    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"]},
+                                                counts=(12, 4, 1), size=(32, 32))
+    runs = {}
+    for name in ("straight", "resumed"):
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({**RECIPE, "name": name}))
+        args = ["--data_path", data_path, "--classes_path", classes_path, "--config", str(config)]
+        out = os.path.join(data_path, "im_seg", "out", name)
+        if name == "resumed":  # die right after epoch 2 was committed, then resume
+            driver = (
+                "import os, sys\n"
+                "import imseg.callbacks as c\n"
+                "real = c.ResumeState.on_epoch_end\n"
+                "def on_epoch_end(self, epoch, logs=None):\n"
+                "    real(self, epoch, logs)\n"
+                "    if epoch == 1:\n"
+                "        os._exit(9)\n"
+                "c.ResumeState.on_epoch_end = on_epoch_end\n"
+                "from imseg.train import main\n"
+                "sys.exit(main(sys.argv[1:]))\n"
+            )
+            process = start(args, driver)
+            process.wait(timeout=300)
+            assert process.returncode == 9 and state_epoch(out) == 2
+            args.append("--resume")
+        result = run_module("imseg.train", *args)
+        assert result.returncode == 0, result.stderr
+        with open(os.path.join(out, "resume", "state.json")) as f:
+            runs[name] = (history(out), json.load(f))
+    (straight, straight_state), (resumed, resumed_state) = runs["straight"], runs["resumed"]
+    assert [row["epoch"] for row in resumed] == ["1", "2", "3", "4"]
+    for a, b in zip(straight, resumed):
+        for key in ("loss", "learning_rate", "val_loss", "val_mean_iou"):
+            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, err_msg=f"epoch {a['epoch']} {key}")
+    assert straight_state["early_stopping"] == resumed_state["early_stopping"]
+    rates = [float(row["learning_rate"]) for row in straight]  # the rate after each epoch's last step:
+    assert rates[0] == pytest.approx(0.003) and rates[1] > rates[2] > rates[3]  # warm-up done, then cosine

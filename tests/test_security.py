@@ -23,8 +23,14 @@ def test_no_eval_exec_or_shell():
 
 
 def test_yaml_only_through_safe_load():
-    assert source_matches(r"yaml\.(load|unsafe_load|full_load)\(") == []
-    assert source_matches(r"yaml\.safe_load\(")
+    import yaml
+
+    from imseg.config import _YamlLoader
+
+    assert source_matches(r"yaml\.(unsafe_load|full_load|safe_load)\(") == []
+    loads = source_matches(r"yaml\.load\(")
+    assert loads and all("Loader=_YamlLoader)" in line for line in loads)
+    assert issubclass(_YamlLoader, yaml.SafeLoader)  # only adds the resolver of 1e-4 as a number
 
 
 def test_keras_files_are_loaded_in_safe_mode():

@@ -3,6 +3,8 @@
 Images of any size are cut into tiles (edge tiles padded with zeros, never dropped), split into
 train/val/test by source image (tiles of one image never land in two splits), and written with a
 `classes.json`, `im_seg/path_map.json` (tile -> source and pixel offset) and one annotation per tile.
+Pixels that carry no label are written to the annotation's ignore plane: mask values mapped to
+"ignore", the zero padding of edge tiles, and image pixels without data (GeoTIFF nodata, transparent).
 Everything is built in a temporary folder beside the output and renamed into place at the end.
 """
 
@@ -20,7 +22,8 @@ from imseg.config import parse_file
 from imseg.data.images import IMAGE_FILES, read_image, read_mask, write_image
 from imseg.errors import ConfigError, DataError
 
-IGNORE = "ignore"
+IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts
+BACKGROUND = "background"  # class-map target: the pixel is labelled, with none of the classes
 
 
 def class_name(name):
@@ -29,7 +32,7 @@ def class_name(name):
 
 
 def load_class_map(path, mask_type):
-    """{key: class name or None (ignore)}: keys are (r, g, b) for colour masks, ints for index masks."""
+    """{key: class name, IGNORE or BACKGROUND}: keys are (r, g, b) for colour masks, ints for index masks."""
     data = parse_file(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path}: expected a mapping of {'#RRGGBB colours' if mask_type == 'color' else 'indices'} "
@@ -37,8 +40,8 @@ def load_class_map(path, mask_type):
     table = {}
     for key, value in data.items():
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: key '{key}': expected a class name or \"{IGNORE}\"")
-        target = None if value == IGNORE else class_name(value)
+            raise ConfigError(f"{path}: key '{key}': expected a class name, \"{BACKGROUND}\" or \"{IGNORE}\"")
+        target = value if value in (IGNORE, BACKGROUND) else class_name(value)
         if mask_type == "color":
             text = str(key).lstrip("#")
             if len(text) != 6 or any(c not in "0123456789abcdefABCDEF" for c in text):
@@ -91,10 +94,12 @@ def _files_by_stem(folder):
 
 
 def to_annotation(mask, mask_type, table, names, path):
-    """A mask array -> (C, h, w) 0/1 annotation; unmapped values are an error listing them with counts."""
+    """A mask array -> ((C, h, w) 0/1 annotation, (h, w) 0/1 ignore plane); unmapped values are an error
+    listing them with counts."""
     index = {n: i for i, n in enumerate(names)}
     if mask_type == "binary":
-        return np.stack([(mask[n] > 0) for n in names]).astype(np.uint8)
+        annotation = np.stack([(mask[n] > 0) for n in names]).astype(np.uint8)
+        return annotation, np.zeros(annotation.shape[1:], np.uint8)
     if mask_type == "color":
         codes = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
         keys = {(k[0] << 16) | (k[1] << 8) | k[2]: v for k, v in table.items()}
@@ -105,10 +110,12 @@ def to_annotation(mask, mask_type, table, names, path):
     unmapped = [(label(v), int(c)) for v, c in zip(values, counts) if int(v) not in keys]
     if unmapped:
         listed = ", ".join(f"{v} ({c} px)" for v, c in sorted(unmapped, key=lambda x: -x[1]))
-        raise DataError(f"{path}: values not in the class map: {listed}; map them to a class or to \"{IGNORE}\"")
-    channel = np.array([index[keys[int(v)]] if keys[int(v)] is not None else -1 for v in values])
+        raise DataError(f"{path}: values not in the class map: {listed}; map them to a class, to "
+                        f"\"{BACKGROUND}\" or to \"{IGNORE}\"")
+    channel = np.array([index.get(keys[int(v)], -1) for v in values])
     per_pixel = channel[inverse.reshape(codes.shape)]
-    return np.stack([(per_pixel == k) for k in range(len(names))]).astype(np.uint8)
+    ignored = np.array([keys[int(v)] == IGNORE for v in values])[inverse.reshape(codes.shape)]
+    return np.stack([(per_pixel == k) for k in range(len(names))]).astype(np.uint8), ignored.astype(np.uint8)
 
 
 def tile_origins(length, tile, overlap):
@@ -155,7 +162,10 @@ def convert(args, log):
             raise ConfigError(f"--mask-type {args.mask_type} needs --class-map FILE")
         table = load_class_map(args.class_map, args.mask_type)
         class_dirs, names_by_dir = None, None
-        names = sorted({v for v in table.values() if v is not None})
+        names = sorted({v for v in table.values() if v not in (IGNORE, BACKGROUND)})
+        if not names:
+            raise ConfigError(f"{args.class_map}: maps every value to \"{BACKGROUND}\" or \"{IGNORE}\"; "
+                              "name at least one class")
     sources = pair_sources(args.images, args.masks, args.mask_type, class_dirs)
     output = os.path.abspath(args.output)
     if os.path.exists(output) and os.listdir(output):
@@ -194,7 +204,7 @@ def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
             os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
         counts[split] = 0
     for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
-        image = read_image(image_path)
+        image, has_data = read_image(image_path, with_valid=True)
         if args.mask_type == "binary":
             mask = {n: read_mask(mask_path[names_by_dir[n]], "index") for n in names}
             shapes = {m.shape[:2] for m in mask.values()}
@@ -203,7 +213,8 @@ def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
             shapes = {mask.shape[:2]}
         if shapes != {image.shape[:2]}:
             raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask is not")
-        annotation = to_annotation(mask, args.mask_type, table, names, mask_path)
+        annotation, ignored = to_annotation(mask, args.mask_type, table, names, mask_path)
+        ignored |= ~has_data
         split = split_of[i]
         h, w = image.shape[:2]
         t = args.tile_size
@@ -211,13 +222,15 @@ def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
             for x in tile_origins(w, t, args.overlap):
                 tile = np.zeros((t, t, 3), np.uint8)
                 ann = np.zeros((len(names), t, t), np.uint8)
+                ignore = np.ones((t, t), np.uint8)  # the zero padding of edge tiles carries no label
                 part = image[y : y + t, x : x + t]
                 tile[: part.shape[0], : part.shape[1]] = part
                 ann[:, : part.shape[0], : part.shape[1]] = annotation[:, y : y + t, x : x + t]
+                ignore[: part.shape[0], : part.shape[1]] = ignored[y : y + t, x : x + t]
                 tile_id = str(number)
                 folder = os.path.join(root, "im_seg", split)
                 write_image(os.path.join(folder, "images", tile_id + ".jpg"), tile)
-                write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, tile_id + ".jpg")
+                write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, tile_id + ".jpg", ignore)
                 path_map[tile_id] = {"split": split, "image": os.path.abspath(image_path),
                                      "x": x, "y": y, "width": t, "height": t}
                 counts[split] += 1

@@ -22,11 +22,16 @@ def _rasterio():
     return rasterio
 
 
-def read_image(path):
-    """(h, w, 3) uint8 RGB; grayscale is repeated, alpha dropped, GeoTIFF bands 1-3 read."""
+def read_image(path, with_valid=False):
+    """(h, w, 3) uint8 RGB; grayscale is repeated, alpha dropped, GeoTIFF bands 1-3 read.
+
+    With `with_valid`, returns (image, valid) where `valid` (h, w) bool is false where the image has no
+    data: GeoTIFF nodata or internal mask, or a transparent pixel of an image with alpha.
+    """
     if path.lower().endswith(GEOTIFF):
         with _rasterio().open(path) as src:
             bands = src.read(list(range(1, min(src.count, 3) + 1)))
+            valid = src.dataset_mask() > 0 if with_valid else None
         array = np.moveaxis(bands, 0, -1)
         if array.dtype != np.uint8:
             raise DataError(f"{path}: {array.dtype} GeoTIFF; imseg reads 8-bit imagery (rescale it first)")
@@ -34,11 +39,15 @@ def read_image(path):
         try:
             with Image.open(path) as img:
                 array = np.asarray(img.convert("RGB"))
+                alpha = "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info)
+                valid = np.asarray(img.convert("RGBA"))[..., 3] > 0 if with_valid and alpha else None
         except OSError as e:
             raise DataError(f"{path}: unreadable image: {e}") from None
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
-    return array
+    if not with_valid:
+        return array
+    return array, np.ones(array.shape[:2], bool) if valid is None else valid
 
 
 def read_mask(path, mask_type):
