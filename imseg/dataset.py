@@ -117,10 +117,12 @@ class SplitCache:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def meta(self):
-        with open(self.meta_path, encoding="utf-8") as f:
+    def meta(self, folder=None):
+        """The split's metadata, from the cache or from a just-built `folder` not yet committed."""
+        folder = folder or self.dir
+        with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
             meta = json.load(f)
-        meta["shards"] = [os.path.join(self.dir, s) for s in meta["shards"]]
+        meta["shards"] = [os.path.join(folder, s) for s in meta["shards"]]
         return meta
 
     def _write_shards(self, folder):
@@ -321,10 +323,11 @@ def batches_per_epoch(meta, batch_size):
     return -(-meta["count"] // batch_size)
 
 
-def load_splits(data_path, splits, num_classes, log=None):
+def load_splits(data_path, splits, num_classes, log=None, check=None):
     """Validate and cache the splits, all or nothing: a bad file in any of them leaves no cache behind.
 
-    Returns the metadata (count, shards, class pixel counts) of each split, in order.
+    `check(split, meta)`, if given, may refuse a split by raising (e.g. `check_exclusive`); it runs
+    before any new cache is kept. Returns the metadata (count, shards, pixel counts) of each split, in order.
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     caches = [SplitCache(data_path, split, num_classes, log) for split in splits]
@@ -332,6 +335,9 @@ def load_splits(data_path, splits, num_classes, log=None):
     try:
         for cache in caches:
             built.append(cache.build())
+        if check:
+            for split, cache, tmp in zip(splits, caches, built):
+                check(split, cache.meta(tmp))
     except BaseException:
         for tmp in built:
             if tmp:
@@ -343,9 +349,9 @@ def load_splits(data_path, splits, num_classes, log=None):
     return [cache.meta() for cache in caches]
 
 
-def load_split(data_path, split, num_classes, log=None):
+def load_split(data_path, split, num_classes, log=None, check=None):
     """`load_splits` for one split."""
-    return load_splits(data_path, [split], num_classes, log)[0]
+    return load_splits(data_path, [split], num_classes, log, check)[0]
 
 
 def check_exclusive(meta, class_indices, names, split):
@@ -355,10 +361,17 @@ def check_exclusive(meta, class_indices, names, split):
             i, j = sorted((class_indices[a], class_indices[b]))
             if meta["pair_pixels"][i][j]:
                 raise DataError(
-                    f"{meta['pair_examples'][f'{i},{j}']}: {meta['pair_pixels'][i][j]} pixel(s) of split '{split}' "
-                    f"are labelled both {names[a]} and {names[b]}; task multiclass needs classes that exclude "
+                    f"{meta['pair_examples'][f'{i},{j}']}: pixels labelled both {names[a]} and {names[b]} "
+                    f"({meta['pair_pixels'][i][j]} in split '{split}'); task multiclass needs classes that exclude "
                     "each other (use task: multilabel, or mark such pixels ignored)"
                 )
+
+
+def split_check(task, class_indices, names):
+    """The `check` of `load_splits` that a task needs: multiclass refuses overlapping labels."""
+    if task != "multiclass":
+        return None
+    return lambda split, meta: check_exclusive(meta, class_indices, names, split)
 
 
 def class_frequencies(meta, class_indices, task="multilabel", background=False):

@@ -94,7 +94,7 @@ def load_inputs(args):
 
 
 def predict_split(args, config, names, indices, model, model_path, log):
-    from imseg.dataset import check_exclusive, load_split, make_dataset
+    from imseg.dataset import load_split, make_dataset, split_check
     from imseg.layout import list_split
     from imseg.metrics import KINDS, counts_from_masks, scores_from_counts
     from imseg.predict import predict_masks
@@ -103,9 +103,8 @@ def predict_split(args, config, names, indices, model, model_path, log):
     from imseg.visualize import class_colours, contact_sheet, drawn_colours, legend, overlay
 
     entries = list_split(args.data_path, args.split)
-    meta = load_split(args.data_path, args.split, _num_all_classes(args), log)
-    if config.task == "multiclass":
-        check_exclusive(meta, indices, names, args.split)
+    meta = load_split(args.data_path, args.split, _num_all_classes(args), log,
+                      split_check(config.task, indices, names))
     out = os.path.join(RunPaths.for_run(args.data_path, config.name).root, "preds", args.split)
     batch = args.batch_size or config.batch_size
     ds = make_dataset(meta, indices, model.input_shape[1:], batch, training=False, task=config.task,

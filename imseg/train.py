@@ -83,17 +83,15 @@ def prepare(args, log, strategy=None):
     import_tensorflow()  # only now, after the cheap checks
     from imseg.build import build_model, is_chief, make_strategy, set_head_priors
     from imseg.classes import output_names
-    from imseg.dataset import check_exclusive, class_frequencies, load_splits
+    from imseg.dataset import class_frequencies, load_splits, split_check
 
     strategy = strategy or make_strategy()
     outputs = output_names(config, names)
     steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
     model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
     details["chief"] = is_chief(strategy)
-    train_meta, val_meta = load_splits(args.data_path, ["train", "val"], len(all_names), log)
-    if config.task == "multiclass":
-        check_exclusive(train_meta, indices, names, "train")
-        check_exclusive(val_meta, indices, names, "val")
+    train_meta, val_meta = load_splits(args.data_path, ["train", "val"], len(all_names), log,
+                                       split_check(config.task, indices, names))
     set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
     return dict(config=config, names=names, outputs=outputs, indices=indices, paths=paths, model=model,
                 details=details, train_meta=train_meta, val_meta=val_meta, resolved=resolved)

@@ -119,8 +119,8 @@ def test_multiclass_refuses_a_pixel_with_two_labels(air):
 
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
     pair = next((i, j) for i in range(5) for j in range(i + 1, 5) if meta["pair_pixels"][i][j])
-    with pytest.raises(DataError, match=rf"annotations/\d+.json: \d+ pixel\(s\) of split 'train' are labelled both "
-                                        rf"{NAMES[pair[0]]} and {NAMES[pair[1]]}; task multiclass needs"):
+    with pytest.raises(DataError, match=rf"annotations/\d+.json: pixels labelled both {NAMES[pair[0]]} and "
+                                        rf"{NAMES[pair[1]]} \(\d+ in split 'train'\); task multiclass needs"):
         check_exclusive(meta, list(pair), [NAMES[k] for k in pair], "train")
 
 

@@ -49,9 +49,12 @@ class Case:
             return ["--config", self.F, "--classes_path", self.C, "--data_path", self.D, *self.extra]
         return ["--data_path", self.D, "--classes_path", self.C, "--config", self.F, *self.extra]
 
-    def annotation(self, split, i, array):
+    def annotation(self, split, i, array, ignore=None):
+        data = {"annotation": np.asarray(array).astype(int).tolist(), "img": f"{i}.jpg"}
+        if ignore is not None:
+            data["ignore"] = np.asarray(ignore).astype(int).tolist()
         with open(os.path.join(self.D, "im_seg", split, "annotations", f"{i}.json"), "w") as f:
-            json.dump({"annotation": np.asarray(array).tolist(), "img": f"{i}.jpg"}, f)
+            json.dump(data, f)
 
     def existing_run(self):
         from imseg.config import config_from_dict
@@ -123,6 +126,22 @@ SCENARIOS = {
                                    c.extra.extend(["--model", c.T])),
     "model-classes": lambda c, m: (setattr(c, "program", "infer"), c.config.update(classes=["building:other"]),
                                    setattr(c, "T", c.T + ".keras"), tiny_model(c.T, 2), c.extra.extend(["--model", c.T])),
+    "task": lambda c, m: c.config.update(task="multi"),
+    "background-multilabel": lambda c, m: c.config.update(background=True),
+    "loss-task": lambda c, m: c.config.update(task="multiclass", loss="BinaryCrossentropy"),
+    "loss-list": lambda c, m: c.config.update(loss=[{"name": "CrossEntropy"}, {"weight": 1.0}]),
+    "loss-list-kwargs": lambda c, m: c.config.update(loss=[{"name": "Dice"}], loss_kwargs={"smooth": 2}),
+    "loss-argument": lambda c, m: c.config.update(loss="Dice", loss_kwargs={"smooth": -1}),
+    "from-logits": lambda c, m: c.config.update(loss_kwargs={"from_logits": False}),
+    "class-weights": lambda c, m: c.config.update(loss_kwargs={"class_weights": [1, 2, 3]}),
+    "schedule": lambda c, m: c.config.update(lr_schedule={"name": "cosin"}),
+    "warmup-both": lambda c, m: c.config.update(lr_schedule={"warmup_epochs": 1, "warmup_steps": 10}),
+    "learning-rate": lambda c, m: c.config.update(optimizer_kwargs={"learning_rate": -0.001}),
+    "ema": lambda c, m: c.config.update(ema=1.5),
+    "multiclass-overlap": lambda c, m: (c.config.update(task="multiclass", loss="CrossEntropy"),
+                                        c.annotation("train", 2, np.ones((2, 32, 32)))),
+    "ignore-values": lambda c, m: c.annotation("train", 1, np.zeros((2, 32, 32)), ignore=np.full((32, 32), 3)),
+    "ignore-size": lambda c, m: c.annotation("val", 1, np.zeros((2, 32, 32)), ignore=np.zeros((32, 30))),
 }
 
 
