@@ -175,7 +175,7 @@ def run_old(data, seed, epochs):
                 if isinstance(layer, keras.layers.Conv2D) and not np.any(layer.kernel.numpy()):
                     layer.kernel.assign(keras.initializers.GlorotUniform(seed=seed)(layer.kernel.shape))
             model.compile(keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True),
-                          metrics=[SegmentationMetrics([CLASS])])
+                          weighted_metrics=[SegmentationMetrics([CLASS])])
     finally:
         blocks.refine_block = real
 

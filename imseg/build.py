@@ -274,7 +274,8 @@ def build_model(config, class_names, strategy=None, source="config", steps_per_e
         model.compile(
             optimizer=optimizer,
             loss=loss,
-            metrics=[SegmentationMetrics(class_names, threshold=config.threshold, task=config.task)],
+            # weighted: Keras passes the sample weight (the valid mask) only to weighted metrics
+            weighted_metrics=[SegmentationMetrics(class_names, threshold=config.threshold, task=config.task)],
             jit_compile=jit,
         )
     details = {"precision": precision, "jit_compile": jit, "replicas": strategy.num_replicas_in_sync}

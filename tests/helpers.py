@@ -16,8 +16,10 @@ SMALL = ["--set", "pretrained=false", "--set", "input_shape=[32, 32, 3]", "--set
 AIR_CLASSES = {"building": ["hospital", "parking", "other"], "highway": ["roads", "other"]}
 
 
-def write_air_dataset(root, classes=None, counts=(8, 4, 4), size=(40, 40), seed=0):
-    """Write an AIR im_seg dataset of random rectangles (one set per class, overlaps allowed).
+def write_air_dataset(root, classes=None, counts=(8, 4, 4), size=(40, 40), seed=0, exclusive=False, ignore=0):
+    """Write an AIR im_seg dataset of random rectangles (one set per class, overlaps allowed unless `exclusive`:
+    then a later class takes the pixel). `ignore` > 0 marks a border that many pixels wide as ignored in
+    every annotation (the "ignore" key).
 
     Returns (data_path, classes_path). Images are brighter where any class is present, so a model
     can learn something in a few steps.
@@ -34,11 +36,18 @@ def write_air_dataset(root, classes=None, counts=(8, 4, 4), size=(40, 40), seed=
             for k in range(len(names)):
                 y, x = rng.integers(0, h - 4), rng.integers(0, w - 4)
                 ann[k, y : y + rng.integers(4, h // 2), x : x + rng.integers(4, w // 2)] = 1
+                if exclusive:
+                    ann[:k, ann[k] == 1] = 0
             image = rng.integers(0, 90, (h, w, 3)) + 120 * ann.max(axis=0)[..., None]
             encoded = tf.io.encode_jpeg(image.astype(np.uint8), quality=95)
             tf.io.write_file(os.path.join(root, "im_seg", split, "images", f"{i}.jpg"), encoded)
+            data = {"annotation": ann.tolist(), "img": f"{i}.jpg"}
+            if ignore:
+                border = np.ones((h, w), np.uint8)
+                border[ignore:-ignore, ignore:-ignore] = 0
+                data["ignore"] = border.tolist()
             with open(os.path.join(root, "im_seg", split, "annotations", f"{i}.json"), "w") as f:
-                json.dump({"annotation": ann.tolist(), "img": f"{i}.jpg"}, f)
+                json.dump(data, f)
     classes_path = os.path.join(root, "classes.json")
     with open(classes_path, "w") as f:
         json.dump(classes, f)

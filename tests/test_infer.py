@@ -148,3 +148,55 @@ def test_a_file_that_is_not_a_model_and_an_unreadable_image(trained, config_32, 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"imseg-infer: error: {tmp_path / 'broken.png'}: unreadable image")
     assert not files_under(str(tmp_path / "o" / "masks"))
+
+
+def test_multiclass_with_background_and_ignored_border_from_training_to_split_scores(tmp_path):
+    """task multiclass + background on exclusive labels with an ignored border: training reports what
+    imseg-infer recomputes from the masks it writes, counting only valid pixels."""
+    from helpers import write_air_dataset
+
+    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"], "road": ["other"]},
+                                                counts=(8, 4, 1), size=(32, 32), exclusive=True, ignore=3)
+    config = tmp_path / "multi.json"
+    config.write_text(json.dumps({
+        "name": "multi", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
+        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
+        "task": "multiclass", "background": True, "loss": [{"name": "CrossEntropy"}, {"name": "Dice"}],
+        "epochs": 1, "batch_size": 4, "mixed_precision": "none", "augment": {"rotate_range": 20, "multiplier": 0},
+    }))
+    common = ["--data_path", data_path, "--classes_path", classes_path, "--config", str(config)]
+    result = run_module("imseg.train", *common)
+    assert result.returncode == 0, result.stderr
+    out = os.path.join(data_path, "im_seg", "out", "multi")
+    with open(os.path.join(out, "checkpoints", "best.json")) as f:
+        best = json.load(f)
+    assert best["classes"] == ["building:other", "road:other", "background"] and best["task"] == "multiclass"
+    with open(os.path.join(out, "metrics", "history.csv")) as f:
+        epoch = list(csv.DictReader(f))[0]
+    assert "val_pixel_accuracy" in epoch and "val_iou/background" in epoch
+    result = run_module("imseg.infer", *common, "--split", "val")
+    assert result.returncode == 0, result.stderr
+    preds = os.path.join(out, "preds", "val")
+    with open(os.path.join(preds, "summary.json")) as f:
+        summary = json.load(f)
+    matrix = np.zeros((3, 3), np.int64)
+    for i in range(4):
+        with open(os.path.join(data_path, "im_seg", "val", "annotations", f"{i}.json")) as f:
+            ann = json.load(f)
+        labels = np.array(ann["annotation"])
+        truth = np.where(labels.any(0), labels.argmax(0), 2)
+        valid = np.array(ann["ignore"]) == 0
+        index = np.asarray(Image.open(os.path.join(preds, "classes", f"{i}.png")))
+        assert (index[~valid] == 255).all() and set(np.unique(index[valid])) <= {0, 1, 2}
+        np.add.at(matrix, (truth[valid], index[valid]), 1)
+        for k, folder in enumerate(("building-other", "road-other")):
+            mask = np.asarray(Image.open(os.path.join(preds, "masks", folder, f"{i}.png")))
+            np.testing.assert_array_equal(mask > 0, valid & (index == k))
+    assert not os.path.exists(os.path.join(preds, "masks", "background"))
+    assert summary["confusion_matrix"]["matrix"] == matrix.tolist()
+    tp = np.diag(matrix)
+    iou = tp / (matrix.sum(0) + matrix.sum(1) - tp)
+    assert summary["pixel_accuracy"] == pytest.approx(tp.sum() / matrix.sum())
+    assert summary["mean_iou"] == pytest.approx(np.nanmean(iou[:2]))
+    assert summary["mean_iou"] == pytest.approx(float(epoch["val_mean_iou"]), abs=1e-6)
+    assert float(epoch["val_pixel_accuracy"]) == pytest.approx(summary["pixel_accuracy"], abs=1e-6)
