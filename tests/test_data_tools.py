@@ -12,7 +12,7 @@ from imseg.annotations import read_annotation
 from imseg.data.__main__ import main
 from imseg.data.convert import split_sources, tile_origins
 
-COLOURS = {"#FF0000": "building", "#00FF00": "highway:roads", "#0000FF": "ignore", "#000000": "ignore"}
+COLOURS = {"#FF0000": "building", "#00FF00": "highway:roads", "#0000FF": "ignore", "#000000": "background"}
 RGB = {"building": (255, 0, 0), "roads": (0, 255, 0), "ignore": (0, 0, 255), "none": (0, 0, 0)}
 
 
@@ -73,13 +73,18 @@ def test_convert_colour_masks_to_air_tiles(sources):
     for tile in path_map.values():
         splits_of.setdefault(tile["image"], set()).add(tile["split"])
     assert len(splits_of) == 5 and all(len(s) == 1 for s in splits_of.values())
-    # A tile's annotation is the colour mask cut at its offset; blue and black pixels are unlabelled.
-    tile_id, tile = next((k, t) for k, t in path_map.items() if t["image"].endswith(os.path.join("a", "images", "s0.png"))
-                         and (t["x"], t["y"]) == (12, 12))
-    ann = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"))
-    mask = np.asarray(Image.open(sources / "a" / "masks" / "s0.png"))[12:28, 12:28]
-    np.testing.assert_array_equal(ann[0], (mask == RGB["building"]).all(-1))
-    np.testing.assert_array_equal(ann[1], (mask == RGB["roads"]).all(-1))
+    # A tile's annotation is the colour mask cut at its offset; black is background (labelled, no class) and
+    # blue is ignored: the tile's ignore plane.
+    for x, y in ((12, 12), (0, 0)):
+        tile_id, tile = next((k, t) for k, t in path_map.items()
+                             if t["image"].endswith(os.path.join("a", "images", "s0.png")) and (t["x"], t["y"]) == (x, y))
+        ann, ignore = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"),
+                                      with_ignore=True)
+        mask = np.asarray(Image.open(sources / "a" / "masks" / "s0.png"))[y : y + 16, x : x + 16]
+        np.testing.assert_array_equal(ann[0], (mask == RGB["building"]).all(-1))
+        np.testing.assert_array_equal(ann[1], (mask == RGB["roads"]).all(-1))
+        np.testing.assert_array_equal(ignore, (mask == RGB["ignore"]).all(-1))
+    assert ignore[:3, :3].all() and ignore.sum() == 9
 
 
 def test_edge_tiles_are_padded_with_zeros(sources):
@@ -89,13 +94,36 @@ def test_edge_tiles_are_padded_with_zeros(sources):
     tile_id, tile = next((k, t) for k, t in path_map.items() if t["image"].endswith(os.path.join("b", "images", "s1.png"))
                          and (t["x"], t["y"]) == (12, 12))  # a 20x20 source: this tile holds 8x8 real pixels
     image = np.asarray(Image.open(out / "im_seg" / tile["split"] / "images" / f"{tile_id}.jpg"))
-    ann = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"))
+    ann, ignore = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"),
+                                  with_ignore=True)
     assert image.shape == (16, 16, 3) and image[9:, 9:].max() < 10  # JPEG leaves faint noise at most
     assert ann.shape == (2, 16, 16) and ann[:, 8:, :].max() == 0 and ann[:, :, 8:].max() == 0
+    padding = np.ones((16, 16), bool)
+    padding[:8, :8] = False
+    np.testing.assert_array_equal(ignore, padding)  # the padding carries no label
+
+
+def test_transparent_pixels_are_ignored(sources):
+    rgba = np.asarray(Image.open(sources / "a" / "images" / "s2.png").convert("RGBA")).copy()
+    rgba[20:, :, 3] = 0  # the lower half has no data
+    Image.fromarray(rgba).save(sources / "a" / "images" / "s2.png")
+    assert convert(sources, "--overlap", "0") == 0
+    out = sources / "out"
+    path_map = json.loads((out / "im_seg" / "path_map.json").read_text())
+    for tile_id, tile in path_map.items():
+        if tile["image"].endswith(os.path.join("a", "images", "s2.png")):
+            _, ignore = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"),
+                                        with_ignore=True)
+            rows, columns = np.mgrid[tile["y"] : tile["y"] + 16, tile["x"] : tile["x"] + 16]
+            mask = np.asarray(Image.open(sources / "a" / "masks" / "s2.png"))  # 40 x 40
+            blue = np.zeros((16, 16), bool)
+            part = (mask[tile["y"] : tile["y"] + 16, tile["x"] : tile["x"] + 16] == RGB["ignore"]).all(-1)
+            blue[: part.shape[0], : part.shape[1]] = part
+            np.testing.assert_array_equal(ignore, (rows >= 20) | blue | (rows >= 40) | (columns >= 40))
 
 
 def test_unmapped_colours_are_listed_with_counts_and_nothing_is_written(sources, capsys):
-    (sources / "colours.yaml").write_text('"#FF0000": building\n"#000000": ignore\n')
+    (sources / "colours.yaml").write_text('"#FF0000": building\n"#000000": background\n')
     assert convert(sources) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("imseg-data: error: ") and len(err.splitlines()) == 1

@@ -122,6 +122,37 @@ def test_geotiff_masks_keep_the_georeference(trained, config_32, best_model, tmp
         assert set(np.unique(mask.read(1))) <= {0, 255}
 
 
+def test_nodata_stays_nodata_in_the_masks(trained, config_32, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    import keras
+    from rasterio.transform import from_origin
+
+    inputs = keras.Input((32, 32, 3))  # a model that finds both classes everywhere
+    keras.Model(inputs, keras.layers.Conv2D(2, 1, kernel_initializer="zeros", bias_initializer="ones")(inputs)).save(
+        tmp_path / "everywhere.keras")
+
+    data = np.random.default_rng(2).integers(1, 255, (3, 40, 50), dtype=np.uint8)
+    data[:, :, :10] = 0  # the scene's edge: nodata
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=50, height=40, count=3, dtype="uint8",
+                       crs="EPSG:32640", transform=from_origin(300000, 2800000, 0.5, 0.5), nodata=0) as dst:
+        dst.write(data)
+    rgba = np.concatenate([data.transpose(1, 2, 0), np.full((40, 50, 1), 255, np.uint8)], axis=-1)
+    rgba[30:, :, 3] = 0  # transparent rows of a PNG: no data either
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+    result = run_module("imseg.infer", "--config", config_32, "--classes_path", trained[1],
+                        "--model", tmp_path / "everywhere.keras", "--images", str(tmp_path / "scene.tif"),
+                        str(tmp_path / "cut.png"), "--output", str(tmp_path / "out"), "--overlap", "0")
+    assert result.returncode == 0, result.stderr
+    with rasterio.open(tmp_path / "out" / "masks" / "building-other" / "scene.tif") as mask:
+        valid = mask.dataset_mask() > 0
+        assert not valid[:, :10].any() and valid[:, 10:].all()
+        np.testing.assert_array_equal(mask.read(1) > 0, valid)
+    png = np.asarray(Image.open(tmp_path / "out" / "masks" / "building-other" / "cut.png"))
+    assert not png[30:].any() and png[:30].all()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"]["scene"]["nodata_pixels"] == 400 and summary["images"]["cut"]["nodata_pixels"] == 500
+
+
 def test_missing_model_and_class_mismatch_are_one_line_errors(trained, config_32, tmp_path):
     result = infer(trained, "--model", str(tmp_path / "none.keras"), config=config_32)
     assert result.returncode == 2
