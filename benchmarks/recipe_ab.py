@@ -131,7 +131,7 @@ def run_old(data, seed, epochs):
 
     import imseg.blocks as blocks
     from imseg.backbones import preprocess_weights
-    from imseg.build import make_strategy
+    from imseg.distribute import make_strategy
     from imseg.classes import load_class_names
     from imseg.dataset import batches_per_epoch, load_splits, make_dataset
     from imseg.metrics import SegmentationMetrics

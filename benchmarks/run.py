@@ -172,8 +172,10 @@ def model_flops(model):
     """Multiply-adds x 2 of the convolutions for one image (forward pass)."""
     import keras
 
+    from imseg.model import all_layers
+
     total = 0
-    for layer in model._flatten_layers():
+    for layer in all_layers(model):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and hasattr(layer, "kernel"):
             out = layer.output.shape
             kernel = layer.kernel.shape
@@ -284,7 +286,7 @@ def _seed_graph_model(precision):
     import keras
 
     import imseg.blocks as blocks
-    from imseg.build import make_strategy
+    from imseg.distribute import make_strategy
 
     def seed_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=None, crp_kwargs=None, name="refine"):
         width = min(x.shape[-1] for x in inputs) // reduce_channel_scale

@@ -10,8 +10,7 @@ import os
 import keras
 import numpy as np
 
-from imseg.config import _did_you_mean
-from imseg.errors import ConfigError
+from imseg.errors import ConfigError, did_you_mean
 
 # keras.applications module -> preprocess_input mode. "none": the model normalises inside itself.
 PREPROCESS_MODES = {
@@ -51,7 +50,7 @@ def get_constructor(name, source="config"):
     if fn is None:
         names = sorted(f.__name__ for f in table.values())
         raise ConfigError(
-            f"{source}: key 'backbone': unknown backbone '{name}'{_did_you_mean(name, names)}; "
+            f"{source}: key 'backbone': unknown backbone '{name}'{did_you_mean(name, names)}; "
             f"choose one of: {', '.join(names)}"
         )
     return fn
@@ -99,7 +98,7 @@ def make_backbone(config, source="config"):
         if key not in accepted:
             raise ConfigError(
                 f"{source}: key 'backbone_kwargs.{key}': {fn.__name__} has no such argument"
-                f"{_did_you_mean(key, accepted)}; it accepts: {', '.join(sorted(accepted))}"
+                f"{did_you_mean(key, accepted)}; it accepts: {', '.join(sorted(accepted))}"
             )
     try:
         backbone = fn(include_top=False, weights=weights, input_shape=tuple(config.input_shape), **kwargs)

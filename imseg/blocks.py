@@ -16,7 +16,15 @@ import keras
 from keras import layers
 
 from imseg.backbones import describe_candidates
-from imseg.errors import ConfigError
+
+
+class ArgumentError(ValueError):
+    """A block argument that cannot work; `argument` names it (callers may translate it to their own terms)."""
+
+    def __init__(self, argument, message):
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+        self.message = message
 
 
 def residual_conv_unit(x, filters, num_convs=2, kernel_size=3, name="rcu"):
@@ -54,9 +62,9 @@ def _upsample(x, height, width, mode, name):
         return layers.Resizing(height, width, interpolation="bilinear", name=name)(x)
     h, w = x.shape[1:3]
     if height % h or width % w or height // h != width // w:
-        raise ConfigError(
-            f"key 'refine_net_kwargs.mrf_kwargs.upsampling': transpose needs an integer scale between "
-            f"fused inputs, but {h}x{w} -> {height}x{width} is not; use \"bilinear\" or another input_shape"
+        raise ArgumentError(
+            "upsampling", f"transpose needs an integer scale between fused inputs, but {h}x{w} -> {height}x{width} "
+            "is not; use \"bilinear\" or another input size"
         )
     factor = height // h
     return layers.Conv2DTranspose(x.shape[-1], 2 * factor, strides=factor, padding="same", name=name)(x)
@@ -84,9 +92,9 @@ def refine_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=Non
     channels = [x.shape[-1] for x in inputs]
     width = min(channels) // reduce_channel_scale
     if width < 1:
-        raise ConfigError(
-            f"key 'refine_net_kwargs.reduce_channel_scale': {reduce_channel_scale} leaves block '{name}' "
-            f"with no channels (its narrowest input has {min(channels)})"
+        raise ArgumentError(
+            "reduce_channel_scale", f"{reduce_channel_scale} leaves block '{name}' with no channels (its narrowest "
+            f"input has {min(channels)})"
         )
     paths = [
         residual_conv_unit(x, c // reduce_channel_scale, name=f"{name}_rcu{i}", **rcu_kwargs)
@@ -107,9 +115,9 @@ def refinenet_graph(backbone, feature_layers, num_classes, preprocessing="none",
     known = {layer.name for layer in backbone.layers}
     for name in (n for block in feature_layers for n in block):
         if name not in known:
-            raise ConfigError(
-                f"key 'refine_net_blocks': {backbone.name} has no layer '{name}'; "
-                f"layers that end each resolution: {describe_candidates(backbone)}"
+            raise ArgumentError(
+                "feature_layers", f"{backbone.name} has no layer '{name}'; layers that end each resolution: "
+                f"{describe_candidates(backbone)}"
             )
     names = [n for block in feature_layers for n in block]
     # Only the backbone up to the deepest feature layer: later layers would get no gradients.
@@ -139,8 +147,8 @@ def _check_resolutions(inputs, block, index):
     previous = inputs[0].shape[1] * inputs[0].shape[2]
     for name, x in zip(block, inputs[1:]):
         if x.shape[1] * x.shape[2] < previous:
-            raise ConfigError(
-                f"key 'refine_net_blocks': block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser "
-                f"than block {index - 1}'s output ({inputs[0].shape[1]}x{inputs[0].shape[2]}); "
-                "list blocks from low to high resolution"
+            raise ArgumentError(
+                "feature_layers", f"block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser than block "
+                f"{index - 1}'s output ({inputs[0].shape[1]}x{inputs[0].shape[2]}); list blocks from low to high "
+                "resolution"
             )

@@ -1,9 +1,9 @@
-"""Config -> compiled model under a distribution strategy, with precision and XLA chosen for the device."""
+"""Config -> compiled model: backbone + RefineNet + loss, optimizer and metrics, under a distribution strategy."""
 
+import contextlib
 import inspect
 import json
 import math
-import os
 import re
 
 import keras
@@ -11,78 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from imseg.backbones import make_backbone, preprocess_mode
-from imseg.config import _did_you_mean
-from imseg.errors import ConfigError
+from imseg.blocks import ArgumentError
+from imseg.distribute import has_gpu, make_strategy, resolve_jit, resolve_precision
+from imseg.errors import ConfigError, did_you_mean
 from imseg.losses import LOSSES, WeightedSum
 from imseg.metrics import SegmentationMetrics
-from imseg.model import RefineNet
+from imseg.model import RefineNet, all_layers
 from imseg.schedules import WarmupSchedule
-
-
-def is_multi_worker():
-    """True when TF_CONFIG describes a cluster of several workers (one process per machine)."""
-    try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    except ValueError:
-        return False
-    return sum(len(v) for k, v in cluster.items() if k in ("chief", "worker")) > 1
-
-
-def make_strategy(devices=None):
-    """The distribution strategy for this process.
-
-    With a multi-worker TF_CONFIG: MultiWorkerMirroredStrategy over every worker's GPUs (or CPU). Otherwise
-    MirroredStrategy over `devices` (default: every visible GPU, else the first CPU). A multi-worker
-    strategy must be made before TensorFlow runs anything, so call this early.
-    """
-    if devices is None and is_multi_worker():
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if devices is None and not _has_gpu():
-        devices = ["/cpu:0"]  # not every logical CPU a process may have configured
-    return tf.distribute.MirroredStrategy(devices)
-
-
-def is_chief(strategy):
-    """Whether this process writes outputs: always with one worker; the chief (worker 0) with several."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not is_multi_worker():
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
-
-
-def _has_gpu():
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _cpu_has_bf16():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _gpu_has_bf16():
-    details = [tf.config.experimental.get_device_details(d) for d in tf.config.list_physical_devices("GPU")]
-    return bool(details) and all(d.get("compute_capability", (0, 0)) >= (8, 0) for d in details)
-
-
-def resolve_precision(setting):
-    """`auto` -> mixed_bfloat16 where the hardware computes bf16 natively (AVX512-BF16/AMX CPUs,
-    Ampere+ GPUs), else float32; `none` -> float32."""
-    if setting == "auto":
-        native = _gpu_has_bf16() if _has_gpu() else _cpu_has_bf16()
-        return "mixed_bfloat16" if native else "float32"
-    return "float32" if setting == "none" else setting
-
-
-def resolve_jit(setting, strategy):
-    """`auto` -> XLA on a single GPU; off on CPU (slower there) and across replicas (fails there)."""
-    if setting != "auto":
-        return setting
-    return strategy.num_replicas_in_sync == 1 and _has_gpu()
 
 
 def _resolve_optimizer(name, kwargs, source):
@@ -94,7 +29,7 @@ def _resolve_optimizer(name, kwargs, source):
     if obj is None:
         known = sorted(n for n, v in vars(keras.optimizers).items()
                        if inspect.isclass(v) and issubclass(v, keras.optimizers.Optimizer))
-        raise ConfigError(f"{source}: key 'optimizer': unknown optimizer '{name}'{_did_you_mean(name, known)}")
+        raise ConfigError(f"{source}: key 'optimizer': unknown optimizer '{name}'{did_you_mean(name, known)}")
     factory = obj if inspect.isclass(obj) else type(obj)
     try:
         return factory(**kwargs)
@@ -145,7 +80,7 @@ def make_loss(config, class_names, source="config"):
         name = _LOSS_ALIASES.get(name, name)
         if name not in LOSSES:
             known = sorted(LOSSES)
-            raise ConfigError(f"{source}: key '{key}': unknown loss '{name}'{_did_you_mean(name, known)}; "
+            raise ConfigError(f"{source}: key '{key}': unknown loss '{name}'{did_you_mean(name, known)}; "
                               f"choose one of: {', '.join(known)}")
         cls, implied = LOSSES[name]
         if implied is not None and implied != config.task:
@@ -177,7 +112,7 @@ def _per_class_values(value, class_names, source, key):
         unknown = [c for c in value if c not in class_names]
         if unknown:
             raise ConfigError(f"{source}: key '{key}': unknown class '{unknown[0]}'"
-                              f"{_did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}")
+                              f"{did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}")
         value = [value.get(c, 1.0) for c in class_names]
     if not (isinstance(value, list) and len(value) == len(class_names) and all(number(v) for v in value)):
         raise ConfigError(f"{source}: key '{key}': expected a number >= 0, a list of {len(class_names)} "
@@ -217,6 +152,11 @@ def set_head_priors(model, frequencies, task):
     head.set_weights([kernel, bias.astype(kernel.dtype)])
 
 
+# RefineNet arguments -> the config keys they come from, for error messages.
+_CONFIG_KEYS = {"feature_layers": "refine_net_blocks", "reduce_channel_scale": "refine_net_kwargs.reduce_channel_scale",
+                "upsampling": "refine_net_kwargs.mrf_kwargs.upsampling"}
+
+
 def build_refinenet(config, class_names, source="config"):
     backbone = make_backbone(config, source)
     rn = config.refine_net_kwargs
@@ -237,35 +177,50 @@ def build_refinenet(config, class_names, source="config"):
             ema_decay=config.ema,
             name=f"refinenet_{backbone.name}",
         )
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+    except ArgumentError as e:
+        raise ConfigError(f"{source}: key '{_CONFIG_KEYS[e.argument]}': {e.message}") from None
 
 
-MODEL_BUILDERS = {"RefineNet": build_refinenet}
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Layers made within take the policy `name` (keras.applications read only the global one); it is then
+    restored, so building a model changes nothing for the caller."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def build_model(config, class_names, strategy=None, source="config", steps_per_epoch=None):
     """Build and compile the configured model under `strategy`.
 
-    `class_names` are the model's output channels (see `imseg.classes.output_names`); `steps_per_epoch` is needed by a
-    learning-rate schedule. Sets the global Keras dtype policy from `config.mixed_precision` (it must be
-    set before layers are made). Returns (model, details) where details records the precision and XLA choice.
+    Args:
+        config: a validated `imseg.Config`.
+        class_names: the model's output channels (see `imseg.classes.output_names`).
+        strategy: a `tf.distribute` strategy (default: `imseg.distribute.make_strategy()`).
+        source: how errors name the config (its file).
+        steps_per_epoch: optimizer steps per epoch, needed by a learning-rate schedule.
+
+    Returns:
+        (model, details): the compiled `RefineNet`, and {"precision", "jit_compile", "replicas"} chosen for the
+        devices. The layers take `config.mixed_precision`; the global Keras dtype policy is left as it was.
     """
     strategy = strategy or make_strategy()
     precision = resolve_precision(config.mixed_precision)
-    if config.jit_compile is True and precision == "mixed_bfloat16" and not _has_gpu():
+    if config.jit_compile is True and precision == "mixed_bfloat16" and not has_gpu():
         raise ConfigError(
             f"{source}: key 'jit_compile': XLA on the CPU cannot compile mixed_bfloat16 training (it rejects the "
             "mixed-precision gradients); set jit_compile: auto or false, or mixed_precision: none"
         )
-    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
-        model = MODEL_BUILDERS[config.type](config, class_names, source)
+    with strategy.scope(), _dtype_policy(precision):
+        model = build_refinenet(config, class_names, source)  # the one model type (config.MODEL_TYPES)
         if strategy.num_replicas_in_sync > 1:
             # Batch statistics over the global batch (SyncBatchNorm): replicas keep identical moving
             # averages, which Keras would otherwise let drift apart, one copy per device.
-            for layer in model._flatten_layers():
+            for layer in all_layers(model):
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.synchronized = True
         loss = make_loss(config, class_names, source)

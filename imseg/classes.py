@@ -2,8 +2,14 @@
 
 import os
 
-from imseg.config import BACKGROUND, _did_you_mean, parse_file
-from imseg.errors import ConfigError
+from imseg.config import BACKGROUND, parse_file
+from imseg.errors import ConfigError, did_you_mean
+
+
+def default_classes_path(data_path):
+    """./classes.json as in AIR ImSeg; else the one `imseg-data convert` writes beside the dataset."""
+    beside = os.path.join(data_path, "classes.json")
+    return beside if not os.path.exists("classes.json") and os.path.exists(beside) else "classes.json"
 
 
 def load_class_names(path):
@@ -32,7 +38,7 @@ def select_classes(config, all_names, source):
     for name in names:
         if name not in all_names:
             raise ConfigError(
-                f"{source}: key 'classes': unknown class '{name}'{_did_you_mean(name, all_names)}; "
+                f"{source}: key 'classes': unknown class '{name}'{did_you_mean(name, all_names)}; "
                 f"classes.json has: {', '.join(all_names)}"
             )
     if len(set(names)) != len(names):
@@ -40,7 +46,7 @@ def select_classes(config, all_names, source):
     if config.benchmark_class is not None and config.benchmark_class not in names:
         raise ConfigError(
             f"{source}: key 'benchmark_class': '{config.benchmark_class}' is not among the trained classes"
-            f"{_did_you_mean(config.benchmark_class, names)}; choose one of: {', '.join(names)}"
+            f"{did_you_mean(config.benchmark_class, names)}; choose one of: {', '.join(names)}"
         )
     return names, [all_names.index(n) for n in names]
 

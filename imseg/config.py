@@ -5,7 +5,6 @@ nothing later re-reads the file or meets an unchecked value. Errors name the fil
 """
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -15,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from imseg.errors import ConfigError
+from imseg.errors import ConfigError, did_you_mean
 
 MODEL_TYPES = ("RefineNet",)
 MIXED_PRECISION = ("auto", "none", "mixed_bfloat16", "mixed_float16")
@@ -68,7 +67,7 @@ def _string(choices=None, case_insensitive=False):
         for choice in choices:
             if v == choice or (case_insensitive and v.lower() == choice.lower()):
                 return choice
-        raise ValueError(f"expected one of {', '.join(map(str, choices))}{_did_you_mean(v, choices)}")
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}{did_you_mean(v, choices)}")
 
     return check
 
@@ -103,7 +102,7 @@ def _loss(v):
         weight = item.get("weight", 1.0)
         if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
             raise ValueError(f"expected a number >= 0 as the 'weight' of loss {item['name']}")
-        items.append({**item, "weight": float(weight)})
+        items.append(_frozen({**item, "weight": float(weight)}))
     return tuple(items)
 
 
@@ -113,12 +112,30 @@ def _epochs_list(v):
     return tuple(v)
 
 
+class FrozenDict(dict):
+    """A dict that refuses changes: the config is frozen all the way down (change it with `Config.replace`)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("the config is frozen; use Config.replace(...) or --set")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+
+def _frozen(value):
+    """Mappings and lists of a config value as FrozenDict and tuples, all the way down."""
+    if isinstance(value, dict):
+        return FrozenDict((k, _frozen(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 def _mapping(v):
     if v is None:
-        return {}
+        return FrozenDict()
     if not isinstance(v, dict):
         raise ValueError("expected a mapping of keyword arguments")
-    return dict(v)
+    return _frozen(v)
 
 
 def _string_list(v):
@@ -165,8 +182,8 @@ def _auto_or_bool(v):
 
 
 def _field(default, check, doc):
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"check": check, "doc": doc})
+    if isinstance(default, dict):
+        return field(default_factory=lambda: _frozen(default), metadata={"check": check, "doc": doc})
     return field(default=default, metadata={"check": check, "doc": doc})
 
 
@@ -281,10 +298,15 @@ class Config:
         return "val_" + (metric_key("iou", self.benchmark_class) if self.benchmark_class else "mean_iou")
 
     def to_dict(self):
+        """The config as plain JSON data (dicts and lists), every key present."""
         return _plain(dataclasses.asdict(self))
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        """A new config with top-level keys changed, validated like a file (a ConfigError names the key)."""
+        data = self.to_dict()
+        for key, value in changes.items():
+            data[key] = _plain(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+        return config_from_dict(data, "Config.replace")
 
 
 def _plain(value):
@@ -293,13 +315,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _did_you_mean(word, candidates):
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    if not close:
-        close = [c for c in map(str, candidates) if c.lower() == str(word).lower()]
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _build(cls, data, prefix, source, overridden=frozenset()):
@@ -313,7 +328,7 @@ def _build(cls, data, prefix, source, overridden=frozenset()):
         if key not in fields:
             where = "--set" if prefix + key in overridden else source
             raise ConfigError(
-                f"{where}: unknown key '{prefix}{key}'{_did_you_mean(key, fields)}; "
+                f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, fields)}; "
                 f"allowed: {', '.join(sorted(fields))}"
             )
     values = {}

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from imseg.annotations import read_packed
+from imseg.data.images import GEOTIFF, check_bit_depth, read_image
 from imseg.errors import DataError
 from imseg.layout import list_split
 
@@ -43,16 +44,24 @@ def fingerprint(entries, num_classes):
     return h.hexdigest()[:20]
 
 
-def decode_image(path, data=None):
-    """Decode a JPEG/PNG file to (h, w, 3) uint8; grayscale is repeated to RGB, alpha dropped.
+def decode_image(path):
+    """Decode an image file to (h, w, 3) uint8; grayscale is repeated to RGB, alpha dropped.
 
-    Returns (array, note) where note says what was converted, or None.
+    Returns (array, note) where note says what was converted, or None. JPEG, PNG, BMP and GIF are decoded
+    by TensorFlow, GeoTIFF by rasterio; images of more than 8 bits per sample are refused, as everywhere.
     """
+    if path.lower().endswith(GEOTIFF):
+        return read_image(path), None
     try:
-        data = tf.io.read_file(path) if data is None else data
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: unreadable image: {e.strerror}") from None
+    check_bit_depth(path, data)
+    try:
         image = tf.io.decode_image(data, expand_animations=False).numpy()
-    except (tf.errors.OpError, ValueError) as e:
-        raise DataError(f"{path}: unreadable image: {str(e).strip().splitlines()[0][:200]}") from None
+    except (tf.errors.OpError, ValueError):
+        raise DataError(f"{path}: unreadable image: not a complete JPEG, PNG, BMP or GIF file") from None
     channels = image.shape[-1]
     note = None
     if channels in (1, 2):

@@ -63,7 +63,7 @@ def load_inputs(args):
     from imseg.classes import load_class_names, select_classes
     from imseg.config import load_config
     from imseg.outputs import RunPaths
-    from imseg.train import default_classes_path
+    from imseg.classes import default_classes_path
 
     from imseg.classes import output_names
 
@@ -163,7 +163,7 @@ def predict_split(args, config, names, indices, model, model_path, log):
 
 def _num_all_classes(args):
     from imseg.classes import load_class_names
-    from imseg.train import default_classes_path
+    from imseg.classes import default_classes_path
 
     return len(load_class_names(args.classes_path or default_classes_path(args.data_path)))
 
@@ -235,13 +235,13 @@ def _write_geotiff(path, mask, profile, valid):
 
 
 def image_files(paths):
-    from imseg.data.images import IMAGE_FILES
+    from imseg.layout import IMAGE_EXTENSIONS
 
     found = []
     for path in paths:
         if os.path.isdir(path):
             found += sorted(os.path.join(path, n) for n in os.listdir(path)
-                            if os.path.splitext(n)[1].lower() in IMAGE_FILES)
+                            if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
         elif os.path.isfile(path):
             found.append(path)
         else:

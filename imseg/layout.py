@@ -9,7 +9,8 @@ from imseg.annotations import ANNOTATION_EXTENSIONS
 from imseg.errors import DataError
 
 SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+# Every reader (training's cache, imseg-data, imseg-infer) takes these; GeoTIFF needs the `geo` extra.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def split_dir(data_path, split):

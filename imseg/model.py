@@ -142,7 +142,7 @@ class RefineNet(keras.Model):
         layers are no longer synchronized (an option only TensorFlow knows), so it loads on any backend.
         """
         model = keras.Model(self.inputs, self.outputs, name=self.name)
-        if any(getattr(layer, "synchronized", False) for layer in model._flatten_layers()):
+        if any(getattr(layer, "synchronized", False) for layer in all_layers(model)):
             model = rebuilt(model, lambda node: {**node, "synchronized": False} if "synchronized" in node else node)
         return model
 
@@ -170,6 +170,14 @@ class RefineNet(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def all_layers(model):
+    """Every layer of a model, nested models' layers included (depth first)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
 
 
 def rebuilt(model, edit):

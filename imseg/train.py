@@ -47,12 +47,6 @@ def use_demo(args):
     args.config = args.config or config_path
 
 
-def default_classes_path(data_path):
-    """./classes.json as in AIR ImSeg; else the one `imseg-data convert` writes beside the dataset."""
-    beside = os.path.join(data_path, "classes.json")
-    return beside if not os.path.exists("classes.json") and os.path.exists(beside) else "classes.json"
-
-
 def prepare(args, log, strategy=None):
     """Validate every input and build the model; writes nothing under out/. Returns a dict of parts."""
     from imseg.classes import load_class_names, select_classes
@@ -60,6 +54,8 @@ def prepare(args, log, strategy=None):
     from imseg.layout import list_split
     from imseg.outputs import RunPaths
     from imseg.resume import check_resumable
+
+    from imseg.classes import default_classes_path
 
     args.classes_path = args.classes_path or default_classes_path(args.data_path)
     config = load_config(args.config, args.set)
@@ -81,7 +77,8 @@ def prepare(args, log, strategy=None):
         )
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
-    from imseg.build import build_model, is_chief, make_strategy, set_head_priors
+    from imseg.build import build_model, set_head_priors
+    from imseg.distribute import is_chief, make_strategy
     from imseg.classes import output_names
     from imseg.dataset import class_frequencies, load_splits, split_check
 
@@ -236,7 +233,7 @@ def main(argv=None):
         strategy = None
         if args.demo:
             import_tensorflow()
-            from imseg.build import make_strategy
+            from imseg.distribute import make_strategy
 
             strategy = make_strategy()  # before the demo data is written: a multi-worker strategy must be first
             use_demo(args)

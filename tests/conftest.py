@@ -13,7 +13,7 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 @pytest.fixture(autouse=True)
 def _float32_policy():
-    """Each test starts from the default dtype policy (build_model changes the global one)."""
+    """Each test starts from the default dtype policy (some tests set the global one themselves)."""
     import keras
 
     keras.mixed_precision.set_global_policy("float32")

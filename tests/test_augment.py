@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from helpers import assert_round_trip
 from imseg.augment import SegmentationAugment, rotate
-from imseg.build import build_model, make_strategy
+from imseg.build import build_model
+from imseg.distribute import make_strategy
 from imseg.config import config_from_dict
 
 

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from imseg.blocks import chained_residual_pooling, multi_resolution_fusion, refine_block, residual_conv_unit
-from imseg.errors import ConfigError
+from imseg.blocks import (ArgumentError, chained_residual_pooling, multi_resolution_fusion, refine_block,
+                          residual_conv_unit)
 
 
 def layer_types(model):
@@ -50,7 +50,7 @@ def test_mrf_with_one_input_passes_it_through():
 
 
 def test_transpose_upsampling_needs_integer_scale():
-    with pytest.raises(ConfigError, match="transpose needs an integer scale"):
+    with pytest.raises(ArgumentError, match="^upsampling: transpose needs an integer scale"):
         multi_resolution_fusion([keras.Input((3, 3, 4)), keras.Input((7, 7, 4))], 4, upsampling="transpose")
 
 
@@ -80,6 +80,10 @@ def test_every_rcu_output_reaches_the_block_output():
     """The old code fed raw inputs to MRF and dropped the RCU outputs; here each RCU conv matters."""
     low, high = keras.Input((4, 4, 16)), keras.Input((8, 8, 16))
     model = keras.Model([low, high], refine_block([low, high], reduce_channel_scale=2, name="b"))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # trained weights, not the zero starts: the wiring is what is tested
+        if isinstance(layer, layers.Conv2D):
+            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") for w in layer.get_weights()])
     data = [tf.random.normal((1, 4, 4, 16), seed=1), tf.random.normal((1, 8, 8, 16), seed=2)]
     with tf.GradientTape() as tape:
         out = tf.reduce_sum(model(data) ** 2)
@@ -88,7 +92,18 @@ def test_every_rcu_output_reaches_the_block_output():
         assert float(tf.reduce_max(tf.abs(grad))) > 0
 
 
-def test_too_large_reduction_is_a_config_error():
+def test_too_large_reduction_names_the_argument():
     x = keras.Input((4, 4, 2))
-    with pytest.raises(ConfigError, match="reduce_channel_scale"):
+    with pytest.raises(ArgumentError, match="^reduce_channel_scale: 4 leaves block"):
         refine_block([x], reduce_channel_scale=4)
+
+
+def test_a_new_block_starts_from_its_inputs():
+    """Residual branches start at zero: a new RCU is its shortcut, a new CRP is ReLU(x) (Fixup-style starts)."""
+    x = keras.Input((8, 8, 4))
+    rcu = keras.Model(x, residual_conv_unit(x, 4, name="r"))
+    crp = keras.Model(x, chained_residual_pooling(x, 4, name="c"))
+    data = np.random.default_rng(2).normal(size=(1, 8, 8, 4)).astype("float32")
+    np.testing.assert_allclose(rcu(data), data, atol=1e-6)
+    np.testing.assert_allclose(crp(data), np.maximum(data, 0), atol=1e-6)
+    assert rcu.get_layer("r_conv1").kernel.numpy().any()  # only the branch's last conv starts at zero

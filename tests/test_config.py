@@ -7,7 +7,7 @@ import os
 import pytest
 
 from helpers import REPO
-from imseg.config import Config, describe, load_config
+from imseg.config import Config, config_from_dict, describe, load_config
 from imseg.errors import ConfigError
 
 SEED_CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "refine_net_224_*.json")))
@@ -127,3 +127,17 @@ def test_errors_in_set_values_point_at_the_option(tmp_path):
         load_config(write(tmp_path, MINIMAL), ["epoch=3"])
     with pytest.raises(ConfigError, match="^--set nothing: expected key=value"):
         load_config(write(tmp_path, MINIMAL), ["nothing"])
+
+
+def test_the_config_is_frozen_all_the_way_down_and_replace_validates():
+    config = config_from_dict({**MINIMAL, "loss_kwargs": {"class_weights": {"a": 2}}})
+    for change in (lambda: config.optimizer_kwargs.update(learning_rate=1.0),
+                   lambda: config.loss_kwargs["class_weights"].pop("a"),
+                   lambda: config.backbone_kwargs.__setitem__("alpha", 1.0)):
+        with pytest.raises(TypeError, match="the config is frozen"):
+            change()
+    changed = config.replace(epochs=3, optimizer_kwargs={"learning_rate": 0.01})
+    assert (changed.epochs, changed.optimizer_kwargs["learning_rate"], config.epochs) == (3, 0.01, 100)
+    with pytest.raises(ConfigError, match="^Config.replace: key 'epochs': expected an integer >= 1, got 0$"):
+        config.replace(epochs=0)
+    assert config.replace(augment=config.augment) == config

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import assert_round_trip
-from imseg.build import make_strategy
+from imseg.distribute import make_strategy
 from imseg.losses import CrossEntropy, Dice, Focal, Jaccard, Lovasz, Tversky, WeightedSum
 
 K = 3

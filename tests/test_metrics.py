@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import assert_round_trip, reference_scores
-from imseg.build import make_strategy
+from imseg.distribute import make_strategy
 from imseg.metrics import SegmentationMetrics
 
 CLASSES = ["building:other", "highway:other", "water:lake"]

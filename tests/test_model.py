@@ -11,7 +11,8 @@ import pytest
 
 from helpers import REPO, assert_round_trip
 from imseg.backbones import feature_candidates, preprocess_weights
-from imseg.build import build_model, build_refinenet, resolve_jit, make_strategy
+from imseg.build import build_model, build_refinenet
+from imseg.distribute import make_strategy, resolve_jit
 from imseg.config import config_from_dict, load_config
 from imseg.errors import ConfigError
 
@@ -196,3 +197,19 @@ def test_unknown_loss_and_optimizer_suggest_names():
     loss = make_loss(config_from_dict({**SMALL, "loss": "binary_crossentropy", "loss_kwargs": {"from_logits": True}}),
                      ["a"])
     assert float(loss(np.ones((1, 1, 1, 2)), np.full((1, 1, 1, 2), 20.0))) < 1e-6
+
+
+def test_building_leaves_the_global_dtype_policy_alone():
+    keras.mixed_precision.set_global_policy("float32")
+    model, details = build_model(config_from_dict({**SMALL, "mixed_precision": "mixed_bfloat16"}), ["a:x"])
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert model.get_layer("head").dtype_policy.name == "mixed_bfloat16" and details["precision"] == "mixed_bfloat16"
+
+
+def test_the_private_keras_methods_refinenet_overrides_still_exist():
+    """RefineNet._maybe_symbolic_build works around keras-team/keras#20585 through two private methods of
+    keras.Model; if Keras renames or reshapes them, this fails before multi-worker training silently breaks."""
+    import inspect
+
+    assert list(inspect.signature(keras.Model._maybe_symbolic_build).parameters) == ["self", "iterator", "data_batch"]
+    assert "data_batch" in inspect.signature(keras.Model._symbolic_build).parameters

@@ -54,7 +54,7 @@ def main(argv=None):
 
             return convert(args, log)
         from imseg.classes import load_class_names
-        from imseg.train import default_classes_path
+        from imseg.classes import default_classes_path
 
         names = load_class_names(args.classes_path or default_classes_path(args.data_path))
         if args.command == "verify":

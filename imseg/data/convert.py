@@ -19,7 +19,8 @@ import numpy as np
 
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
-from imseg.data.images import IMAGE_FILES, read_image, read_mask, write_image
+from imseg.data.images import read_image, read_mask, write_image
+from imseg.layout import IMAGE_EXTENSIONS
 from imseg.errors import ConfigError, DataError
 
 IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts
@@ -68,7 +69,7 @@ def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
         per_class = {c: _files_by_stem(os.path.join(mask_dir, c)) for c in class_dirs or ()}
         for name in sorted(os.listdir(image_dir)):
             stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_FILES:
+            if ext.lower() not in IMAGE_EXTENSIONS:
                 continue
             image = os.path.join(image_dir, name)
             if mask_type == "binary":
@@ -82,7 +83,7 @@ def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
     if missing:
         raise DataError(f"{len(missing)} mask(s) missing: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     if not sources:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_FILES))}) in {', '.join(image_dirs)}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(image_dirs)}")
     return sources
 
 
@@ -90,7 +91,7 @@ def _files_by_stem(folder):
     if not os.path.isdir(folder):
         raise ConfigError(f"{folder}: folder not found")
     return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in os.listdir(folder)
-            if os.path.splitext(n)[1].lower() in IMAGE_FILES}
+            if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS}
 
 
 def to_annotation(mask, mask_type, table, names, path):

@@ -1,5 +1,6 @@
 """Reading source imagery of any size (JPEG, PNG, GeoTIFF) and writing tiles, with Pillow (and rasterio)."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -7,11 +8,27 @@ from PIL import Image
 
 from imseg.errors import ConfigError, DataError
 
-IMAGE_FILES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 GEOTIFF = (".tif", ".tiff")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EIGHT_BIT = "imseg reads 8-bit imagery (rescale it to 0-255 first)"
 
-# Aerial mosaics are legitimately larger than Pillow's decompression-bomb guard (89 megapixels).
-Image.MAX_IMAGE_PIXELS = None
+
+def check_bit_depth(path, header):
+    """Refuse a PNG of more than 8 bits per sample, given the file's first bytes (its IHDR says)."""
+    if header[:8] == _PNG_SIGNATURE and len(header) > 24 and header[24] > 8:
+        raise DataError(f"{path}: {header[24]}-bit PNG; {EIGHT_BIT}")
+
+
+@contextlib.contextmanager
+def _large_images():
+    """Aerial mosaics are legitimately larger than Pillow's decompression-bomb guard (89 megapixels): lift it
+    for imseg's own reads only, not for every program that imports imseg."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _rasterio():
@@ -34,10 +51,14 @@ def read_image(path, with_valid=False):
             valid = src.dataset_mask() > 0 if with_valid else None
         array = np.moveaxis(bands, 0, -1)
         if array.dtype != np.uint8:
-            raise DataError(f"{path}: {array.dtype} GeoTIFF; imseg reads 8-bit imagery (rescale it first)")
+            raise DataError(f"{path}: {array.dtype} GeoTIFF; {EIGHT_BIT}")
     else:
         try:
-            with Image.open(path) as img:
+            with open(path, "rb") as f:
+                check_bit_depth(path, f.read(32))
+            with _large_images(), Image.open(path) as img:
+                if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                    raise DataError(f"{path}: {img.mode} image; {EIGHT_BIT}")
                 array = np.asarray(img.convert("RGB"))
                 alpha = "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info)
                 valid = np.asarray(img.convert("RGBA"))[..., 3] > 0 if with_valid and alpha else None
@@ -58,7 +79,7 @@ def read_mask(path, mask_type):
                 bands = src.read()
             array = np.moveaxis(bands, 0, -1)
             return array[..., :3] if mask_type == "color" else array[..., 0]
-        with Image.open(path) as img:
+        with _large_images(), Image.open(path) as img:
             if mask_type == "color":
                 return np.asarray(img.convert("RGB"))
             array = np.asarray(img if img.mode in ("L", "P", "I", "I;16", "1") else img.convert("L"))
