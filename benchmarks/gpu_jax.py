@@ -6,7 +6,6 @@ Keras on JAX (always XLA-compiled). It does not run imseg's TensorFlow `train_st
 metrics); see docs/performance.md. Run: KERAS_BACKEND=jax python benchmarks/gpu_jax.py
 """
 
-import json
 import os
 import sys
 import time

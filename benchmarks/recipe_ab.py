@@ -76,7 +76,6 @@ def build_dataset(work):
 
 
 def dataset_stats(root):
-    import numpy as np
 
     from imseg.annotations import read_annotation
 
@@ -130,7 +129,6 @@ def run_old(data, seed, epochs):
     import numpy as np
 
     import imseg.blocks as blocks
-    from imseg.backbones import preprocess_weights
     from imseg.distribute import make_strategy
     from imseg.classes import load_class_names
     from imseg.dataset import batches_per_epoch, load_splits, make_dataset
@@ -147,8 +145,15 @@ def run_old(data, seed, epochs):
         def call(self, x):
             return self.inner(x, training=False)
 
-    def seed_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=None, crp_kwargs=None, name="refine"):
-        width = min(x.shape[-1] for x in inputs) // reduce_channel_scale
+    class UnweightedCrossentropy(keras.losses.BinaryCrossentropy):
+        """The old code knew no ignored pixels: every pixel is trained, as labelled (ignored ones as negatives)."""
+
+        def __call__(self, y_true, y_pred, sample_weight=None):
+            return super().__call__(y_true, y_pred)
+
+    def seed_block(inputs, name):
+        """The old RefineNet block: MRF on the raw inputs (their RCUs were computed and thrown away)."""
+        width = min(x.shape[-1] for x in inputs) // 4
         y = blocks.multi_resolution_fusion(inputs, width, name=f"{name}_mrf") if len(inputs) > 1 else inputs[0]
         y = blocks.chained_residual_pooling(y, width, name=f"{name}_crp")
         return blocks.residual_conv_unit(y, width, name=f"{name}_out")
@@ -158,26 +163,24 @@ def run_old(data, seed, epochs):
     train_meta, val_meta, test_meta = load_splits(data, ["train", "val", "test"], len(names), log=lambda m: None)
     with open(SEED_CONFIG) as f:
         feature_layers = json.load(f)["refine_net_blocks"]
-    real = blocks.refine_block
-    blocks.refine_block = seed_block
-    try:
-        with make_strategy().scope():
-            backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
-            image, logits, extractor = blocks.refinenet_graph(backbone, feature_layers, 1, "none")
-            model = keras.Model(image, logits)
-            model.get_layer("preprocess").set_weights(preprocess_weights("none"))  # raw 0-255 pixels
-            # Re-wire the same layers with the backbone frozen in inference mode.
-            frozen = InferenceModeBackbone(extractor)
-            model = keras.models.clone_model(
-                model, clone_function=lambda layer: frozen if layer is extractor else layer)
-            # The old code's decoder and head had Keras's default initialisation, not imseg's zero starts.
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.Conv2D) and not np.any(layer.kernel.numpy()):
-                    layer.kernel.assign(keras.initializers.GlorotUniform(seed=seed)(layer.kernel.shape))
-            model.compile(keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True),
-                          weighted_metrics=[SegmentationMetrics([CLASS])])
-    finally:
-        blocks.refine_block = real
+    layer_names = [n for block in feature_layers for n in block]
+    with make_strategy().scope():
+        backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
+        extractor = keras.Model(backbone.inputs, [backbone.get_layer(n).output for n in layer_names])
+        image = keras.Input((224, 224, 3))
+        features = dict(zip(layer_names, InferenceModeBackbone(extractor)(image)))  # raw 0-255 pixels in
+        y = None
+        for i, block in enumerate(feature_layers, start=1):
+            y = seed_block(([y] if y is not None else []) + [features[n] for n in block], name=f"refine{i}")
+        y = keras.layers.Conv2D(1, 1, name="head")(y)
+        y = keras.layers.Resizing(224, 224, interpolation="bilinear")(y)
+        model = keras.Model(image, keras.layers.Activation("linear", dtype="float32")(y))
+        # The old decoder had Keras's default initialisation everywhere, not imseg's zero starts.
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.Conv2D) and not np.any(layer.kernel.numpy()):
+                layer.kernel.assign(keras.initializers.GlorotUniform(seed=seed)(layer.kernel.shape))
+        model.compile(keras.optimizers.Adam(1e-4), UnweightedCrossentropy(from_logits=True),
+                      weighted_metrics=[SegmentationMetrics([CLASS])])
 
     def stream(meta, training):
         return make_dataset(meta, [0], (224, 224, 3), 8, training=training, seed=seed)
@@ -194,7 +197,7 @@ def run_old(data, seed, epochs):
 
     start = time.monotonic()
     model.fit(stream(train_meta, True), steps_per_epoch=batches_per_epoch(train_meta, 8),
-              validation_data=stream(val_meta, False), epochs=epochs, verbose=0, callbacks=[KeepBest()])
+              validation_data=stream(val_meta, False), epochs=epochs, verbose=0, callbacks=[KeepBest()], shuffle=False)
     minutes = (time.monotonic() - start) / 60
     if best["weights"] is not None:
         model.set_weights(best["weights"])

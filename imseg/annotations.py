@@ -13,6 +13,7 @@ Formats, chosen by file extension:
 
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -116,8 +117,9 @@ def _read_npz(path):
         with np.load(path) as data:
             packed, num_classes = data["packed"], int(data["num_classes"])
             has_ignore = int(data["has_ignore"]) if "has_ignore" in data else 0
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise DataError(f"{path}: unreadable compact annotation (.npz with 'packed' and 'num_classes'): {e}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        raise DataError(f"{path}: not a compact annotation file (an .npz with 'packed' and 'num_classes', as "
+                        "imseg-data convert --format npz writes)") from None
     planes = num_classes + has_ignore
     if packed.dtype != np.uint8 or packed.ndim != 3 or packed.shape[0] * 8 < planes or has_ignore not in (0, 1):
         raise DataError(f"{path}: 'packed' must be uint8 (ceil(P/8), h, w) with P = C classes + has_ignore, "

@@ -6,6 +6,7 @@ that a saved model holds no imseg code and loads anywhere Keras does.
 
 import inspect
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -93,6 +94,9 @@ def make_backbone(config, source="config"):
             f"{source}: key 'backbone_kwargs.weights': file not found: {weights} "
             "(give \"imagenet\" or the path of a local .h5/.weights.h5 file)"
         )
+    if weights not in (None, "imagenet") and not _is_hdf5(weights):
+        raise ConfigError(f"{source}: key 'backbone_kwargs.weights': {weights} is not an HDF5 weights file "
+                          "(.h5 / .weights.h5, as keras.applications download them)")
     accepted = set(inspect.signature(fn).parameters)
     for key in kwargs:
         if key not in accepted:
@@ -101,17 +105,24 @@ def make_backbone(config, source="config"):
                 f"{did_you_mean(key, accepted)}; it accepts: {', '.join(sorted(accepted))}"
             )
     try:
-        backbone = fn(include_top=False, weights=weights, input_shape=tuple(config.input_shape), **kwargs)
+        with warnings.catch_warnings(record=True) as said:  # Keras warns per layer before a failed load fails
+            warnings.simplefilter("always")
+            backbone = fn(include_top=False, weights=weights, input_shape=tuple(config.input_shape), **kwargs)
     except ValueError as e:
-        raise ConfigError(f"{source}: {fn.__name__} cannot be built with this config: {_first_line(e)}") from None
+        if weights not in (None, "imagenet"):
+            raise ConfigError(f"{source}: key 'backbone_kwargs.weights': {weights} does not fit {fn.__name__} with "
+                              f"this config: {_one_line(e, 200)}") from None
+        raise ConfigError(f"{source}: {fn.__name__} cannot be built with this config: {_one_line(e)}") from None
     except Exception as e:  # keras.utils.get_file raises a bare Exception when it cannot download
         if weights != "imagenet":
             raise
         raise ConfigError(
-            f"{source}: cannot download ImageNet weights for {fn.__name__} (no network?): {_first_line(e)}. "
+            f"{source}: cannot download ImageNet weights for {fn.__name__} (no network?): {_one_line(e, 200)}. "
             "Download them on a connected machine (keras caches them in ~/.keras/models/) and set "
             "backbone_kwargs.weights to the local .h5 file, or set pretrained: false"
         ) from None
+    for warning in said:  # a backbone that was built: its warnings as Keras gave them
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     backbone.trainable = config.backbone_trainable
     momentum = config.bn_momentum
     if momentum == "auto":
@@ -149,8 +160,15 @@ def zero_init_residual(backbone):
     return changed
 
 
-def _first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+def _is_hdf5(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _one_line(error, limit=400):
+    """A library's (often multi-line) message as one line, cut at `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def feature_candidates(backbone):

@@ -8,7 +8,6 @@ import re
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from imseg.backbones import make_backbone, preprocess_mode
 from imseg.blocks import ArgumentError

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 
 from imseg.errors import TrainingStopped
-from imseg.outputs import atomic_path, save_model, write_json, write_text
+from imseg.checkpoints import save_model
+from imseg.outputs import atomic_path, write_json, write_text
 from imseg.signals import Interrupted
 
 
@@ -19,7 +20,8 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
     """Save the model whenever the monitored validation score improves, and only then.
 
     Writes `filepath` (a `.keras` file) and `info_path` (`{"epoch", "monitor", "value"}` plus
-    `details`, e.g. the class names), each atomically. A NaN or missing score never counts as an improvement, and `best` (e.g. from an
+    `details`, e.g. the class names, and the model file's SHA-256), each atomically; the `.keras` file
+    carries the same record inside (`imseg.checkpoints`). A NaN or missing score never counts as an improvement, and `best` (e.g. from an
     earlier run) sets the bar, so a better checkpoint is never replaced by a worse one. Models with
     an `inference_model()` method (RefineNet) are saved as that plain functional model, which loads
     with `keras.models.load_model` without imseg.
@@ -43,12 +45,12 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
         # A model whose validation loss is not finite predicts NaN somewhere: never the best.
         if not math.isfinite(value) or value <= self.best or not math.isfinite(float(logs.get("val_loss", 0.0))):
             return
+        info = {"epoch": epoch + 1, "monitor": self.monitor, "value": value, **self.details}
         with _ema_weights(self.model):
             model = self.model.inference_model() if hasattr(self.model, "inference_model") else self.model
-            digest = save_model(model, self.filepath)
+            digest = save_model(model, self.filepath, info)
         self.best, self.best_epoch = value, epoch + 1
-        write_json(self.info_path, {"epoch": epoch + 1, "monitor": self.monitor, "value": value, "sha256": digest,
-                                    **self.details})
+        write_json(self.info_path, {**info, "sha256": digest})
 
 
 def _ema_weights(model):

@@ -18,7 +18,7 @@ def load_class_names(path):
     Channel k of every annotation is the k-th name of this list (the AIR ImSeg convention).
     """
     if not os.path.exists(path):
-        raise ConfigError(f"{path}: classes file not found (pass --classes_path)")
+        raise ConfigError(f"{path}: classes file not found (pass --classes-path)")
     data = parse_file(path)
     if not isinstance(data, dict) or not data:
         raise ConfigError(f'{path}: expected a mapping {{"super": ["sub", ...]}}, e.g. {{"building": ["other"]}}')
@@ -27,8 +27,9 @@ def load_class_names(path):
         if not isinstance(subs, list) or not subs or not all(isinstance(s, str) and s for s in subs):
             raise ConfigError(f"{path}: key '{sup}': expected a non-empty list of sub-class names")
         names.extend(f"{sup}:{sub}" for sub in subs)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: a super:sub class is listed twice")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{path}: class {', '.join(twice)} is listed twice")
     return sorted(names)
 
 
@@ -41,8 +42,9 @@ def select_classes(config, all_names, source):
                 f"{source}: key 'classes': unknown class '{name}'{did_you_mean(name, all_names)}; "
                 f"classes.json has: {', '.join(all_names)}"
             )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: key 'classes': a class is listed twice")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{source}: key 'classes': {', '.join(twice)} is listed twice")
     if config.benchmark_class is not None and config.benchmark_class not in names:
         raise ConfigError(
             f"{source}: key 'benchmark_class': '{config.benchmark_class}' is not among the trained classes"

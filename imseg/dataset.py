@@ -30,7 +30,11 @@ SHUFFLE_BUFFER = 1024
 
 
 def cache_root(data_path):
-    return os.environ.get("IMSEG_CACHE_DIR") or os.path.join(data_path, "im_seg", ".cache")
+    """`D/im_seg/.cache`, or `$IMSEG_CACHE_DIR` when set (e.g. for a read-only dataset)."""
+    chosen = os.environ.get("IMSEG_CACHE_DIR")
+    if chosen and os.path.exists(chosen) and not os.path.isdir(chosen):
+        raise DataError(f"IMSEG_CACHE_DIR={chosen}: not a folder; point it at a folder (created if needed)")
+    return chosen or os.path.join(data_path, "im_seg", ".cache")
 
 
 def fingerprint(entries, num_classes):
@@ -97,7 +101,8 @@ class SplitCache:
             os.makedirs(parent, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f".{self.split}-building-", dir=parent)
         except OSError as e:
-            raise DataError(f"{parent}: cannot write the dataset cache ({e.strerror}); set IMSEG_CACHE_DIR") from None
+            raise DataError(f"{parent}: cannot write the dataset cache ({e.strerror}); set IMSEG_CACHE_DIR to a "
+                            "writable folder") from None
         try:
             self.log(f"imseg: caching split '{self.split}' ({len(self.entries)} images) in {self.dir}")
             meta = self._write_shards(tmp)
@@ -340,6 +345,8 @@ def load_splits(data_path, splits, num_classes, log=None, check=None):
     """
     log = log or (lambda message: print(message, file=sys.stderr))
     caches = [SplitCache(data_path, split, num_classes, log) for split in splits]
+    root = cache_root(data_path)
+    root_existed = os.path.isdir(root)
     built = []
     try:
         for cache in caches:
@@ -351,6 +358,8 @@ def load_splits(data_path, splits, num_classes, log=None, check=None):
         for tmp in built:
             if tmp:
                 shutil.rmtree(tmp, ignore_errors=True)
+        if not root_existed and os.path.isdir(root) and not os.listdir(root):
+            os.rmdir(root)  # no empty .cache/ left behind
         raise
     for cache, tmp in zip(caches, built):
         if tmp:

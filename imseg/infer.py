@@ -17,40 +17,70 @@ import io
 import json
 import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
-from imseg.cli import ArgumentParser
+from imseg.cli import ArgumentParser, integer, log, number, run
 from imseg.config import BACKGROUND
-from imseg.errors import ConfigError, DataError, UserError
-from imseg.tfenv import import_tensorflow
+from imseg.errors import ConfigError
 
 
 SHEET_SIZE = 16  # images in a split's sheet.png
 NOT_COUNTED = 255  # class-index images: a pixel that is ignored (splits) or nodata (images)
 
 
+@dataclass(frozen=True)
+class Predictor:
+    """A trained model and what its outputs mean.
+
+    Args:
+        model: the Keras model (0-255 images in, logits out).
+        path: its file.
+        classes: the output channels' names, in order (`background` included for a multiclass task with one).
+        task: `"multilabel"` or `"multiclass"`.
+        threshold: the multilabel decision threshold on logits.
+        name: the run's name (where split predictions go).
+        batch_size: the default number of images or tiles per prediction call.
+        config: the run's `Config`, when one was given (split prediction needs it).
+    """
+
+    model: object
+    path: str
+    classes: tuple
+    task: str = "multilabel"
+    threshold: float = 0.0
+    name: str = None
+    batch_size: int = 8
+    config: object = None
+
+
 def parse_args(argv=None):
     p = ArgumentParser(prog="imseg-infer", description="Predict with a trained imseg model.")
-    p.add_argument("--config", required=True, help="the run's config (its name locates the run)")
-    p.add_argument("--data_path", help="dataset root D (split mode, and the default model location)")
-    p.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
-    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="split to predict (default val)")
-    p.add_argument("--model", help="a .keras model (default: D/im_seg/out/<name>/checkpoints/best.keras)")
+    p.add_argument("--config", help="the run's config (needed for --split; optional with --model and --images)")
+    p.add_argument("--data-path", help="dataset root D (split mode, and the default model location)")
+    p.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    p.add_argument("--split", choices=("train", "val", "test"), help="split to predict (default val)")
+    p.add_argument("--model", help="a .keras model (default: the run's checkpoints/best.keras)")
+    p.add_argument("--output-dir", metavar="DIR", help="where the run folder is: DIR/<name> (as imseg-train's)")
     p.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders to predict instead of a split")
     p.add_argument("--output", help="output folder for --images")
-    p.add_argument("--overlap", type=float, default=0.25, help="tile overlap for large images, 0-0.5 (default 0.25)")
-    p.add_argument("--batch-size", type=int, help="images or tiles per batch (default: the config's batch_size)")
+    p.add_argument("--overlap", type=number(0, 0.5), default=0.25,
+                   help="tile overlap for large images, 0-0.5 (default 0.25)")
+    p.add_argument("--batch-size", type=integer(1), help="images or tiles per batch (default: the config's)")
     p.add_argument("--save-probs", action="store_true", help="also write float16 probabilities (.npy)")
     args = p.parse_args(argv)
+    if args.images and args.split:
+        p.error("--split predicts a dataset split, --images predicts image files; give one of them")
     if args.images and not args.output:
         p.error("--images needs --output DIR")
     if not args.images and not args.data_path:
-        p.error("give --data_path (to predict a split) or --images and --output")
-    if not args.model and not args.data_path:
-        p.error("give --model, or --data_path to use the run's best.keras")
-    if not 0 <= args.overlap <= 0.5:
-        p.error(f"--overlap must be between 0 and 0.5, got {args.overlap}")
+        p.error("give --data-path (to predict a split) or --images and --output")
+    if not args.images and not args.config:
+        p.error("predicting a split needs --config (the run's config, e.g. its out/<name>/config.json)")
+    if not args.model and not (args.config and args.data_path):
+        p.error("give --model, or --config and --data-path to use the run's best.keras")
+    args.split = args.split or "val"
     return args
 
 
@@ -58,81 +88,130 @@ def class_folder(name):
     return name.replace(":", "-")
 
 
-def load_inputs(args):
-    """Config, class names and model, all checked against each other."""
-    from imseg.classes import load_class_names, select_classes
+def load_predictor(model_path=None, config_path=None, data_path=None, classes_path=None, output_dir=None):
+    """The trained model with its classes, task and threshold, all checked against each other.
+
+    The model file's own record (`imseg.json`, see `imseg.checkpoints`) says what it predicts; a config,
+    when given, must agree with it. Without a config the record alone is enough (image prediction).
+    """
+    from imseg.checkpoints import load_trained_model, read_metadata
+    from imseg.classes import default_classes_path, load_class_names, output_names, select_classes
     from imseg.config import load_config
     from imseg.outputs import RunPaths
-    from imseg.classes import default_classes_path
 
-    from imseg.classes import output_names
-
-    config = load_config(args.config)
-    classes_path = args.classes_path or default_classes_path(args.data_path or ".")
-    names, indices = select_classes(config, load_class_names(classes_path), args.config)
-    names = output_names(config, names)
-    model_path = args.model or RunPaths.for_run(args.data_path, config.name).best_model
+    config = load_config(config_path) if config_path else None
+    if model_path is None:
+        model_path = RunPaths.for_run(data_path, config.name, output_dir).best_model
     if not os.path.isfile(model_path):
         raise ConfigError(f"{model_path}: model file not found (train first, or pass --model)")
-    info_path = os.path.join(os.path.dirname(model_path), "best.json")
-    if os.path.exists(info_path):
-        with open(info_path, encoding="utf-8") as f:
-            trained = json.load(f).get("classes")
-        if trained and trained != names:
-            raise ConfigError(f"{model_path}: trained on classes {trained}, but {args.config} selects {names}")
-    import_tensorflow()
-    import keras
+    record = read_metadata(model_path) or _best_json(model_path) or {}
+    trained = record.get("classes")
+    if config is not None:
+        all_names = load_class_names(classes_path or default_classes_path(data_path or "."))
+        classes = output_names(config, select_classes(config, all_names, config_path)[0])
+        if trained and trained != classes:
+            raise ConfigError(f"{model_path}: trained on classes {trained}, but {config_path} selects {classes}")
+        settings = {"task": config.task, "threshold": config.threshold, "name": config.name,
+                    "batch_size": config.batch_size}
+    elif trained:
+        classes = trained
+        if classes_path:
+            listed = load_class_names(classes_path)
+            missing = [c for c in classes if c not in listed and c != BACKGROUND]
+            if missing:
+                raise ConfigError(f"{model_path}: trained on classes {trained}, but {classes_path} lacks "
+                                  f"{', '.join(missing)}")
+        settings = {"task": record.get("task", "multilabel"), "threshold": record.get("threshold", 0.0),
+                    "name": record.get("name")}
+    else:
+        raise ConfigError(f"{model_path}: the file does not say which classes it predicts (no imseg record); "
+                          "pass --config, the config it was trained with")
+    model = load_trained_model(model_path)
+    if model.output_shape[-1] != len(classes):
+        source = config_path or f"{model_path}'s record"
+        raise ConfigError(f"{model_path}: predicts {model.output_shape[-1]} classes, but {source} selects "
+                          f"{len(classes)}: {', '.join(classes)}")
+    return Predictor(model=model, path=model_path, classes=tuple(classes), config=config, **settings)
 
-    try:
-        model = keras.models.load_model(model_path, safe_mode=True, compile=False)
-    except Exception as e:  # Keras raises ValueError, OSError, zipfile errors... for a file that is no model
-        raise DataError(f"{model_path}: not a Keras model file ({str(e).strip().splitlines()[0][:160]})") from None
-    if model.output_shape[-1] != len(names):
-        raise ConfigError(f"{model_path}: predicts {model.output_shape[-1]} classes, but {args.config} selects "
-                          f"{len(names)}: {', '.join(names)}")
-    return config, names, indices, model, model_path
+
+def _best_json(model_path):
+    """The best.json beside a model saved by an imseg run of before the record inside the model file."""
+    path = os.path.join(os.path.dirname(model_path), "best.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def predict_split(args, config, names, indices, model, model_path, log):
+def predict_split(predictor, data_path, split="val", classes_path=None, output_dir=None, batch_size=None,
+                  save_probs=False, log=log):
+    """Predict a split of an AIR dataset and score it; writes `<run>/preds/<split>/` (see the module docstring).
+
+    Args:
+        predictor: from `load_predictor` with a config (it selects the classes of the dataset).
+        data_path: the dataset root `D`.
+        split: "train", "val" or "test".
+        classes_path: the dataset's `classes.json` (default: ./classes.json, else `D/classes.json`).
+        output_dir: where the run folder is (default `D/im_seg/out`).
+        batch_size: images per prediction call (default: the config's).
+        save_probs: also write float16 probabilities.
+        log: called with each line to report.
+
+    Returns:
+        The summary (also written as `summary.json`).
+    """
+    from imseg.classes import default_classes_path, load_class_names, select_classes
     from imseg.dataset import load_split, make_dataset, split_check
     from imseg.layout import list_split
+    from imseg.outputs import RunPaths, output_folder
+
+    config, names, model = predictor.config, list(predictor.classes), predictor.model
+    all_names = load_class_names(classes_path or default_classes_path(data_path))
+    indices = select_classes(config, all_names, "config")[1]
+    entries = list_split(data_path, split)
+    out = os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
+    with output_folder(out, "imseg-infer"):
+        meta = load_split(data_path, split, len(all_names), log, split_check(config.task, indices, names))
+        ds = make_dataset(meta, indices, model.input_shape[1:], batch_size or predictor.batch_size, training=False,
+                          task=config.task, background=config.background)
+        summary = _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, log)
+    log(f"imseg-infer: {meta['count']} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
+        + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None))
+    log(f"imseg-infer: wrote masks, overlays, metrics.csv and summary.json to {out}")
+    return summary
+
+
+def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, log):
     from imseg.metrics import KINDS, counts_from_masks, scores_from_counts
+    from imseg.outputs import write_json, write_png, write_text
     from imseg.predict import predict_masks
-    from imseg.outputs import RunPaths, write_json, write_png, write_text
     from imseg.progress import progress
     from imseg.visualize import class_colours, contact_sheet, drawn_colours, legend, overlay
 
-    entries = list_split(args.data_path, args.split)
-    meta = load_split(args.data_path, args.split, _num_all_classes(args), log,
-                      split_check(config.task, indices, names))
-    out = os.path.join(RunPaths.for_run(args.data_path, config.name).root, "preds", args.split)
-    batch = args.batch_size or config.batch_size
-    ds = make_dataset(meta, indices, model.input_shape[1:], batch, training=False, task=config.task,
-                      background=config.background)
+    names, model, task, threshold = list(predictor.classes), predictor.model, predictor.task, predictor.threshold
     colours = class_colours(names)
     palette = drawn_colours(names)
-    _make_dirs(out, names, args.save_probs, config.task)
+    _make_dirs(out, names, save_probs, task)
     totals = np.zeros((3, len(names)), np.int64)
     confusion = np.zeros((len(names), len(names)), np.int64)
     rows, sheet = [], []
     shown = set(np.linspace(0, meta["count"] - 1, min(SHEET_SIZE, meta["count"])).round().astype(int).tolist())
     ids = iter(enumerate(entry[0] for entry in entries))
-    for images, masks, valid in progress(ds, f"predicting {args.split}", unit="batches",
-                                         total=int(ds.cardinality())):
+    for images, masks, valid in progress(ds, f"predicting {split}", unit="batches", total=int(ds.cardinality())):
         logits = np.asarray(model.predict_on_batch(images), np.float32)
         for image, truth, ok, logit in zip(images.numpy(), masks.numpy().astype(bool), valid.numpy().astype(bool),
                                            logits):
             index, stem = next(ids)
-            predicted = predict_masks(logit, config.task, config.threshold)
+            predicted = predict_masks(logit, task, threshold)
             counts = np.stack(counts_from_masks(truth, predicted, ok)).astype(np.int64)
             totals += counts
-            if config.task == "multiclass":
+            if task == "multiclass":
                 np.add.at(confusion, (truth.argmax(-1)[ok], predicted.argmax(-1)[ok]), 1)
             scores = scores_from_counts(*counts, class_names=names)
             for k, name in enumerate(names):
                 rows.append([stem, name] + [_number(scores[kind][k]) for kind in KINDS])
-            drawn = _write_prediction(out, stem, image, predicted & ok[..., None], names, palette, args.save_probs,
-                                      logit, truth=overlay(image, truth & ok[..., None], palette), task=config.task,
+            drawn = _write_prediction(out, stem, image, predicted & ok[..., None], names, palette, save_probs,
+                                      logit, truth=overlay(image, truth & ok[..., None], palette), task=task,
                                       valid=ok)
             if index in shown:
                 sheet.append((f"{stem}: prediction | truth", drawn))
@@ -141,31 +220,22 @@ def predict_split(args, config, names, indices, model, model_path, log):
     write_text(os.path.join(out, "metrics.csv"), buffer.getvalue())
     scores = scores_from_counts(*totals, class_names=names)
     summary = {
-        "split": args.split, "images": meta["count"], "model": os.path.abspath(model_path), "task": config.task,
-        "threshold": config.threshold, "classes": names,
+        "split": split, "images": meta["count"], "model": os.path.abspath(predictor.path), "task": task,
+        "threshold": threshold, "classes": names,
         "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()},
         "mean_iou": _number(scores["mean_iou"]),
         **{kind: {n: _number(scores[kind][k]) for k, n in enumerate(names)} for kind in KINDS},
         "pixels": {n: {"tp": int(totals[0, k]), "fp": int(totals[1, k]), "fn": int(totals[2, k])}
                    for k, n in enumerate(names)},
     }
-    if config.task == "multiclass":
+    if task == "multiclass":
         summary["pixel_accuracy"] = _number(np.trace(confusion) / max(confusion.sum(), 1))
         summary["confusion_matrix"] = {"rows": "truth", "columns": "prediction", "matrix": confusion.tolist()}
     write_png(os.path.join(out, "legend.png"), np.asarray(legend(colours)))
-    title = f"{args.split}: mean IoU {summary['mean_iou'] or float('nan'):.3f}"
+    title = f"{split}: mean IoU {summary['mean_iou'] or float('nan'):.3f}"
     write_png(os.path.join(out, "sheet.png"), np.asarray(contact_sheet(sheet, colours, columns=2, title=title)))
     write_json(os.path.join(out, "summary.json"), summary)
-    log(f"imseg-infer: {meta['count']} images of '{args.split}': mean IoU {summary['mean_iou']:.4f}; "
-        + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None))
-    log(f"imseg-infer: wrote masks, overlays, metrics.csv and summary.json to {out}")
-
-
-def _num_all_classes(args):
-    from imseg.classes import load_class_names
-    from imseg.classes import default_classes_path
-
-    return len(load_class_names(args.classes_path or default_classes_path(args.data_path)))
+    return summary
 
 
 def _number(value):
@@ -251,37 +321,53 @@ def image_files(paths):
     return found
 
 
-def predict_images(args, config, names, model, log):
+def predict_images(predictor, paths, output, overlap=0.25, batch_size=None, save_probs=False, log=log):
+    """Predict image files of any size with a sliding window; writes masks, overlays and a summary to `output`.
+
+    Args:
+        predictor: from `load_predictor`.
+        paths: image files or folders of them (JPEG, PNG, GeoTIFF).
+        output: the output folder (created; an existing one is written into).
+        overlap: the fraction of a tile shared with its neighbour, 0 to 0.5.
+        batch_size: tiles per prediction call (default: the predictor's).
+        save_probs: also write float16 probabilities.
+        log: called with each line to report.
+
+    Returns:
+        The summary (also written as `summary.json`).
+    """
     from imseg.data.images import GEOTIFF, read_image
-    from imseg.outputs import write_json, write_png
+    from imseg.outputs import output_folder, write_json, write_png
     from imseg.predict import predict_image, predict_masks
     from imseg.progress import Progress
     from imseg.visualize import class_colours, drawn_colours, legend
 
-    files = image_files(args.images)
+    files = image_files(paths)
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     if len(set(stems)) != len(stems):
         raise ConfigError("two input images share a file name; predict them into separate --output folders")
+    names, task, threshold = list(predictor.classes), predictor.task, predictor.threshold
     colours = class_colours(names)
-    _make_dirs(args.output, names, args.save_probs, config.task)
-    written = {}
-    for path, stem in zip(files, stems):
-        image, valid = read_image(path, with_valid=True)
-        geo = _georeference(path) if path.lower().endswith(GEOTIFF) else None
-
-        logits = predict_image(model, image, overlap=args.overlap, batch_size=args.batch_size or config.batch_size,
-                               output="logits", progress=Progress(f"predicting {stem}", unit="tiles"))
-        predicted = predict_masks(logits, config.task, config.threshold) & valid[..., None]
-        _write_prediction(args.output, stem, image, predicted, names, drawn_colours(names), args.save_probs, logits,
-                          geo=geo, task=config.task, valid=valid)
-        written[stem] = {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
-                         "georeferenced": geo is not None, "nodata_pixels": int((~valid).sum())}
-    write_png(os.path.join(args.output, "legend.png"), np.asarray(legend(colours)))
-    write_json(os.path.join(args.output, "summary.json"), {
-        "classes": names, "task": config.task, "threshold": config.threshold, "overlap": args.overlap,
-        "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()}, "images": written,
-    })
-    log(f"imseg-infer: predicted {len(files)} image(s) into {args.output}")
+    with output_folder(output, "imseg-infer"):
+        _make_dirs(output, names, save_probs, task)
+        written = {}
+        for path, stem in zip(files, stems):
+            image, valid = read_image(path, with_valid=True)
+            geo = _georeference(path) if path.lower().endswith(GEOTIFF) else None
+            logits = predict_image(predictor.model, image, overlap=overlap, batch_size=batch_size or predictor.batch_size,
+                                   output="logits", progress=Progress(f"predicting {stem}", unit="tiles"))
+            predicted = predict_masks(logits, task, threshold) & valid[..., None]
+            _write_prediction(output, stem, image, predicted, names, drawn_colours(names), save_probs, logits,
+                              geo=geo, task=task, valid=valid)
+            written[stem] = {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
+                             "georeferenced": geo is not None, "nodata_pixels": int((~valid).sum())}
+        summary = {"classes": names, "task": task, "threshold": threshold, "overlap": overlap,
+                   "model": os.path.abspath(predictor.path),
+                   "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()}, "images": written}
+        write_png(os.path.join(output, "legend.png"), np.asarray(legend(colours)))
+        write_json(os.path.join(output, "summary.json"), summary)
+    log(f"imseg-infer: predicted {len(files)} image(s) into {output}")
+    return summary
 
 
 def _georeference(path):
@@ -296,22 +382,18 @@ def _georeference(path):
 def main(argv=None):
     args = parse_args(argv)
 
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
-
-    try:
-        config, names, indices, model, model_path = load_inputs(args)
+    def work():
+        if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+            raise ConfigError(f"{args.output}: --output names a file; give a folder (it is created if needed)")
+        predictor = load_predictor(args.model, args.config, args.data_path, args.classes_path, args.output_dir)
         if args.images:
-            predict_images(args, config, names, model, log)
+            predict_images(predictor, args.images, args.output, overlap=args.overlap, batch_size=args.batch_size,
+                           save_probs=args.save_probs)
         else:
-            predict_split(args, config, names, indices, model, model_path, log)
-    except UserError as e:
-        print(f"imseg-infer: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("imseg-infer: interrupted", file=sys.stderr)
-        return 130
-    return 0
+            predict_split(predictor, args.data_path, args.split, classes_path=args.classes_path,
+                          output_dir=args.output_dir, batch_size=args.batch_size, save_probs=args.save_probs)
+
+    return run("imseg-infer", work)
 
 
 if __name__ == "__main__":

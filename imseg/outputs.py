@@ -1,12 +1,19 @@
-"""The `D/im_seg/out/<name>/` layout of a run, and atomic file writes (temp file + rename)."""
+"""Where runs write and how: the `out/<name>/` layout of a run, locks that keep one process per folder, and
+atomic file writes (temp file + rename)."""
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
+
+from imseg.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -17,8 +24,10 @@ class RunPaths:
     name: str
 
     @classmethod
-    def for_run(cls, data_path, name):
-        return cls(os.path.join(data_path, "im_seg", "out", name), name)
+    def for_run(cls, data_path, name, output_dir=None):
+        """`output_dir/<name>`, or by default `D/im_seg/out/<name>` beside the data."""
+        parent = output_dir if output_dir else os.path.join(data_path, "im_seg", "out")
+        return cls(os.path.join(parent, name), name)
 
     @property
     def config(self):
@@ -60,11 +69,85 @@ class RunPaths:
         for folder in (self.checkpoints, self.metrics, self.resume):
             os.makedirs(folder, exist_ok=True)
 
+    def clear(self):
+        """Remove everything of an earlier run (`--overwrite`), except the lock this process holds."""
+        for entry in os.listdir(self.root):
+            path = os.path.join(self.root, entry)
+            if entry != LOCK_NAME:
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
     def remove_stale_temporaries(self):
         """Temporary files left by a process killed while writing (the real files are intact)."""
         for folder in (self.root, self.checkpoints, self.metrics, self.resume):
             for path in glob.glob(os.path.join(folder, ".*.tmp*")):
                 os.remove(path)
+
+
+LOCK_NAME = ".lock"
+
+
+class FolderLock:
+    """An exclusive `fcntl.flock` on `folder/.lock`, held until `release()` or the end of the process.
+
+    The kernel drops the lock when the process dies, even by `kill -9`, so it is never stale. The file
+    records who holds it (PID, host, program, start time) for the message another process gets.
+    """
+
+    def __init__(self, folder, program):
+        self.folder, self.program = folder, program
+        self.path = os.path.join(folder, LOCK_NAME)
+        self._fd = None
+
+    def acquire(self):
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise ConfigError(f"{self.folder}: cannot create the output folder ({e.strerror}); "
+                              "pass --output-dir DIR to write elsewhere") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"{self.folder}: in use by {holder}; wait for it to finish or stop it, "
+                              "or choose another name or --output-dir") from None
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(fd, f"{self.program} (PID {os.getpid()} on host {socket.gethostname()}, since {started})".encode())
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+@contextlib.contextmanager
+def output_folder(folder, program):
+    """Hold the lock of an output folder while writing into it; if the work fails, remove the folder when
+    this call created it (nothing half-written is left behind)."""
+    top = folder
+    while not os.path.exists(os.path.dirname(top) or "."):
+        top = os.path.dirname(top)
+    created = not os.path.exists(top)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"{folder}: exists and is not a folder; choose another output folder")
+    with FolderLock(folder, program):
+        try:
+            yield folder
+        except BaseException:
+            if created:
+                shutil.rmtree(top, ignore_errors=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -110,14 +193,6 @@ def write_png(path, array):
 
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-
-
-def save_model(model, path):
-    """Save a Keras model to `path` (a `.keras` file) atomically; returns the file's SHA-256."""
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-        digest = sha256(tmp)
-    return digest
 
 
 def sha256(path):

@@ -1,30 +1,75 @@
 """imseg-train: train a model from an AIR ImSeg config on an AIR `im_seg` dataset.
 
 Everything the user passes is checked (config, classes, data layout, backbone layers) before anything
-is written under `D/im_seg/out/`. Bad input: one line on stderr and exit status 2.
+is written under the run folder. Bad input: one line on stderr and exit status 2. A run holds a lock on its
+folder for its whole life, so a second process with the same run (a repeated start, a `--resume` while
+the first still trains) is refused.
 """
 
 import math
 import os
 import shutil
-import signal
 import sys
 import time
+from dataclasses import dataclass, field
 
 from imseg import __version__
-from imseg.cli import ArgumentParser
-from imseg.errors import ConfigError, TrainingStopped, UserError
-from imseg.signals import Interrupted, StopSignals
+from imseg.cli import ArgumentParser, log, run
+from imseg.errors import ConfigError
 from imseg.tfenv import import_tensorflow
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a training run is asked to do (the command line's options, as Python can pass them).
+
+    Args:
+        data_path: the dataset root `D` holding `D/im_seg/{train,val}`.
+        config_path: the config file.
+        classes_path: `classes.json` (default: ./classes.json, else `D/classes.json`).
+        overrides: `key=value` strings, as `--set` takes them.
+        resume: continue the run of the config's name from its last completed epoch.
+        overwrite: replace an existing run of the same name.
+        output_dir: where run folders go (default `D/im_seg/out`).
+    """
+
+    data_path: str
+    config_path: str
+    classes_path: str = None
+    overrides: tuple = ()
+    resume: bool = False
+    overwrite: bool = False
+    output_dir: str = None
+
+
+@dataclass
+class PreparedRun:
+    """A run checked and ready to train: its config, classes, folder, compiled model and cached data.
+
+    `lock` holds the run folder for this process (only the chief of several workers takes it).
+    """
+
+    config: object
+    names: list
+    outputs: list
+    indices: list
+    paths: object
+    model: object
+    details: dict
+    train_meta: dict
+    val_meta: dict
+    resolved: dict
+    lock: object = field(default=None, repr=False)
 
 
 def parse_args(argv=None):
     p = ArgumentParser(prog="imseg-train", description="Train a RefineNet on an AIR im_seg dataset.")
-    p.add_argument("--data_path", help="dataset root D holding D/im_seg/{train,val,test}")
-    p.add_argument("--classes_path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    p.add_argument("--data-path", help="dataset root D holding D/im_seg/{train,val,test}")
+    p.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set epochs=1 --set augment.flip=false (repeatable)")
+    p.add_argument("--output-dir", metavar="DIR", help="write the run to DIR/<name> (default: D/im_seg/out/<name>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run of the config's name from its last completed epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
@@ -33,44 +78,48 @@ def parse_args(argv=None):
     p.add_argument("--version", action="version", version=f"imseg {__version__}")
     args = p.parse_args(argv)
     if not args.demo and (not args.data_path or not args.config):
-        p.error("--data_path and --config are required (or --demo)")
+        p.error("--data-path and --config are required (or --demo)")
     return args
 
 
-def use_demo(args):
-    """Write the demo dataset (if absent) and point the arguments the user left out at it."""
-    from imseg.demo import write_demo_data
+def options_from(args):
+    """TrainOptions from parsed arguments, with the demo dataset written and filled in for `--demo`."""
+    data_path, classes_path, config_path = args.data_path, args.classes_path, args.config
+    if args.demo:
+        from imseg.demo import write_demo_data
 
-    data_path, classes_path, config_path = write_demo_data(os.path.abspath("demo_data"))
-    args.data_path = args.data_path or data_path
-    args.classes_path = args.classes_path or classes_path
-    args.config = args.config or config_path
+        demo = write_demo_data(os.path.abspath("demo_data"))
+        data_path, classes_path, config_path = data_path or demo[0], classes_path or demo[1], config_path or demo[2]
+    return TrainOptions(data_path=data_path, config_path=config_path, classes_path=classes_path,
+                        overrides=tuple(args.set), resume=args.resume, overwrite=args.overwrite,
+                        output_dir=args.output_dir)
 
 
-def prepare(args, log, strategy=None):
-    """Validate every input and build the model; writes nothing under out/. Returns a dict of parts."""
-    from imseg.classes import load_class_names, select_classes
+def prepare(options, strategy=None):
+    """Validate every input, lock the run folder (created if needed), build the model and cache the data.
+    On any error nothing is left behind. Returns a PreparedRun."""
+    from imseg.classes import default_classes_path, load_class_names, select_classes
     from imseg.config import load_config
     from imseg.layout import list_split
-    from imseg.outputs import RunPaths
+    from imseg.outputs import FolderLock, RunPaths
     from imseg.resume import check_resumable
 
-    from imseg.classes import default_classes_path
-
-    args.classes_path = args.classes_path or default_classes_path(args.data_path)
-    config = load_config(args.config, args.set)
-    source = args.config
-    all_names = load_class_names(args.classes_path)
+    data_path = options.data_path
+    config = load_config(options.config_path, options.overrides)
+    source = options.config_path
+    all_names = load_class_names(options.classes_path or default_classes_path(data_path))
     names, indices = select_classes(config, all_names, source)
-    if not os.path.isdir(os.path.join(args.data_path, "im_seg")):
-        raise ConfigError(f"{args.data_path}: no im_seg folder (expected {args.data_path}/im_seg/train, val, test)")
-    train_entries = list_split(args.data_path, "train")
-    list_split(args.data_path, "val")
-    paths = RunPaths.for_run(args.data_path, config.name)
+    if os.path.isfile(data_path):
+        raise ConfigError(f"{data_path}: --data-path names a file; give the dataset's root folder (it holds im_seg/)")
+    if not os.path.isdir(os.path.join(data_path, "im_seg")):
+        raise ConfigError(f"{data_path}: no im_seg folder (expected {data_path}/im_seg/train, val, test)")
+    train_entries = list_split(data_path, "train")
+    list_split(data_path, "val")
+    paths = RunPaths.for_run(data_path, config.name, options.output_dir)
     resolved = {**config.to_dict(), "classes": names}
-    if args.resume:
+    if options.resume:
         check_resumable(paths, resolved)
-    elif os.path.isdir(paths.root) and os.listdir(paths.root) and not args.overwrite:
+    elif os.path.isdir(paths.root) and set(os.listdir(paths.root)) - {".lock"} and not options.overwrite:
         raise ConfigError(
             f"{paths.root}: a run named '{config.name}' already exists; pass --resume to continue it, "
             "--overwrite to replace it, or set another 'name'"
@@ -78,20 +127,34 @@ def prepare(args, log, strategy=None):
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
     from imseg.build import build_model, set_head_priors
-    from imseg.distribute import is_chief, make_strategy
     from imseg.classes import output_names
     from imseg.dataset import class_frequencies, load_splits, split_check
+    from imseg.distribute import is_chief, make_strategy
 
     strategy = strategy or make_strategy()
-    outputs = output_names(config, names)
-    steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
-    model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
-    details["chief"] = is_chief(strategy)
-    train_meta, val_meta = load_splits(args.data_path, ["train", "val"], len(all_names), log,
-                                       split_check(config.task, indices, names))
-    set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
-    return dict(config=config, names=names, outputs=outputs, indices=indices, paths=paths, model=model,
-                details=details, train_meta=train_meta, val_meta=val_meta, resolved=resolved)
+    chief = is_chief(strategy)
+    created = paths.root
+    while not os.path.exists(os.path.dirname(created)):  # the highest folder the lock will create
+        created = os.path.dirname(created)
+    created = None if os.path.exists(created) else created
+    lock = FolderLock(paths.root, "imseg-train").acquire() if chief else None
+    try:
+        outputs = output_names(config, names)
+        steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
+        model, details = build_model(config, outputs, strategy=strategy, source=source,
+                                     steps_per_epoch=steps_per_epoch)
+        details["chief"] = chief
+        train_meta, val_meta = load_splits(data_path, ["train", "val"], len(all_names), log,
+                                           split_check(config.task, indices, names))
+        set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
+    except BaseException:
+        if lock:  # nothing written: not even the run folder the lock needed
+            lock.release()
+            if created:
+                shutil.rmtree(created, ignore_errors=True)
+        raise
+    return PreparedRun(config=config, names=names, outputs=outputs, indices=indices, paths=paths, model=model,
+                       details=details, train_meta=train_meta, val_meta=val_meta, resolved=resolved, lock=lock)
 
 
 def _check_writable(folder):
@@ -99,12 +162,14 @@ def _check_writable(folder):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing) or "."
     if not os.path.isdir(existing):
-        raise ConfigError(f"{existing}: not a folder, so the run's output folder cannot be created there")
+        raise ConfigError(f"{existing}: not a folder, so the run's output folder cannot be created there; "
+                          "pass --output-dir DIR to write the run elsewhere")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{existing}: output folder is not writable")
+        raise ConfigError(f"{existing}: output folder is not writable; pass --output-dir DIR to write the run "
+                          "elsewhere (DIR/<name>)")
 
 
-def _restore(model, paths, state, val_ds, parts, log):
+def _restore(model, paths, state, val_ds, prepared):
     """Load the last completed epoch's weights and optimizer state; return (epoch, best, best_epoch)."""
     from imseg.resume import best_so_far
 
@@ -117,7 +182,7 @@ def _restore(model, paths, state, val_ds, parts, log):
 
     def score(path):
         log(f"imseg: {path} is newer than best.json (a stop while it was written); scoring it on val")
-        return score_checkpoint(path, val_ds, parts["outputs"], parts["config"])
+        return score_checkpoint(path, val_ds, prepared.outputs, prepared.config)
 
     best, best_epoch = best_so_far(paths, state, score)
     return epoch, best, best_epoch
@@ -136,7 +201,17 @@ def score_checkpoint(path, val_ds, names, config):
     return float(metric.result()[config.monitor[len("val_"):]])
 
 
-def train(args, parts, log, signals):
+def train(options, prepared, signals):
+    """Train a prepared run to the end (or its early stop), writing the run folder; `signals` (StopSignals)
+    stops it cleanly at the end of a step. The run folder's lock is released when this returns or raises."""
+    try:
+        _train(options, prepared, signals)
+    finally:
+        if prepared.lock:
+            prepared.lock.release()
+
+
+def _train(options, prepared, signals):
     import keras
 
     from imseg.callbacks import (BestIoUCheckpoint, EarlyStopping, EvaluateWithEMA, ResumeState, RunLogger,
@@ -145,46 +220,48 @@ def train(args, parts, log, signals):
     from imseg.outputs import write_json
     from imseg.resume import load_state
 
-    config, paths, model = parts["config"], parts["paths"], parts["model"]
-    chief = parts["details"]["chief"]  # with several workers, only the chief writes
+    config, paths, model = prepared.config, prepared.paths, prepared.model
+    details = prepared.details
+    chief = details["chief"]  # with several workers, only the chief writes
     if chief:
-        if args.overwrite and not args.resume and os.path.isdir(paths.root):
-            shutil.rmtree(paths.root)
+        if options.overwrite and not options.resume:
+            paths.clear()
         paths.make()
         paths.remove_stale_temporaries()
-        write_json(paths.config, {**parts["resolved"], "resolved": parts["details"]})
+        write_json(paths.config, {**prepared.resolved, "resolved": details})
 
     target = {"task": config.task, "background": config.background}
-    val_ds = make_dataset(parts["val_meta"], parts["indices"], config.input_shape, config.batch_size,
+    val_ds = make_dataset(prepared.val_meta, prepared.indices, config.input_shape, config.batch_size,
                           training=False, **target)
-    state = load_state(paths) if args.resume else None
-    initial_epoch, best, best_epoch = _restore(model, paths, state, val_ds, parts, log) if args.resume \
+    state = load_state(paths) if options.resume else None
+    initial_epoch, best, best_epoch = _restore(model, paths, state, val_ds, prepared) if options.resume \
         else (0, -math.inf, None)
-    train_ds = make_dataset(parts["train_meta"], parts["indices"], config.input_shape, config.batch_size,
+    train_ds = make_dataset(prepared.train_meta, prepared.indices, config.input_shape, config.batch_size,
                             training=True, seed=config.seed, first_epoch=initial_epoch, **target)
     checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor, best=best,
-                                   details={"classes": parts["outputs"], "task": config.task,
-                                            "threshold": config.threshold})
+                                   details={"classes": prepared.outputs, "task": config.task,
+                                            "threshold": config.threshold, "name": config.name,
+                                            "input_shape": list(config.input_shape), "imseg": __version__})
     checkpoint.best_epoch = best_epoch
     logger = RunLogger(paths.log, paths.history, config.epochs, rows=read_history(paths.history, initial_epoch))
-    d = parts["details"]
+    xla = "on" if details["jit_compile"] else "off"
     if not chief:
         logger.write_line = lambda line: None
-    elif args.resume:
+    elif options.resume:
         logger.write_line(f"imseg {__version__}: resuming run '{config.name}' after epoch {initial_epoch} "
                           f"(best {config.monitor} so far: {best:.4f})")
     else:
         logger.write_line(
-            f"imseg {__version__}: run '{config.name}' on {args.data_path}: {parts['train_meta']['count']} train / "
-            f"{parts['val_meta']['count']} val images, classes {', '.join(parts['names'])}; "
-            f"precision {d['precision']}, XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)"
+            f"imseg {__version__}: run '{config.name}' on {options.data_path}: {prepared.train_meta['count']} "
+            f"train / {prepared.val_meta['count']} val images, classes {', '.join(prepared.names)}; "
+            f"precision {details['precision']}, XLA {xla}, {details['replicas']} replica(s)"
         )
     if initial_epoch >= config.epochs:
         log(f"imseg: run '{config.name}' already finished {initial_epoch} epochs; to continue, raise them, "
             f"e.g. --resume --set epochs={initial_epoch + 10}")
         return
-    log(f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({d['precision']}, "
-        f"XLA {'on' if d['jit_compile'] else 'off'}, {d['replicas']} replica(s)); logs in {paths.metrics}")
+    log(f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({details['precision']}, "
+        f"XLA {xla}, {details['replicas']} replica(s)); logs in {paths.metrics}")
     tensorboard = keras.callbacks.TensorBoard(log_dir=paths.metrics, write_graph=False, profile_batch=0)
     callbacks = [StopOnSignal(signals), StopOnNonFiniteLoss()]
     if config.ema is not None:
@@ -200,7 +277,7 @@ def train(args, parts, log, signals):
         callbacks += [checkpoint, logger, tensorboard, ResumeState(paths.resume, checkpoint, early)]
     start = time.monotonic()
     try:
-        model.fit(train_ds, steps_per_epoch=batches_per_epoch(parts["train_meta"], config.batch_size),
+        model.fit(train_ds, steps_per_epoch=batches_per_epoch(prepared.train_meta, config.batch_size),
                   validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
     except BaseException as stop:
@@ -224,34 +301,17 @@ def train(args, parts, log, signals):
 def main(argv=None):
     args = parse_args(argv)
 
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
-
-    signals = StopSignals()
-    signals.install()
-    try:
+    def work(signals):
         strategy = None
         if args.demo:
             import_tensorflow()
             from imseg.distribute import make_strategy
 
             strategy = make_strategy()  # before the demo data is written: a multi-worker strategy must be first
-            use_demo(args)
-        parts = prepare(args, log, strategy)
-        train(args, parts, log, signals)
-    except UserError as e:
-        print(f"imseg-train: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingStopped as e:
-        print(f"imseg-train: error: {e}", file=sys.stderr)
-        return 1
-    except (Interrupted, KeyboardInterrupt) as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"imseg-train: stopped by {signal.Signals(signum).name}; continue with --resume", file=sys.stderr)
-        return 128 + signum
-    finally:
-        signals.uninstall()
-    return 0
+        options = options_from(args)
+        train(options, prepare(options, strategy), signals)
+
+    return run("imseg-train", work, stop_signals=True, stopped_hint="; continue with --resume")
 
 
 if __name__ == "__main__":

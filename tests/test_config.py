@@ -141,3 +141,11 @@ def test_the_config_is_frozen_all_the_way_down_and_replace_validates():
     with pytest.raises(ConfigError, match="^Config.replace: key 'epochs': expected an integer >= 1, got 0$"):
         config.replace(epochs=0)
     assert config.replace(augment=config.augment) == config
+
+
+def test_yaml_reads_1e_minus_4_as_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run\nbackbone: ResNet50\nrefine_net_blocks: [[conv5_block3_out]]\n"
+                    "optimizer_kwargs: {learning_rate: 1e-4, epsilon: 1E-7}\n")
+    config = load_config(str(path), ["optimizer_kwargs.weight_decay=5e-5"])
+    assert config.optimizer_kwargs == {"learning_rate": 1e-4, "epsilon": 1e-7, "weight_decay": 5e-5}

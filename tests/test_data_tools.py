@@ -203,6 +203,17 @@ def test_verify_passes_a_clean_dataset(sources, capsys):
     assert "dataset is clean" in out and "building:other" in out and "% of pixels" in out
 
 
+def test_verify_reports_an_empty_test_split_as_training_sees_it(sources, capsys):
+    assert convert(sources, "--split", "0.6", "0.4", "0") == 0
+    assert main(["verify", "--data_path", str(sources / "out")]) == 0  # training needs train and val only
+    assert "test: empty (training does not need it; imseg-infer --split test does)" in capsys.readouterr().out
+    for name in os.listdir(sources / "out" / "im_seg" / "val" / "images"):
+        os.remove(sources / "out" / "im_seg" / "val" / "images" / name)
+        os.remove(sources / "out" / "im_seg" / "val" / "annotations" / (os.path.splitext(name)[0] + ".json"))
+    assert main(["verify", "--data_path", str(sources / "out")]) == 1
+    assert "split 'val' is empty (no images) (training needs it)" in capsys.readouterr().out
+
+
 def test_verify_names_every_planted_problem(sources, capsys):
     convert(sources)
     train = sources / "out" / "im_seg" / "train"

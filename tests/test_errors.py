@@ -39,12 +39,15 @@ class Case:
         self.config = dict(BASE)
         self.extra = []
         self.program = "train"
+        self.command = None  # the whole argument list, for imseg-export and imseg-data
 
     def write_config(self, text=None):
         with open(self.F, "w") as f:
             f.write(text if text is not None else json.dumps(self.config))
 
     def argv(self):
+        if self.command is not None:
+            return self.command
         if self.program == "infer":
             return ["--config", self.F, "--classes_path", self.C, "--data_path", self.D, *self.extra]
         return ["--data_path", self.D, "--classes_path", self.C, "--config", self.F, *self.extra]
@@ -63,6 +66,50 @@ class Case:
         resolved = {**config_from_dict(self.config).to_dict(), "classes": ["building:other", "highway:other"]}
         with open(os.path.join(self.D, "im_seg", "out", "e", "config.json"), "w") as f:
             json.dump(resolved, f)
+
+
+def hold_lock(folder, program="imseg-train"):
+    """Another process's lock on `folder`, as FolderLock takes it (a second open file description conflicts
+    with it even within this process)."""
+    from imseg.outputs import FolderLock
+
+    HELD.append(FolderLock(folder, program).acquire())
+
+
+HELD = []
+
+
+def infer_with_model(c, *extra):
+    c.program = "infer"
+    c.T = c.T + ".keras"
+    tiny_model(c.T, 2)
+    c.extra.extend(["--model", c.T, *extra])
+
+
+def images_folder(c, sizes, names=None, mode="RGB"):
+    """Source images and colour masks for imseg-data convert under {T}; returns the argument list."""
+    from PIL import Image
+
+    os.makedirs(os.path.join(c.T, "images"))
+    os.makedirs(os.path.join(c.T, "masks"))
+    for i, (h, w) in enumerate(sizes):
+        name = (names or [f"s{i}.png" for _ in sizes])[i]
+        stem = os.path.splitext(name)[0]
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(os.path.join(c.T, "images", name))
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(os.path.join(c.T, "masks", stem + ".png"))
+    with open(os.path.join(c.T, "map.json"), "w") as f:
+        json.dump({"#000000": "building"}, f)
+    c.program = "data"
+    c.command = ["convert", "--images", os.path.join(c.T, "images"), "--masks", os.path.join(c.T, "masks"),
+                 "--mask-type", "color", "--class-map", os.path.join(c.T, "map.json"), "--tile-size", "16",
+                 "--output", os.path.join(c.T, "out")]
+    return c.command
+
+
+def png16(path, shape=(32, 32)):
+    from PIL import Image
+
+    Image.fromarray(np.full(shape, 1000, np.uint16)).save(path)
 
 
 def offline(monkeypatch):
@@ -142,6 +189,55 @@ SCENARIOS = {
                                         c.annotation("train", 2, np.ones((2, 32, 32)))),
     "ignore-values": lambda c, m: c.annotation("train", 1, np.zeros((2, 32, 32)), ignore=np.full((32, 32), 3)),
     "ignore-size": lambda c, m: c.annotation("val", 1, np.zeros((2, 32, 32)), ignore=np.zeros((32, 30))),
+    "run-in-use": lambda c, m: hold_lock(os.path.join(c.D, "im_seg", "out", "e")),
+    "resume-in-use": lambda c, m: (c.existing_run(), hold_lock(os.path.join(c.D, "im_seg", "out", "e")),
+                                   c.extra.append("--resume")),
+    "preds-in-use": lambda c, m: (infer_with_model(c), hold_lock(os.path.join(c.D, "im_seg", "out", "e", "preds", "val"),
+                                                                 "imseg-infer")),
+    "data-path-file": lambda c, m: (setattr(c, "D", c.T), open(c.T, "w").close()),
+    "cache-dir-file": lambda c, m: (open(c.T, "w").close(), m.setenv("IMSEG_CACHE_DIR", c.T)),
+    "weights-not-hdf5": lambda c, m: (open(c.T, "w").write("not weights"),
+                                      c.config.update(pretrained=True, backbone_kwargs={"weights": c.T, "alpha": 0.35})),
+    "weights-other-model": lambda c, m: (setattr(c, "T", c.T + ".weights.h5"), keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2)]).save_weights(c.T),
+        c.config.update(pretrained=True, backbone_kwargs={"weights": c.T, "alpha": 0.35})),
+    "duplicate-class": lambda c, m: open(c.C, "w").write('{"building": ["other", "other"]}'),
+    "garbage-npz": lambda c, m: (os.remove(os.path.join(c.D, "im_seg/train/annotations/1.json")),
+                                 open(os.path.join(c.D, "im_seg/train/annotations/1.npz"), "wb").write(b"PK\x03\x04junk")),
+    "png-16bit": lambda c, m: (os.remove(os.path.join(c.D, "im_seg/train/images/1.jpg")),
+                               png16(os.path.join(c.D, "im_seg/train/images/1.png"))),
+    "infer-batch-size": lambda c, m: infer_with_model(c, "--batch-size", "-3"),
+    "infer-overlap": lambda c, m: infer_with_model(c, "--overlap", "0.7"),
+    "infer-split-and-images": lambda c, m: infer_with_model(c, "--split", "val", "--images", c.D,
+                                                            "--output", os.path.join(c.D, "x")),
+    "infer-output-file": lambda c, m: (infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"),
+                                                        "--output", c.C)),
+    "infer-no-record": lambda c, m: (infer_with_model(c), setattr(c, "command", [
+        "--model", c.T, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", os.path.join(c.D, "p")])),
+    "export-output-file": lambda c, m: (setattr(c, "program", "export"), setattr(c, "T", c.T + ".keras"),
+                                        tiny_model(c.T, 2), setattr(c, "command", [
+                                            "--model", c.T, "--format", "saved_model", "--output", c.C])),
+    "export-output-not-empty": lambda c, m: (setattr(c, "program", "export"), setattr(c, "T", c.T + ".keras"),
+                                             tiny_model(c.T, 2), setattr(c, "command", [
+                                                 "--model", c.T, "--format", "litert", "--output", c.D])),
+    "export-onnx-missing": lambda c, m: (
+        setattr(c, "program", "export"), setattr(c, "T", c.T + ".keras"), tiny_model(c.T, 2),
+        m.setattr("importlib.util.find_spec", lambda name, *a: None if name == "tf2onnx" else object()),
+        setattr(c, "command", ["--model", c.T, "--format", "onnx", "--output", os.path.join(c.D, "onnx")])),
+    "export-not-a-model": lambda c, m: (setattr(c, "program", "export"), open(c.T, "w").write("text"),
+                                        setattr(c, "command", ["--model", c.T, "--format", "onnx", "--output",
+                                                               os.path.join(c.D, "onnx")])),
+    "show-n": lambda c, m: (setattr(c, "program", "data"), setattr(c, "command", [
+        "show", "--data_path", c.D, "--classes_path", c.C, "-n", "0", "--output", os.path.join(c.D, "s.png")])),
+    "show-output-folder": lambda c, m: (setattr(c, "program", "data"), setattr(c, "command", [
+        "show", "--data_path", c.D, "--classes_path", c.C, "--output", c.D])),
+    "tile-size": lambda c, m: images_folder(c, [(20, 20)]).extend(["--tile-size", "0"]),
+    "same-stem": lambda c, m: images_folder(c, [(20, 20), (20, 20)], names=["s0.jpg", "s0.png"]),
+    "empty-splits": lambda c, m: images_folder(c, [(20, 20), (20, 20)]),
+    "mask-size": lambda c, m: (images_folder(c, [(20, 20)] * 3), __import__("PIL.Image").Image.fromarray(
+        np.zeros((20, 24, 3), np.uint8)).save(os.path.join(c.T, "masks", "s1.png"))),
+    "convert-16bit": lambda c, m: (images_folder(c, [(20, 20)] * 3), png16(os.path.join(c.T, "images", "s2.png"),
+                                                                           (20, 20))),
 }
 
 
@@ -150,11 +246,18 @@ def test_every_documented_row_has_a_scenario():
 
 
 def snapshot(folder):
-    return {os.path.join(d, f): os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs}
+    """Every file (with its modification time) and every folder: nothing may appear, change or vanish."""
+    found = {}
+    for d, folders, files in os.walk(folder):
+        found.update({os.path.join(d, f): os.path.getmtime(os.path.join(d, f)) for f in files})
+        found.update({os.path.join(d, f) + "/": None for f in folders})
+    return found
 
 
 @pytest.mark.parametrize("row", rows(), ids=[r[0] for r in rows()])
 def test_error(row, tmp_path, monkeypatch, capsys):
+    from imseg.data.__main__ import main as data_main
+    from imseg.export import main as export_main
     from imseg.infer import main as infer_main
     from imseg.train import main as train_main
 
@@ -162,14 +265,22 @@ def test_error(row, tmp_path, monkeypatch, capsys):
     case = Case(str(tmp_path))
     if not os.path.exists(case.F):
         case.write_config()
-    SCENARIOS[name](case, monkeypatch)
-    if name not in ("json-syntax", "yaml-syntax", "config-missing"):
-        case.write_config()
-    watched = os.path.dirname(case.D)
-    before = snapshot(watched)
-    capsys.readouterr()
-    main = infer_main if case.program == "infer" else train_main
-    assert main(case.argv()) == code
+    try:
+        SCENARIOS[name](case, monkeypatch)
+        if name not in ("json-syntax", "yaml-syntax", "config-missing"):
+            case.write_config()
+        watched = os.path.dirname(case.D)
+        before = snapshot(watched)
+        capsys.readouterr()
+        main = {"train": train_main, "infer": infer_main, "export": export_main, "data": data_main}[case.program]
+        try:
+            status = main(case.argv())
+        except SystemExit as e:  # argparse's usage errors
+            status = e.code
+    finally:
+        while HELD:
+            HELD.pop().release()
+    assert status == code
     err = capsys.readouterr().err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -180,5 +291,6 @@ def test_error(row, tmp_path, monkeypatch, capsys):
         assert last.startswith(expected[:-1]), last
     else:
         assert last == expected
-    assert len([line for line in err.splitlines() if not line.startswith("imseg: caching")]) == 1, err
+    progress = ("imseg: caching", "converting:")  # progress lines before the error are allowed
+    assert len([line for line in err.splitlines() if not line.startswith(progress)]) == 1, err
     assert snapshot(watched) == before  # nothing written: no out/, no cache, nothing changed

@@ -56,4 +56,23 @@ def test_missing_or_bad_model_file(tmp_path):
     result = run_module("imseg.export", "--model", str(tmp_path / "x.keras"), "--format", "saved_model",
                         "--output", str(tmp_path / "o"))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"imseg-export: error: {tmp_path / 'x.keras'}: model file not found"
+    assert result.stderr.strip() == (f"imseg-export: error: {tmp_path / 'x.keras'}: model file not found (train first, "
+                                     "or pass --model)")
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_export_carries_the_model_record_and_replaces_only_with_overwrite(model_and_images, tmp_path):
+    import json
+
+    path = model_and_images[0]
+    folder = tmp_path / "lite"
+    export(path, "litert", str(folder))
+    record = json.loads((folder / "imseg.json").read_text())
+    assert record["classes"] == ["building:other", "highway:other"] and record["task"] == "multilabel"
+    again = run_module("imseg.export", "--model", path, "--format", "litert", "--output", str(folder))
+    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+    export_again = run_module("imseg.export", "--model", path, "--format", "litert", "--output", str(folder),
+                              "--overwrite")
+    assert export_again.returncode == 0, export_again.stderr
+    assert sorted(os.listdir(folder)) == ["best.tflite", "imseg.json"]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left

@@ -231,3 +231,28 @@ def test_multiclass_with_background_and_ignored_border_from_training_to_split_sc
     assert summary["mean_iou"] == pytest.approx(np.nanmean(iou[:2]))
     assert summary["mean_iou"] == pytest.approx(float(epoch["val_mean_iou"]), abs=1e-6)
     assert float(epoch["val_pixel_accuracy"]) == pytest.approx(summary["pixel_accuracy"], abs=1e-6)
+
+
+def test_a_model_file_says_what_it_predicts(trained, best_model, tmp_path):
+    """best.keras carries its classes, task and threshold: moved away from its run it predicts images without
+    a config, and a classes file that lacks its classes is refused."""
+    from imseg.checkpoints import read_metadata
+
+    record = read_metadata(best_model)
+    assert record["classes"] == ["building:other", "highway:other"] and record["task"] == "multilabel"
+    assert record["threshold"] == 0.0 and record["epoch"] == 1
+    moved = tmp_path / "elsewhere.keras"
+    shutil.copy(best_model, moved)
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    result = run_module("imseg.infer", "--model", moved, "--images", tmp_path / "a.png", "--output", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["classes"] == record["classes"] and summary["model"] == str(moved)
+    (tmp_path / "other.json").write_text(json.dumps({"building": ["other"], "water": ["lake"]}))
+    refused = run_module("imseg.infer", "--model", moved, "--classes-path", tmp_path / "other.json",
+                         "--images", tmp_path / "a.png", "--output", tmp_path / "o2")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"imseg-infer: error: {moved}: trained on classes ['building:other', 'highway:other'], but "
+        f"{tmp_path / 'other.json'} lacks highway:other"]
+    assert not os.path.exists(tmp_path / "o2")

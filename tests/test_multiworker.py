@@ -13,9 +13,9 @@ import hashlib, sys
 import numpy as np
 import imseg.train as t
 real = t.train
-def train(args, parts, log, signals):
-    real(args, parts, log, signals)
-    digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in parts["model"].get_weights())).hexdigest()
+def train(options, prepared, signals):
+    real(options, prepared, signals)
+    digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in prepared.model.get_weights())).hexdigest()
     open(sys.argv[1], "w").write(digest)
 t.train = train
 sys.exit(t.main(sys.argv[2:]))

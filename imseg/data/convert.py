@@ -67,11 +67,7 @@ def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
                 raise ConfigError(f"{d}: folder not found")
         masks = _files_by_stem(mask_dir) if mask_type != "binary" else None
         per_class = {c: _files_by_stem(os.path.join(mask_dir, c)) for c in class_dirs or ()}
-        for name in sorted(os.listdir(image_dir)):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                continue
-            image = os.path.join(image_dir, name)
+        for stem, image in _files_by_stem(image_dir).items():
             if mask_type == "binary":
                 mask = {c: found.get(stem) for c, found in per_class.items()}
                 missing += [os.path.join(mask_dir, c, stem + ".*") for c, p in mask.items() if p is None]
@@ -88,10 +84,20 @@ def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
 
 
 def _files_by_stem(folder):
+    """{stem: path} of the image files of a folder, in name order; two files with one stem are an error (one
+    scene in two formats would land in two splits)."""
     if not os.path.isdir(folder):
         raise ConfigError(f"{folder}: folder not found")
-    return {os.path.splitext(n)[0]: os.path.join(folder, n) for n in os.listdir(folder)
-            if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS}
+    found = {}
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_EXTENSIONS or name.startswith("."):
+            continue
+        if stem in found:
+            raise DataError(f"{folder}: two files share the name '{stem}': {os.path.basename(found[stem])} and "
+                            f"{name}; keep one (images and masks are paired by name)")
+        found[stem] = os.path.join(folder, name)
+    return found
 
 
 def to_annotation(mask, mask_type, table, names, path):
@@ -146,37 +152,61 @@ def split_sources(count, fractions, seed):
             for k, split in enumerate(("train", "val", "test"))}
 
 
-def convert(args, log):
-    if args.tile_size < 1 or not 0 <= args.overlap < args.tile_size:
-        raise ConfigError(f"--overlap must be at least 0 and less than --tile-size ({args.tile_size}), got {args.overlap}")
-    fractions = list(args.split)
+def convert(images, masks, mask_type, output, tile_size, class_map=None, overlap=0, split=(0.8, 0.1, 0.1), seed=0,
+            annotation_format="json", log=print):
+    """Build an AIR `im_seg` dataset of tiles at `output` from folders of images and masks.
+
+    Args:
+        images, masks: lists of folders, paired in order; each image needs a mask with its file stem.
+        mask_type: "color" (RGB masks and a class map of "#RRGGBB" colours), "index" (one-channel masks and a
+            class map of indices) or "binary" (one subfolder of masks per class).
+        output: the dataset root to create (new, or an empty folder).
+        tile_size: tile edge in pixels; `overlap`: pixels shared by neighbouring tiles.
+        class_map: the class map file (color and index masks).
+        split: fractions of source images for train, val and test; `seed` draws them.
+        annotation_format: "json" (AIR) or "npz" (compact).
+        log: called with each line to report.
+
+    Returns:
+        {split: tiles written}.
+    """
+    if not 0 <= overlap < tile_size:
+        raise ConfigError(f"--overlap must be at least 0 and less than --tile-size ({tile_size}), got {overlap}")
+    fractions = list(split)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(f"--split needs three fractions >= 0 that sum to 1 (train val test), got {fractions}")
-    if args.mask_type == "binary":
-        class_dirs = sorted(d for d in os.listdir(args.masks[0]) if os.path.isdir(os.path.join(args.masks[0], d)))
+    if mask_type == "binary":
+        class_dirs = sorted(d for d in os.listdir(masks[0]) if os.path.isdir(os.path.join(masks[0], d)))
         if not class_dirs:
-            raise ConfigError(f"{args.masks[0]}: --mask-type binary needs one subfolder per class")
+            raise ConfigError(f"{masks[0]}: --mask-type binary needs one subfolder per class")
         table, names = None, sorted({class_name(c) for c in class_dirs})
         names_by_dir = {class_name(c): c for c in class_dirs}
     else:
-        if not args.class_map:
-            raise ConfigError(f"--mask-type {args.mask_type} needs --class-map FILE")
-        table = load_class_map(args.class_map, args.mask_type)
+        if not class_map:
+            raise ConfigError(f"--mask-type {mask_type} needs --class-map FILE")
+        table = load_class_map(class_map, mask_type)
         class_dirs, names_by_dir = None, None
         names = sorted({v for v in table.values() if v not in (IGNORE, BACKGROUND)})
         if not names:
-            raise ConfigError(f"{args.class_map}: maps every value to \"{BACKGROUND}\" or \"{IGNORE}\"; "
+            raise ConfigError(f"{class_map}: maps every value to \"{BACKGROUND}\" or \"{IGNORE}\"; "
                               "name at least one class")
-    sources = pair_sources(args.images, args.masks, args.mask_type, class_dirs)
-    output = os.path.abspath(args.output)
-    if os.path.exists(output) and os.listdir(output):
-        raise ConfigError(f"{output}: output folder exists and is not empty; choose a new one")
-    splits = split_sources(len(sources), fractions, args.seed)
+    sources = pair_sources(images, masks, mask_type, class_dirs)
+    output = os.path.abspath(output)
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise ConfigError(f"{output}: output exists and is not an empty folder; choose a new one")
+    splits = split_sources(len(sources), fractions, seed)
+    empty = [name for name, f in zip(("train", "val", "test"), fractions) if f > 0 and not splits[name]]
+    if empty:
+        raise ConfigError(
+            f"{len(sources)} source image(s) leave split {', '.join(empty)} empty (tiles of one image stay in one "
+            "split); add images, or give that split 0, e.g. --split 0.8 0.2 0 (training needs train and val)"
+        )
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
     try:
-        counts = _write_tiles(args, sources, splits, table, names, names_by_dir, tmp, log)
+        counts = _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap,
+                              annotation_format, tmp)
         classes = collections.defaultdict(list)
         for n in names:
             sup, sub = n.split(":", 1)
@@ -189,15 +219,16 @@ def convert(args, log):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"imseg-data: {len(sources)} images -> " + ", ".join(f"{counts[s]} {s}" for s in counts) +
-        f" tiles of {args.tile_size}x{args.tile_size} in {output}; classes: {', '.join(names)}")
-    return 0
+        f" tiles of {tile_size}x{tile_size} in {output}; classes: {', '.join(names)}")
+    return counts
 
 
-def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
+def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap, annotation_format,
+                 root):
     from imseg.progress import progress
 
     path_map, counts = {}, {}
-    ext = ".npz" if args.format == "npz" else ".json"
+    ext = ".npz" if annotation_format == "npz" else ".json"
     number = 0
     split_of = {i: s for s, members in splits.items() for i in members}
     for split in ("train", "val", "test"):
@@ -206,21 +237,24 @@ def _write_tiles(args, sources, splits, table, names, names_by_dir, root, log):
         counts[split] = 0
     for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
         image, has_data = read_image(image_path, with_valid=True)
-        if args.mask_type == "binary":
+        if mask_type == "binary":
             mask = {n: read_mask(mask_path[names_by_dir[n]], "index") for n in names}
-            shapes = {m.shape[:2] for m in mask.values()}
+            shapes = {n: m.shape[:2] for n, m in mask.items()}
         else:
-            mask = read_mask(mask_path, args.mask_type)
-            shapes = {mask.shape[:2]}
-        if shapes != {image.shape[:2]}:
-            raise DataError(f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask is not")
-        annotation, ignored = to_annotation(mask, args.mask_type, table, names, mask_path)
+            mask = read_mask(mask_path, mask_type)
+            shapes = {mask_path: mask.shape[:2]}
+        for which, shape in shapes.items():
+            if shape != image.shape[:2]:
+                path = mask_path[names_by_dir[which]] if mask_type == "binary" else which
+                raise DataError(f"{path}: mask is {shape[1]}x{shape[0]} (width x height) but its image {image_path} "
+                                f"is {image.shape[1]}x{image.shape[0]}")
+        annotation, ignored = to_annotation(mask, mask_type, table, names, mask_path)
         ignored |= ~has_data
         split = split_of[i]
         h, w = image.shape[:2]
-        t = args.tile_size
-        for y in tile_origins(h, t, args.overlap):
-            for x in tile_origins(w, t, args.overlap):
+        t = tile_size
+        for y in tile_origins(h, t, overlap):
+            for x in tile_origins(w, t, overlap):
                 tile = np.zeros((t, t, 3), np.uint8)
                 ann = np.zeros((len(names), t, t), np.uint8)
                 ignore = np.ones((t, t), np.uint8)  # the zero padding of edge tiles carries no label

@@ -36,11 +36,22 @@ def verify_split(data_path, split, num_classes):
     return good, positives, pixels, problems
 
 
+NEEDED_BY_TRAINING = ("train", "val")
+
+
 def verify(data_path, class_names, out):
-    """Print a report to `out` (a callable taking a line); return the list of problems."""
+    """Print a report to `out` (a callable taking a line); return the list of problems.
+
+    An empty split is a problem only for the splits training needs (train, val); an empty test split is
+    reported, not counted.
+    """
     every = []
     for split in SPLITS:
         good, positives, pixels, problems = verify_split(data_path, split, len(class_names))
+        if split not in NEEDED_BY_TRAINING and not good and all("is empty" in p for p in problems) and problems:
+            out(f"{split}: empty (training does not need it; imseg-infer --split {split} does)")
+            continue
+        problems = [p + " (training needs it)" if "is empty" in p else p for p in problems]
         out(f"{split}: {good} good image/annotation pairs, {len(problems)} problem(s)")
         if pixels:
             for name, p in zip(class_names, positives):
