@@ -17,10 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from run import emit, model_flops  # noqa: E402
 
 from imseg.backbones import preprocess_weights  # noqa: E402
 from imseg.blocks import refinenet_graph  # noqa: E402
-from run import emit, model_flops  # noqa: E402
 
 BLOCKS = [["conv5_block3_out", "conv4_block6_out"], ["conv3_block4_out", "conv2_block3_out"]]
 PEAK = {"float32": 495e12, "mixed_bfloat16": 989e12}  # H100 SXM dense tensor cores: TF32 (JAX default for f32) / BF16
@@ -32,8 +32,9 @@ def build(precision):
     image, logits, _ = refinenet_graph(backbone, BLOCKS, 1, "caffe")
     model = keras.Model(image, logits)
     model.get_layer("preprocess").set_weights(preprocess_weights("caffe"))
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  jit_compile=True)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=True
+    )
     return model
 
 
@@ -52,15 +53,30 @@ def main():
             model.fit(x, y, batch_size=batch, epochs=2, verbose=0)
             rate = 2 * len(x) / (time.perf_counter() - start)
             train_flops = 3 * flops * rate  # forward + backward (about twice the forward)
-            emit("gpu.train.images_per_s", rate, "images/s", precision=precision, batch=batch, size=224,
-                 gflops_per_image_forward=round(flops / 1e9, 2), achieved_tflops=round(train_flops / 1e12, 1),
-                 fraction_of_peak=round(train_flops / PEAK[precision], 3))
+            emit(
+                "gpu.train.images_per_s",
+                rate,
+                "images/s",
+                precision=precision,
+                batch=batch,
+                size=224,
+                gflops_per_image_forward=round(flops / 1e9, 2),
+                achieved_tflops=round(train_flops / 1e12, 1),
+                fraction_of_peak=round(train_flops / PEAK[precision], 3),
+            )
             model.predict(x[:batch], batch_size=batch, verbose=0)
             start = time.perf_counter()
             model.predict(x, batch_size=batch, verbose=0)
             rate = len(x) / (time.perf_counter() - start)
-            emit("gpu.infer.images_per_s", rate, "images/s", precision=precision, batch=batch,
-                 achieved_tflops=round(flops * rate / 1e12, 1), fraction_of_peak=round(flops * rate / PEAK[precision], 3))
+            emit(
+                "gpu.infer.images_per_s",
+                rate,
+                "images/s",
+                precision=precision,
+                batch=batch,
+                achieved_tflops=round(flops * rate / 1e12, 1),
+                fraction_of_peak=round(flops * rate / PEAK[precision], 3),
+            )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ sys.path.insert(0, REPO)
 DUBAI = os.path.join(os.path.dirname(REPO), "shared", "data", "dubai-aerial")
 SEED_CONFIG = os.path.join(REPO, "configs", "refine_net_224_pretrained.json")
 RECIPE_CONFIG = os.path.join(REPO, "configs", "aerial_scratch.yaml")
-ROAD_MAP = {"#6EC1E4": "road", "#3C1098": "background", "#8429F6": "background", "#FEDD3A": "background",
-            "#E2A929": "background", "#9B9B9B": "ignore", "#000000": "ignore"}
+ROAD_MAP = {
+    "#6EC1E4": "road",
+    "#3C1098": "background",
+    "#8429F6": "background",
+    "#FEDD3A": "background",
+    "#E2A929": "background",
+    "#9B9B9B": "ignore",
+    "#000000": "ignore",
+}
 SIZES = {"train": 320, "val": 80, "test": None}  # None: every tile of the split
 CLASS = "road:other"
 
@@ -52,8 +59,7 @@ def build_dataset(work):
     class_map = os.path.join(work, "road_colors.json")
     with open(class_map, "w") as f:
         json.dump(ROAD_MAP, f)
-    args = ["--mask-type", "color", "--class-map", class_map, "--tile-size", "224", "--format", "npz",
-            "--output", full]
+    args = ["--mask-type", "color", "--class-map", class_map, "--tile-size", "224", "--format", "npz", "--output", full]
     for tile in sorted(os.listdir(DUBAI)):
         if os.path.isdir(os.path.join(DUBAI, tile, "images")):
             args += ["--images", os.path.join(DUBAI, tile, "images"), "--masks", os.path.join(DUBAI, tile, "masks")]
@@ -103,8 +109,9 @@ def run_imseg(variant, data, seed, epochs, extra, work):
     sets += extra
     argv = ["--data_path", data, "--config", config, "--overwrite"] + [a for s in sets for a in ("--set", s)]
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "imseg.train", *argv], check=True, env=_env(), cwd=work,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "imseg.train", *argv], check=True, env=_env(), cwd=work, stdout=subprocess.DEVNULL
+    )
     minutes = (time.monotonic() - start) / 60
     run = os.path.join(data, "im_seg", "out", name)
     with open(os.path.join(run, "metrics", "history.csv")) as f:
@@ -112,12 +119,23 @@ def run_imseg(variant, data, seed, epochs, extra, work):
     column = header.index(f"val_iou/{CLASS}")
     val = [float(r[column]) for r in rows]
     resolved = os.path.join(run, "config.json")
-    subprocess.run([sys.executable, "-m", "imseg.infer", "--data_path", data, "--config", resolved, "--split",
-                    "test"], check=True, env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "imseg.infer", "--data_path", data, "--config", resolved, "--split", "test"],
+        check=True,
+        env=_env(),
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     with open(os.path.join(run, "preds", "test", "summary.json")) as f:
         summary = json.load(f)
-    return {"test_iou": summary["iou"][CLASS], "test_precision": summary["precision"][CLASS],
-            "test_recall": summary["recall"][CLASS], "val_iou_per_epoch": val, "train_minutes": minutes}
+    return {
+        "test_iou": summary["iou"][CLASS],
+        "test_precision": summary["precision"][CLASS],
+        "test_recall": summary["recall"][CLASS],
+        "val_iou_per_epoch": val,
+        "train_minutes": minutes,
+    }
 
 
 def run_old(data, seed, epochs):
@@ -129,9 +147,9 @@ def run_old(data, seed, epochs):
     import numpy as np
 
     import imseg.blocks as blocks
-    from imseg.distribute import make_strategy
     from imseg.classes import load_class_names
     from imseg.dataset import batches_per_epoch, load_splits, make_dataset
+    from imseg.distribute import make_strategy
     from imseg.metrics import SegmentationMetrics
 
     class InferenceModeBackbone(keras.layers.Layer):
@@ -179,8 +197,11 @@ def run_old(data, seed, epochs):
         for layer in model.layers:
             if isinstance(layer, keras.layers.Conv2D) and not np.any(layer.kernel.numpy()):
                 layer.kernel.assign(keras.initializers.GlorotUniform(seed=seed)(layer.kernel.shape))
-        model.compile(keras.optimizers.Adam(1e-4), UnweightedCrossentropy(from_logits=True),
-                      weighted_metrics=[SegmentationMetrics([CLASS])])
+        model.compile(
+            keras.optimizers.Adam(1e-4),
+            UnweightedCrossentropy(from_logits=True),
+            weighted_metrics=[SegmentationMetrics([CLASS])],
+        )
 
     def stream(meta, training):
         return make_dataset(meta, [0], (224, 224, 3), 8, training=training, seed=seed)
@@ -196,14 +217,26 @@ def run_old(data, seed, epochs):
                 best.update(value=value, weights=model.get_weights())
 
     start = time.monotonic()
-    model.fit(stream(train_meta, True), steps_per_epoch=batches_per_epoch(train_meta, 8),
-              validation_data=stream(val_meta, False), epochs=epochs, verbose=0, callbacks=[KeepBest()], shuffle=False)
+    model.fit(
+        stream(train_meta, True),
+        steps_per_epoch=batches_per_epoch(train_meta, 8),
+        validation_data=stream(val_meta, False),
+        epochs=epochs,
+        verbose=0,
+        callbacks=[KeepBest()],
+        shuffle=False,
+    )
     minutes = (time.monotonic() - start) / 60
     if best["weights"] is not None:
         model.set_weights(best["weights"])
     scores = model.evaluate(stream(test_meta, False), return_dict=True, verbose=0)
-    return {"test_iou": scores[f"iou/{CLASS}"], "test_precision": scores[f"precision/{CLASS}"],
-            "test_recall": scores[f"recall/{CLASS}"], "val_iou_per_epoch": val_ious, "train_minutes": minutes}
+    return {
+        "test_iou": scores[f"iou/{CLASS}"],
+        "test_precision": scores[f"precision/{CLASS}"],
+        "test_recall": scores[f"recall/{CLASS}"],
+        "val_iou_per_epoch": val_ious,
+        "train_minutes": minutes,
+    }
 
 
 def main():
@@ -211,10 +244,18 @@ def main():
     parser.add_argument("--variants", nargs="+", default=["old", "seed", "recipe"], choices=["old", "seed", "recipe"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra config override for the imseg variants (repeatable)")
-    parser.add_argument("--work", default=os.path.join(REPO, "benchmarks", ".work"),
-                        help="where the dataset and the runs go (default benchmarks/.work, git-ignored)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for the imseg variants (repeatable)",
+    )
+    parser.add_argument(
+        "--work",
+        default=os.path.join(REPO, "benchmarks", ".work"),
+        help="where the dataset and the runs go (default benchmarks/.work, git-ignored)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not os.path.isdir(DUBAI):
@@ -223,8 +264,11 @@ def main():
     data = build_dataset(args.work)
     if args.child:
         variant, seed = args.child[0], int(args.child[1])
-        result = run_old(data, seed, args.epochs) if variant == "old" else \
-            run_imseg(variant, data, seed, args.epochs, args.set, args.work)
+        result = (
+            run_old(data, seed, args.epochs)
+            if variant == "old"
+            else run_imseg(variant, data, seed, args.epochs, args.set, args.work)
+        )
         print(json.dumps(result), flush=True)
         return
     dataset_stats(data)
@@ -233,16 +277,40 @@ def main():
     for variant in args.variants:
         tests = []
         for seed in args.seeds:
-            command = [sys.executable, os.path.abspath(__file__), "--child", variant, str(seed), "--epochs",
-                       str(args.epochs), "--work", args.work] + [a for s in args.set for a in ("--set", s)]
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--child",
+                variant,
+                str(seed),
+                "--epochs",
+                str(args.epochs),
+                "--work",
+                args.work,
+            ] + [a for s in args.set for a in ("--set", s)]
             out = subprocess.run(command, check=True, env=_env(), capture_output=True, text=True).stdout
             result = json.loads(out.strip().splitlines()[-1])
             tests.append(result["test_iou"])
-            emit("roads.test_iou", result["test_iou"], "IoU", variant=variant, seed=seed, epochs=args.epochs,
-                 overrides=args.set if variant != "old" else [],
-                 **{k: v for k, v in result.items() if k != "test_iou"})
-        emit("roads.test_iou_mean", statistics.mean(tests), "IoU", variant=variant, seeds=args.seeds,
-             min=min(tests), max=max(tests), overrides=args.set if variant != "old" else [])
+            emit(
+                "roads.test_iou",
+                result["test_iou"],
+                "IoU",
+                variant=variant,
+                seed=seed,
+                epochs=args.epochs,
+                overrides=args.set if variant != "old" else [],
+                **{k: v for k, v in result.items() if k != "test_iou"},
+            )
+        emit(
+            "roads.test_iou_mean",
+            statistics.mean(tests),
+            "IoU",
+            variant=variant,
+            seeds=args.seeds,
+            min=min(tests),
+            max=max(tests),
+            overrides=args.set if variant != "old" else [],
+        )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 SEED_CONFIG = {
-    "name": "bench", "backbone": "ResNet50", "pretrained": False,
+    "name": "bench",
+    "backbone": "ResNet50",
+    "pretrained": False,
     "refine_net_blocks": [["conv5_block3_out", "conv4_block6_out"], ["conv3_block4_out", "conv2_block3_out"]],
-    "input_shape": [224, 224, 3], "classes": ["building:other"], "batch_size": 8,
+    "input_shape": [224, 224, 3],
+    "classes": ["building:other"],
+    "batch_size": 8,
 }  # the anchor's setting: no augmentation, random initialisation
 AIR_CLASSES = {"building": ["hospital", "parking", "other"], "highway": ["roads", "other"]}  # the AIR project's 5
 
@@ -93,8 +97,12 @@ def bench_data(quick):
         emit("data.seed_loader_images_per_s", seed_rate, "images/s", images=n, classes=5, size=224)
         start = time.perf_counter()
         meta = load_split(root, "train", 5, log=lambda m: None)
-        emit("data.first_pass_images_per_s", count / (time.perf_counter() - start), "images/s",
-             note="decode + parse + validate + write the cache, once per dataset")
+        emit(
+            "data.first_pass_images_per_s",
+            count / (time.perf_counter() - start),
+            "images/s",
+            note="decode + parse + validate + write the cache, once per dataset",
+        )
         ds = make_dataset(meta, [1], (224, 224, 3), 8, training=True)
         steps = batches_per_epoch(meta, 8)
         for _ in ds.take(steps):  # warm-up epoch: the OS page cache and tf.data threads
@@ -179,7 +187,9 @@ def model_flops(model):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and hasattr(layer, "kernel"):
             out = layer.output.shape
             kernel = layer.kernel.shape
-            per_output = kernel[0] * kernel[1] * (kernel[2] if not isinstance(layer, keras.layers.DepthwiseConv2D) else 1)
+            per_output = (
+                kernel[0] * kernel[1] * (kernel[2] if not isinstance(layer, keras.layers.DepthwiseConv2D) else 1)
+            )
             channels = out[-1]
             total += 2 * out[1] * out[2] * channels * per_output
     return total
@@ -192,12 +202,28 @@ def bench_train(quick):
     steps = 5 if quick else 20
     model, details = _seed_model("auto")
     rate, data = _time_fit(model, steps)
-    emit("train.images_per_s", rate, "images/s", precision=details["precision"], model="seed ResNet50 RefineNet",
-         size=224, batch=8, anchor_seed=4.3, target=1.7 * 4.3)
+    emit(
+        "train.images_per_s",
+        rate,
+        "images/s",
+        precision=details["precision"],
+        model="seed ResNet50 RefineNet",
+        size=224,
+        batch=8,
+        anchor_seed=4.3,
+        target=1.7 * 4.3,
+    )
     bare = _time_bare_step(model, data, steps)
-    emit("train.fit_over_bare_step", _time_fit.per_step / bare, "ratio", fit_step_images_per_s=_time_fit.per_step,
-         bare_images_per_s=bare, fit_epoch_images_per_s=rate, target=0.95,
-         note="median step inside fit vs the bare step; fit_epoch_images_per_s includes per-epoch set-up")
+    emit(
+        "train.fit_over_bare_step",
+        _time_fit.per_step / bare,
+        "ratio",
+        fit_step_images_per_s=_time_fit.per_step,
+        bare_images_per_s=bare,
+        fit_epoch_images_per_s=rate,
+        target=0.95,
+        note="median step inside fit vs the bare step; fit_epoch_images_per_s includes per-epoch set-up",
+    )
     emit("model.gflops_per_image", model_flops(model) / 1e9, "GFLOP", note="forward pass, convolutions")
 
 
@@ -217,8 +243,15 @@ def bench_precision(quick):
         return
     rate, _ = _time_fit(model, steps)
     name = "train.images_per_s_f32" if (precision, jit) == ("none", "plain") else "train.images_per_s_setting"
-    emit(name, rate, "images/s", precision=details["precision"], xla=jit == "xla", peak_rss_mb=round(peak_rss_mb()),
-         anchor_seed_f32=4.3)
+    emit(
+        name,
+        rate,
+        "images/s",
+        precision=details["precision"],
+        xla=jit == "xla",
+        peak_rss_mb=round(peak_rss_mb()),
+        anchor_seed_f32=4.3,
+    )
 
 
 def bench_infer(quick):
@@ -236,14 +269,28 @@ def bench_infer(quick):
     start = time.perf_counter()
     for _ in range(repeats):
         plain.predict(x, batch_size=8, verbose=0)
-    emit("infer.images_per_s", repeats * 8 / (time.perf_counter() - start), "images/s", size=224, batch=8,
-         precision=details["precision"], anchor_seed=7.4, target=14.8)
+    emit(
+        "infer.images_per_s",
+        repeats * 8 / (time.perf_counter() - start),
+        "images/s",
+        size=224,
+        batch=8,
+        precision=details["precision"],
+        anchor_seed=7.4,
+        target=14.8,
+    )
     side = 896 if quick else 2048
     image = np.random.default_rng(1).integers(0, 255, (side, side, 3), dtype=np.uint8)
     start = time.perf_counter()
     predict_image(plain, image, overlap=0.25, batch_size=8, output="masks")
-    emit("infer.tiled_megapixels_per_s", side * side / 1e6 / (time.perf_counter() - start), "MP/s",
-         image=f"{side}x{side}", tile=224, overlap=0.25)
+    emit(
+        "infer.tiled_megapixels_per_s",
+        side * side / 1e6 / (time.perf_counter() - start),
+        "MP/s",
+        image=f"{side}x{side}",
+        tile=224,
+        overlap=0.25,
+    )
 
 
 def bench_memory_child(quick):
@@ -262,8 +309,11 @@ def bench_memory_child(quick):
     meta = load_split(root, "train", 2, log=lambda m: None)
     config = config_from_dict({**imseg.demo.DEMO_CONFIG, "epochs": 1})
     model, _ = build_model(config, ["building:other", "highway:other"])
-    model.fit(make_dataset(meta, [0, 1], (64, 64, 3), 16, training=True), steps_per_epoch=batches_per_epoch(meta, 16),
-              verbose=0)
+    model.fit(
+        make_dataset(meta, [0, 1], (64, 64, 3), 16, training=True),
+        steps_per_epoch=batches_per_epoch(meta, 16),
+        verbose=0,
+    )
     emit("memory.peak_rss_mb", peak_rss_mb(), "MB", tiles=tiles)
 
 
@@ -276,8 +326,14 @@ def bench_memory(quick):
             line = _child("memory_child", quick, env)[-1]
             peaks[tiles] = json.loads(line)["value"]
             print(line, flush=True)
-    emit("memory.rss_ratio_10x_tiles", peaks[10 * base] / peaks[base], "ratio", tiles=[base, 10 * base],
-         peak_rss_mb=[peaks[base], peaks[10 * base]], note="one epoch; memory must not grow with the dataset")
+    emit(
+        "memory.rss_ratio_10x_tiles",
+        peaks[10 * base] / peaks[base],
+        "ratio",
+        tiles=[base, 10 * base],
+        peak_rss_mb=[peaks[base], peaks[10 * base]],
+        note="one epoch; memory must not grow with the dataset",
+    )
 
 
 def _seed_graph_model(precision):
@@ -318,17 +374,37 @@ def bench_profile(quick):
     seed_rate, _ = _time_fit(seed, steps)
     ours, _ = _seed_model(precision)
     our_rate, _ = _time_fit(ours, steps)
-    emit("profile.seed_graph_images_per_s", seed_rate, "images/s", precision=precision,
-         gflops_per_image=round(model_flops(seed) / 1e9, 2))
-    emit("profile.imseg_images_per_s", our_rate, "images/s", precision=precision,
-         gflops_per_image=round(model_flops(ours) / 1e9, 2))
-    emit("profile.imseg_over_seed_graph", our_rate / seed_rate, "ratio", precision=precision,
-         flops_ratio=round(model_flops(ours) / model_flops(seed), 3))
+    emit(
+        "profile.seed_graph_images_per_s",
+        seed_rate,
+        "images/s",
+        precision=precision,
+        gflops_per_image=round(model_flops(seed) / 1e9, 2),
+    )
+    emit(
+        "profile.imseg_images_per_s",
+        our_rate,
+        "images/s",
+        precision=precision,
+        gflops_per_image=round(model_flops(ours) / 1e9, 2),
+    )
+    emit(
+        "profile.imseg_over_seed_graph",
+        our_rate / seed_rate,
+        "ratio",
+        precision=precision,
+        flops_ratio=round(model_flops(ours) / model_flops(seed), 3),
+    )
 
 
 GROUPS = {
-    "data": bench_data, "train": bench_train, "precision": bench_precision, "infer": bench_infer,
-    "memory": bench_memory, "memory_child": bench_memory_child, "profile": bench_profile,
+    "data": bench_data,
+    "train": bench_train,
+    "precision": bench_precision,
+    "infer": bench_infer,
+    "memory": bench_memory,
+    "memory_child": bench_memory_child,
+    "profile": bench_profile,
 }
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
 
@@ -355,8 +431,17 @@ def main():
     import keras
     import tensorflow as tf
 
-    emit("context", 0, "", machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-         python=platform.python_version(), tensorflow=tf.__version__, keras=keras.__version__, quick=args.quick)
+    emit(
+        "context",
+        0,
+        "",
+        machine=platform.processor() or platform.machine(),
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        tensorflow=tf.__version__,
+        keras=keras.__version__,
+        quick=args.quick,
+    )
     start = time.perf_counter()
     for group in args.only or ["data", "train", "precision", "infer", "memory", "profile"]:
         if group == "precision":
@@ -365,8 +450,13 @@ def main():
                 for line in _child("precision", args.quick, {**os.environ, "IMSEG_BENCH_SETTING": setting}):
                     print(line, flush=True)
                     rates[setting] = json.loads(line)["value"] or 0
-            emit("train.bf16_over_f32", rates["auto:plain"] / rates["none:plain"], "x",
-                 note="default precision (auto) over float32, XLA off", anchor_probe=1.7)
+            emit(
+                "train.bf16_over_f32",
+                rates["auto:plain"] / rates["none:plain"],
+                "x",
+                note="default precision (auto) over float32, XLA off",
+                anchor_probe=1.7,
+            )
         elif group == "memory":
             bench_memory(args.quick)
         else:

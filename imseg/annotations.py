@@ -37,8 +37,10 @@ def read_annotation(path, with_ignore=False):
     if ignore is None:
         ignore = np.zeros(annotation.shape[1:], np.uint8)
     elif ignore.shape != annotation.shape[1:]:
-        raise DataError(f"{path}: 'ignore' is {'x'.join(map(str, ignore.shape))} but 'annotation' is "
-                        f"{'x'.join(map(str, annotation.shape[1:]))} (height x width)")
+        raise DataError(
+            f"{path}: 'ignore' is {'x'.join(map(str, ignore.shape))} but 'annotation' is "
+            f"{'x'.join(map(str, annotation.shape[1:]))} (height x width)"
+        )
     return (annotation, ignore) if with_ignore else annotation
 
 
@@ -58,7 +60,7 @@ def _read_json(path):
     except ValueError as e:
         raise DataError(f"{path}: unreadable annotation JSON: {e}") from None
     except (KeyError, TypeError):
-        raise DataError(f"{path}: no 'annotation' key (expected {{\"annotation\": [...], \"img\": ...}})") from None
+        raise DataError(f'{path}: no \'annotation\' key (expected {{"annotation": [...], "img": ...}})') from None
     annotation = _check_binary(_regular(values, path, "annotation", "C x h x w"), path, "annotation", 3)
     if data.get("ignore") is None:
         return annotation, None
@@ -118,12 +120,16 @@ def _read_npz(path):
             packed, num_classes = data["packed"], int(data["num_classes"])
             has_ignore = int(data["has_ignore"]) if "has_ignore" in data else 0
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        raise DataError(f"{path}: not a compact annotation file (an .npz with 'packed' and 'num_classes', as "
-                        "imseg-data convert --format npz writes)") from None
+        raise DataError(
+            f"{path}: not a compact annotation file (an .npz with 'packed' and 'num_classes', as "
+            "imseg-data convert --format npz writes)"
+        ) from None
     planes = num_classes + has_ignore
     if packed.dtype != np.uint8 or packed.ndim != 3 or packed.shape[0] * 8 < planes or has_ignore not in (0, 1):
-        raise DataError(f"{path}: 'packed' must be uint8 (ceil(P/8), h, w) with P = C classes + has_ignore, "
-                        f"got {packed.dtype} {packed.shape} for C = {num_classes}, has_ignore = {has_ignore}")
+        raise DataError(
+            f"{path}: 'packed' must be uint8 (ceil(P/8), h, w) with P = C classes + has_ignore, "
+            f"got {packed.dtype} {packed.shape} for C = {num_classes}, has_ignore = {has_ignore}"
+        )
     planes = np.unpackbits(packed, axis=0, count=planes)
     return planes[:num_classes], planes[num_classes] if has_ignore else None
 
@@ -136,8 +142,12 @@ def write_annotation(path, annotation, image_name, ignore=None):
     if path.endswith(".npz"):
         planes = annotation if ignore is None else np.concatenate([annotation, ignore[None]])
         with open(path, "wb") as f:
-            np.savez_compressed(f, packed=np.packbits(planes, axis=0), num_classes=annotation.shape[0],
-                                has_ignore=int(ignore is not None))
+            np.savez_compressed(
+                f,
+                packed=np.packbits(planes, axis=0),
+                num_classes=annotation.shape[0],
+                has_ignore=int(ignore is not None),
+            )
     else:
         data = {"annotation": annotation.tolist(), "img": image_name}
         if ignore is not None:

@@ -18,8 +18,9 @@ class SegmentationAugment(keras.layers.Layer):
     `call(images, masks, valid, step)` takes float 0-255 images `(B, H, W, 3)`, 0/1 masks `(B, H, W, K)`,
     0/1 valid masks `(B, H, W)` and an integer step, and returns the three, each the originals followed by
     `multiplier` augmented copies (`(B * (1 + multiplier), ...)`), as the AIR ImSeg trainer built its
-    batches, or with `multiplier=0` the batch itself augmented (`(B, ...)`, no extra compute). Images are sampled bilinearly, masks and valid masks by nearest neighbour, so they stay 0/1;
-    the area a rotation brings in from outside the tile is not valid.
+    batches, or with `multiplier=0` the batch itself augmented (`(B, ...)`, no extra compute). Images are
+    sampled bilinearly, masks and valid masks by nearest neighbour, so they stay 0/1; the area a rotation
+    brings in from outside the tile is not valid.
     """
 
     def __init__(self, rotate_range=0.0, flip=False, channel_shift_range=0.0, multiplier=1, seed=0, **kwargs):
@@ -54,7 +55,9 @@ class SegmentationAugment(keras.layers.Layer):
             shift = tf.random.stateless_uniform([batch, 1, 1, 1], shift_seed, -r, r, alg="philox")
             images = tf.clip_by_value(images + shift, 0.0, 255.0)
         if self.flip:
-            horizontal, vertical = tf.unstack(tf.random.stateless_uniform([2, batch, 1, 1, 1], flip_seed, alg="philox") < 0.5)
+            horizontal, vertical = tf.unstack(
+                tf.random.stateless_uniform([2, batch, 1, 1, 1], flip_seed, alg="philox") < 0.5
+            )
             images, masks = (tf.where(horizontal, tf.reverse(t, [2]), t) for t in (images, masks))
             images, masks = (tf.where(vertical, tf.reverse(t, [1]), t) for t in (images, masks))
         if self.rotate_range > 0:

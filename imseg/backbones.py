@@ -92,11 +92,13 @@ def make_backbone(config, source="config"):
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise ConfigError(
             f"{source}: key 'backbone_kwargs.weights': file not found: {weights} "
-            "(give \"imagenet\" or the path of a local .h5/.weights.h5 file)"
+            '(give "imagenet" or the path of a local .h5/.weights.h5 file)'
         )
     if weights not in (None, "imagenet") and not _is_hdf5(weights):
-        raise ConfigError(f"{source}: key 'backbone_kwargs.weights': {weights} is not an HDF5 weights file "
-                          "(.h5 / .weights.h5, as keras.applications download them)")
+        raise ConfigError(
+            f"{source}: key 'backbone_kwargs.weights': {weights} is not an HDF5 weights file "
+            "(.h5 / .weights.h5, as keras.applications download them)"
+        )
     accepted = set(inspect.signature(fn).parameters)
     for key in kwargs:
         if key not in accepted:
@@ -110,8 +112,10 @@ def make_backbone(config, source="config"):
             backbone = fn(include_top=False, weights=weights, input_shape=tuple(config.input_shape), **kwargs)
     except ValueError as e:
         if weights not in (None, "imagenet"):
-            raise ConfigError(f"{source}: key 'backbone_kwargs.weights': {weights} does not fit {fn.__name__} with "
-                              f"this config: {_one_line(e, 200)}") from None
+            raise ConfigError(
+                f"{source}: key 'backbone_kwargs.weights': {weights} does not fit {fn.__name__} with "
+                f"this config: {_one_line(e, 200)}"
+            ) from None
         raise ConfigError(f"{source}: {fn.__name__} cannot be built with this config: {_one_line(e)}") from None
     except Exception as e:  # keras.utils.get_file raises a bare Exception when it cannot download
         if weights != "imagenet":

@@ -63,8 +63,9 @@ def _upsample(x, height, width, mode, name):
     h, w = x.shape[1:3]
     if height % h or width % w or height // h != width // w:
         raise ArgumentError(
-            "upsampling", f"transpose needs an integer scale between fused inputs, but {h}x{w} -> {height}x{width} "
-            "is not; use \"bilinear\" or another input size"
+            "upsampling",
+            f"transpose needs an integer scale between fused inputs, but {h}x{w} -> {height}x{width} "
+            'is not; use "bilinear" or another input size',
         )
     factor = height // h
     return layers.Conv2DTranspose(x.shape[-1], 2 * factor, strides=factor, padding="same", name=name)(x)
@@ -76,8 +77,9 @@ def chained_residual_pooling(x, filters, num_stages=2, pool_size=5, kernel_size=
     total = path = x
     for i in range(1, num_stages + 1):
         path = layers.MaxPooling2D(pool_size, strides=1, padding="same", name=f"{name}_pool{i}")(path)
-        path = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer="zeros",
-                             name=f"{name}_conv{i}")(path)
+        path = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer="zeros", name=f"{name}_conv{i}")(
+            path
+        )
         total = layers.Add(name=f"{name}_add{i}")([total, path])
     return total
 
@@ -93,8 +95,8 @@ def refine_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=Non
     width = min(channels) // reduce_channel_scale
     if width < 1:
         raise ArgumentError(
-            "reduce_channel_scale", f"{reduce_channel_scale} leaves block '{name}' with no channels (its narrowest "
-            f"input has {min(channels)})"
+            "reduce_channel_scale",
+            f"{reduce_channel_scale} leaves block '{name}' with no channels (its narrowest input has {min(channels)})",
         )
     paths = [
         residual_conv_unit(x, c // reduce_channel_scale, name=f"{name}_rcu{i}", **rcu_kwargs)
@@ -105,8 +107,16 @@ def refine_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=Non
     return residual_conv_unit(y, width, name=f"{name}_out", **rcu_kwargs)
 
 
-def refinenet_graph(backbone, feature_layers, num_classes, preprocessing="none", reduce_channel_scale=4,
-                    rcu_kwargs=None, mrf_kwargs=None, crp_kwargs=None):
+def refinenet_graph(
+    backbone,
+    feature_layers,
+    num_classes,
+    preprocessing="none",
+    reduce_channel_scale=4,
+    rcu_kwargs=None,
+    mrf_kwargs=None,
+    crp_kwargs=None,
+):
     """The whole RefineNet as symbolic tensors: (image input, float32 logits, the cut backbone).
 
     The `preprocess` 1x1 conv holds the backbone's input normalisation; set its weights from
@@ -116,8 +126,9 @@ def refinenet_graph(backbone, feature_layers, num_classes, preprocessing="none",
     for name in (n for block in feature_layers for n in block):
         if name not in known:
             raise ArgumentError(
-                "feature_layers", f"{backbone.name} has no layer '{name}'; layers that end each resolution: "
-                f"{describe_candidates(backbone)}"
+                "feature_layers",
+                f"{backbone.name} has no layer '{name}'; layers that end each resolution: "
+                f"{describe_candidates(backbone)}",
             )
     names = [n for block in feature_layers for n in block]
     # Only the backbone up to the deepest feature layer: later layers would get no gradients.
@@ -148,7 +159,8 @@ def _check_resolutions(inputs, block, index):
     for name, x in zip(block, inputs[1:]):
         if x.shape[1] * x.shape[2] < previous:
             raise ArgumentError(
-                "feature_layers", f"block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser than block "
+                "feature_layers",
+                f"block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser than block "
                 f"{index - 1}'s output ({inputs[0].shape[1]}x{inputs[0].shape[2]}); list blocks from low to high "
-                "resolution"
+                "resolution",
             )

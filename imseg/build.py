@@ -26,8 +26,11 @@ def _resolve_optimizer(name, kwargs, source):
     except (ValueError, TypeError):
         obj = None
     if obj is None:
-        known = sorted(n for n, v in vars(keras.optimizers).items()
-                       if inspect.isclass(v) and issubclass(v, keras.optimizers.Optimizer))
+        known = sorted(
+            n
+            for n, v in vars(keras.optimizers).items()
+            if inspect.isclass(v) and issubclass(v, keras.optimizers.Optimizer)
+        )
         raise ConfigError(f"{source}: key 'optimizer': unknown optimizer '{name}'{did_you_mean(name, known)}")
     factory = obj if inspect.isclass(obj) else type(obj)
     try:
@@ -38,11 +41,17 @@ def _resolve_optimizer(name, kwargs, source):
 
 # Optimizer arguments whose values cannot be right outside these ranges: (low, high, low open, high open).
 _OPTIMIZER_RANGES = {
-    "learning_rate": (0, math.inf, True, True), "epsilon": (0, math.inf, True, True),
-    "clipnorm": (0, math.inf, True, True), "global_clipnorm": (0, math.inf, True, True),
-    "clipvalue": (0, math.inf, True, True), "weight_decay": (0, math.inf, False, True),
-    "momentum": (0, 1, False, False), "beta_1": (0, 1, False, True), "beta_2": (0, 1, False, True),
-    "rho": (0, 1, False, True), "ema_momentum": (0, 1, False, False),
+    "learning_rate": (0, math.inf, True, True),
+    "epsilon": (0, math.inf, True, True),
+    "clipnorm": (0, math.inf, True, True),
+    "global_clipnorm": (0, math.inf, True, True),
+    "clipvalue": (0, math.inf, True, True),
+    "weight_decay": (0, math.inf, False, True),
+    "momentum": (0, 1, False, False),
+    "beta_1": (0, 1, False, True),
+    "beta_2": (0, 1, False, True),
+    "rho": (0, 1, False, True),
+    "ema_momentum": (0, 1, False, False),
 }
 
 
@@ -55,8 +64,9 @@ def _check_optimizer_values(kwargs, source):
         inside = number and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
         if not inside:
             span = f"{'(' if low_open else '['}{low}, {'inf' if high == math.inf else high}{')' if high_open else ']'}"
-            raise ConfigError(f"{source}: key 'optimizer_kwargs.{key}': expected a number in {span}, "
-                              f"got {json.dumps(v)}")
+            raise ConfigError(
+                f"{source}: key 'optimizer_kwargs.{key}': expected a number in {span}, got {json.dumps(v)}"
+            )
 
 
 def _loss_items(config):
@@ -79,12 +89,16 @@ def make_loss(config, class_names, source="config"):
         name = _LOSS_ALIASES.get(name, name)
         if name not in LOSSES:
             known = sorted(LOSSES)
-            raise ConfigError(f"{source}: key '{key}': unknown loss '{name}'{did_you_mean(name, known)}; "
-                              f"choose one of: {', '.join(known)}")
+            raise ConfigError(
+                f"{source}: key '{key}': unknown loss '{name}'{did_you_mean(name, known)}; "
+                f"choose one of: {', '.join(known)}"
+            )
         cls, implied = LOSSES[name]
         if implied is not None and implied != config.task:
-            raise ConfigError(f"{source}: key '{key}': {name} is for task {implied}, but task is {config.task}; "
-                              f"use {cls.__name__}, which follows the task")
+            raise ConfigError(
+                f"{source}: key '{key}': {name} is for task {implied}, but task is {config.task}; "
+                f"use {cls.__name__}, which follows the task"
+            )
         args_key = "loss_kwargs" if key == "loss" else key
         if "task" in item:
             raise ConfigError(f"{source}: key '{args_key}.task': not allowed; the loss follows the top-level 'task'")
@@ -102,6 +116,7 @@ def make_loss(config, class_names, source="config"):
 
 def _per_class_values(value, class_names, source, key):
     """One number, K numbers in class order, or {class: number} (others 1) -> a number or a list of K."""
+
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
@@ -110,12 +125,16 @@ def _per_class_values(value, class_names, source, key):
     if isinstance(value, dict):
         unknown = [c for c in value if c not in class_names]
         if unknown:
-            raise ConfigError(f"{source}: key '{key}': unknown class '{unknown[0]}'"
-                              f"{did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}")
+            raise ConfigError(
+                f"{source}: key '{key}': unknown class '{unknown[0]}'"
+                f"{did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}"
+            )
         value = [value.get(c, 1.0) for c in class_names]
     if not (isinstance(value, list) and len(value) == len(class_names) and all(number(v) for v in value)):
-        raise ConfigError(f"{source}: key '{key}': expected a number >= 0, a list of {len(class_names)} "
-                          f"(one per class: {', '.join(class_names)}) or a mapping of class to number")
+        raise ConfigError(
+            f"{source}: key '{key}': expected a number >= 0, a list of {len(class_names)} "
+            f"(one per class: {', '.join(class_names)}) or a mapping of class to number"
+        )
     return [float(v) for v in value]
 
 
@@ -133,10 +152,14 @@ def make_optimizer(config, steps_per_epoch=None, source="config"):
         if peak is None:  # the optimizer's own default
             peak = float(keras.ops.convert_to_numpy(_resolve_optimizer(config.optimizer, kwargs, source).learning_rate))
         kwargs["learning_rate"] = WarmupSchedule(
-            peak, config.epochs * steps_per_epoch, schedule.name,
+            peak,
+            config.epochs * steps_per_epoch,
+            schedule.name,
             warmup_steps=schedule.warmup_steps or int(round(schedule.warmup_epochs * steps_per_epoch)),
-            final_fraction=schedule.final_fraction, power=schedule.power,
-            milestones=[m * steps_per_epoch for m in schedule.milestones], gamma=schedule.gamma,
+            final_fraction=schedule.final_fraction,
+            power=schedule.power,
+            milestones=[m * steps_per_epoch for m in schedule.milestones],
+            gamma=schedule.gamma,
         )
     return _resolve_optimizer(config.optimizer, kwargs, source)
 
@@ -152,8 +175,11 @@ def set_head_priors(model, frequencies, task):
 
 
 # RefineNet arguments -> the config keys they come from, for error messages.
-_CONFIG_KEYS = {"feature_layers": "refine_net_blocks", "reduce_channel_scale": "refine_net_kwargs.reduce_channel_scale",
-                "upsampling": "refine_net_kwargs.mrf_kwargs.upsampling"}
+_CONFIG_KEYS = {
+    "feature_layers": "refine_net_blocks",
+    "reduce_channel_scale": "refine_net_kwargs.reduce_channel_scale",
+    "upsampling": "refine_net_kwargs.mrf_kwargs.upsampling",
+}
 
 
 def build_refinenet(config, class_names, source="config"):
@@ -192,7 +218,9 @@ def _dtype_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
-def build_model(config, class_names, strategy=None, source="config", steps_per_epoch=None):
+def build_model(
+    config, class_names: list, strategy=None, source: str = "config", steps_per_epoch: "int | None" = None
+) -> tuple:
     """Build and compile the configured model under `strategy`.
 
     Args:

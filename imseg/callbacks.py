@@ -10,8 +10,8 @@ import time
 import keras
 import numpy as np
 
-from imseg.errors import TrainingStopped
 from imseg.checkpoints import save_model
+from imseg.errors import TrainingStopped
 from imseg.outputs import atomic_path, write_json, write_text
 from imseg.signals import Interrupted
 
@@ -21,8 +21,9 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
 
     Writes `filepath` (a `.keras` file) and `info_path` (`{"epoch", "monitor", "value"}` plus
     `details`, e.g. the class names, and the model file's SHA-256), each atomically; the `.keras` file
-    carries the same record inside (`imseg.checkpoints`). A NaN or missing score never counts as an improvement, and `best` (e.g. from an
-    earlier run) sets the bar, so a better checkpoint is never replaced by a worse one. Models with
+    carries the same record inside (`imseg.checkpoints`). A NaN or missing score never counts as an
+    improvement, nor does an epoch whose validation loss is not finite, and `best` (e.g. from an earlier
+    run) sets the bar, so a better checkpoint is never replaced by a worse one. Models with
     an `inference_model()` method (RefineNet) are saved as that plain functional model, which loads
     with `keras.models.load_model` without imseg.
     """
@@ -93,8 +94,10 @@ class EarlyStopping(keras.callbacks.Callback):
         if self.wait >= self.patience:
             self.stopped_epoch = epoch + 1
             self.model.stop_training = True
-            self.log(f"imseg: early stopping after epoch {epoch + 1}: {self.monitor} has not improved by more than "
-                     f"{self.min_delta} for {self.wait} epoch(s) (best {self.best:.4f})")
+            self.log(
+                f"imseg: early stopping after epoch {epoch + 1}: {self.monitor} has not improved by more than "
+                f"{self.min_delta} for {self.wait} epoch(s) (best {self.best:.4f})"
+            )
 
     def state(self):
         return {"best": _finite_or_none(self.best), "wait": self.wait}
@@ -170,11 +173,16 @@ class ResumeState(keras.callbacks.Callback):
         path = os.path.join(self.folder, name)
         with atomic_path(path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        write_json(os.path.join(self.folder, "state.json"), {
-            "epoch": epoch + 1, "weights": name, "best": _finite_or_none(self.checkpoint.best),
-            "best_epoch": self.checkpoint.best_epoch,
-            **({"early_stopping": self.early_stopping.state()} if self.early_stopping else {}),
-        })
+        write_json(
+            os.path.join(self.folder, "state.json"),
+            {
+                "epoch": epoch + 1,
+                "weights": name,
+                "best": _finite_or_none(self.checkpoint.best),
+                "best_epoch": self.checkpoint.best_epoch,
+                **({"early_stopping": self.early_stopping.state()} if self.early_stopping else {}),
+            },
+        )
         for old in os.listdir(self.folder):
             if old.startswith("epoch-") and old != name:
                 os.remove(os.path.join(self.folder, old))
@@ -226,4 +234,6 @@ class StopOnSignal(keras.callbacks.Callback):
 def _ordered(logs):
     """loss first, then training metrics, then validation ones, each alphabetical."""
     keys = [k for k in logs if k not in ("epoch", "seconds")]
-    return [(k, logs[k]) for k in sorted(keys, key=lambda k: (k.startswith("val_"), k != "loss" and k != "val_loss", k))]
+    return [
+        (k, logs[k]) for k in sorted(keys, key=lambda k: (k.startswith("val_"), k != "loss" and k != "val_loss", k))
+    ]

@@ -12,10 +12,19 @@ def default_classes_path(data_path):
     return beside if not os.path.exists("classes.json") and os.path.exists(beside) else "classes.json"
 
 
-def load_class_names(path):
+def load_class_names(path: str) -> list:
     """Read `{"building": ["hospital", "other"], ...}` and return the sorted `super:sub` names.
 
     Channel k of every annotation is the k-th name of this list (the AIR ImSeg convention).
+
+    Args:
+        path: a `classes.json` (or YAML) file.
+
+    Returns:
+        The sorted `super:sub` names.
+
+    Raises:
+        ConfigError: the file is missing or not a `{super: [sub, ...]}` mapping, or lists a class twice.
     """
     if not os.path.exists(path):
         raise ConfigError(f"{path}: classes file not found (pass --classes-path)")

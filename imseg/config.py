@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,12 +265,17 @@ class Config:
         "auto", _momentum, 'backbone BatchNorm momentum; "auto": 0.9 when not pretrained, else the backbone\'s own'
     )
     zero_init_residual: Any = _field(
-        "auto", _auto_or_bool,
-        'start each backbone residual block as the identity (last BatchNorm scale 0); "auto": when not pretrained')
+        "auto",
+        _auto_or_bool,
+        'start each backbone residual block as the identity (last BatchNorm scale 0); "auto": when not pretrained',
+    )
     input_shape: tuple = _field((224, 224, 3), _input_shape, "[height, width, 3]; other sizes are resized")
     classes: tuple = _field((), _string_list, "classes to train on; empty: all of classes.json")
-    task: str = _field("multilabel", _string(TASKS), "multilabel: a sigmoid per class (classes may overlap) | "
-                       "multiclass: one softmax (classes exclude each other)")
+    task: str = _field(
+        "multilabel",
+        _string(TASKS),
+        "multilabel: a sigmoid per class (classes may overlap) | multiclass: one softmax (classes exclude each other)",
+    )
     background: bool = _field(False, _bool, "multiclass: add a class 'background' for valid pixels with no label")
     refine_net_kwargs: RefineNetConfig = _section(RefineNetConfig, "RefineNet block options")
     augment: AugmentConfig = _section(AugmentConfig, "training augmentation; {} for none")
@@ -281,8 +287,11 @@ class Config:
     optimizer_kwargs: dict = _field({"learning_rate": 1e-4}, _mapping, "optimizer arguments; learning_rate is the peak")
     lr_schedule: LRScheduleConfig = _section(LRScheduleConfig, "learning-rate schedule")
     gradient_clip_norm: Any = _field(None, _optional(_number(1e-12)), "clip the global gradient norm; null: off")
-    ema: Any = _field(None, _optional(_open_unit), "decay of a moving average of the weights used for validation and "
-                      "best.keras; null: off")
+    ema: Any = _field(
+        None,
+        _optional(_open_unit),
+        "decay of a moving average of the weights used for validation and best.keras; null: off",
+    )
     early_stopping: EarlyStoppingConfig = _section(EarlyStoppingConfig, "stop when the monitored score stalls")
     benchmark_class: Any = _field(None, _optional_string, "class whose val IoU picks the best model; null: mean")
     threshold: float = _field(0.0, _number(), "a pixel is positive for a class when its logit > threshold")
@@ -328,8 +337,7 @@ def _build(cls, data, prefix, source, overridden=frozenset()):
         if key not in fields:
             where = "--set" if prefix + key in overridden else source
             raise ConfigError(
-                f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, fields)}; "
-                f"allowed: {', '.join(sorted(fields))}"
+                f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, fields)}; allowed: {', '.join(sorted(fields))}"
             )
     values = {}
     for name, f in fields.items():
@@ -375,8 +383,11 @@ class _YamlLoader(yaml.SafeLoader):
 
 _YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|" r"^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|"
-               r"^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|"
+        r"^[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|"
+        r"^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
     list("-+0123456789."),
 )
 
@@ -407,11 +418,21 @@ def apply_overrides(data, overrides):
     return data
 
 
-def load_config(path, overrides=()):
-    """Load, override and validate a config file. Raises ConfigError naming file and key.
+def load_config(path: "str | os.PathLike", overrides: "Sequence[str]" = ()) -> Config:
+    """Load, override and validate a config file.
 
     A run's own `config.json` is a config too: its `resolved` record (what imseg chose for the
     machine) is left out.
+
+    Args:
+        path: a `.json`, `.yaml` or `.yml` file.
+        overrides: `key.sub=value` strings (values in YAML syntax), applied in order, as `--set` takes them.
+
+    Returns:
+        The frozen, validated `Config` with every default filled in.
+
+    Raises:
+        ConfigError: naming the file (or the `--set`) and the dotted key, with the allowed values.
     """
     data = parse_file(path)
     source = os.fspath(path)
@@ -437,13 +458,16 @@ def _check_combinations(config, source, overridden):
         return f"--set {key}" if key in overridden else f"{source}: key '{key}'"
 
     if config.background and config.task != "multiclass":
-        raise ConfigError(f"{where('background')}: true needs task: multiclass (multilabel learns the absence of "
-                          "every class already)")
+        raise ConfigError(
+            f"{where('background')}: true needs task: multiclass (multilabel learns the absence of every class already)"
+        )
     if config.lr_schedule.warmup_epochs and config.lr_schedule.warmup_steps:
         raise ConfigError(f"{where('lr_schedule.warmup_steps')}: give warmup_epochs or warmup_steps, not both")
     if not isinstance(config.loss, str) and config.loss_kwargs != {"from_logits": True} and config.loss_kwargs:
-        raise ConfigError(f"{where('loss_kwargs')}: only for a loss given by name; with a list of losses, give "
-                          "each one's arguments in its item")
+        raise ConfigError(
+            f"{where('loss_kwargs')}: only for a loss given by name; with a list of losses, give "
+            "each one's arguments in its item"
+        )
 
 
 def describe(cls=Config, prefix=""):
@@ -453,8 +477,10 @@ def describe(cls=Config, prefix=""):
         if dataclasses.is_dataclass(f.type):
             rows.extend(describe(f.type, prefix + f.name + "."))
         else:
-            default = "required" if f.default is REQUIRED else (
-                f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = (
+                "required"
+                if f.default is REQUIRED
+                else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
             )
             rows.append((prefix + f.name, default, f.metadata["doc"]))
     return rows

@@ -101,8 +101,9 @@ class SplitCache:
             os.makedirs(parent, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f".{self.split}-building-", dir=parent)
         except OSError as e:
-            raise DataError(f"{parent}: cannot write the dataset cache ({e.strerror}); set IMSEG_CACHE_DIR to a "
-                            "writable folder") from None
+            raise DataError(
+                f"{parent}: cannot write the dataset cache ({e.strerror}); set IMSEG_CACHE_DIR to a writable folder"
+            ) from None
         try:
             self.log(f"imseg: caching split '{self.split}' ({len(self.entries)} images) in {self.dir}")
             meta = self._write_shards(tmp)
@@ -167,8 +168,13 @@ class SplitCache:
             stats.add(packed, ann_path)
             count += 1
         writer.close()
-        return {"count": count, "num_classes": self.num_classes, "shards": shards,
-                "shape": list(sizes.pop()) if len(sizes) == 1 else None, **stats.as_dict()}
+        return {
+            "count": count,
+            "num_classes": self.num_classes,
+            "shards": shards,
+            "shape": list(sizes.pop()) if len(sizes) == 1 else None,
+            **stats.as_dict(),
+        }
 
 
 class LabelStats:
@@ -192,8 +198,12 @@ class LabelStats:
         self.pairs += pairs
 
     def as_dict(self):
-        return {"valid_pixels": int(self.valid), "class_pixels": np.diag(self.pairs).tolist(),
-                "pair_pixels": self.pairs.tolist(), "pair_examples": self.examples}
+        return {
+            "valid_pixels": int(self.valid),
+            "class_pixels": np.diag(self.pairs).tolist(),
+            "pair_pixels": self.pairs.tolist(),
+            "pair_examples": self.examples,
+        }
 
 
 def _parse_all(entries):
@@ -262,8 +272,11 @@ def _decoder(class_indices, num_classes, size, record_shape=None, task="multilab
         image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
         bits = tf.cond(same, lambda: bits, lambda: _resize(bits, size, "nearest"))
         mask, valid = targets(bits)
-        return (tf.ensure_shape(image, [height, width, 3]), tf.ensure_shape(mask, [height, width, channels]),
-                tf.ensure_shape(valid, [height, width]))
+        return (
+            tf.ensure_shape(image, [height, width, 3]),
+            tf.ensure_shape(mask, [height, width, channels]),
+            tf.ensure_shape(valid, [height, width]),
+        )
 
     def decode_batch(records):
         ex = tf.io.parse_example(records, _FEATURES)
@@ -282,9 +295,30 @@ def _resize(x, size, method):
     return tf.cast(tf.clip_by_value(tf.round(y), 0, 255), tf.uint8)
 
 
-def make_dataset(meta, class_indices, input_shape, batch_size, training, seed=0, task="multilabel",
-                 background=False, first_epoch=0):
+def make_dataset(
+    meta: dict,
+    class_indices: list,
+    input_shape: tuple,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    task: str = "multilabel",
+    background: bool = False,
+    first_epoch: int = 0,
+) -> tf.data.Dataset:
     """Stream a cached split as batches of uint8 (images, masks, valid); the last partial batch is kept.
+
+    Args:
+        meta: a split's metadata from `load_splits` / `load_split`.
+        class_indices: the `classes.json` channels to train on, in output order.
+        input_shape: (height, width, ...) the images and masks are resized to.
+        batch_size: images per batch.
+        training: an endless, shuffled stream (see below) rather than one pass in file order.
+        seed: the seed of the training order; `first_epoch`: the epoch the stream starts at.
+        task, background: as the config's keys (the multiclass background channel, the valid mask).
+
+    Returns:
+        A `tf.data.Dataset` of (images (N, h, w, 3), masks (N, h, w, K), valid (N, h, w)).
 
     `masks` has one channel per chosen class (plus the background channel for `task="multiclass"` with
     `background`); `valid` (N, h, w) is 1 where a pixel counts. Keras reads the triple as

@@ -21,7 +21,10 @@ DEMO_CONFIG = {
     "backbone_kwargs": {"alpha": 0.35},
     "pretrained": False,
     "backbone_trainable": True,
-    "refine_net_blocks": [["block_13_expand_relu", "block_6_expand_relu"], ["block_3_expand_relu", "block_1_expand_relu"]],
+    "refine_net_blocks": [
+        ["block_13_expand_relu", "block_6_expand_relu"],
+        ["block_3_expand_relu", "block_1_expand_relu"],
+    ],
     "input_shape": [64, 64, 3],
     "classes": [],
     "refine_net_kwargs": {"reduce_channel_scale": 2},

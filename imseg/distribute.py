@@ -38,7 +38,9 @@ def is_chief(strategy):
     if resolver is None or not is_multi_worker():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs)
+    return task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
 
 
 def has_gpu():

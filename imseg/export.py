@@ -65,8 +65,12 @@ def export(model_path, fmt, output, overwrite=False):
         os.makedirs(staging)
         stem = os.path.splitext(os.path.basename(model_path))[0]
         name = "" if fmt == "saved_model" else stem + (".onnx" if fmt == "onnx" else ".tflite")
-        model.export(os.path.join(staging, name) if name else staging, format=FORMATS[fmt], verbose=False,
-                     input_signature=signature)
+        model.export(
+            os.path.join(staging, name) if name else staging,
+            format=FORMATS[fmt],
+            verbose=False,
+            input_signature=signature,
+        )
         with open(os.path.join(staging, "imseg.json"), "w", encoding="utf-8") as f:
             json.dump(read_metadata(model_path) or {}, f, indent=2)
         if os.path.isdir(output):

@@ -25,7 +25,6 @@ from imseg.cli import ArgumentParser, integer, log, number, run
 from imseg.config import BACKGROUND
 from imseg.errors import ConfigError
 
-
 SHEET_SIZE = 16  # images in a split's sheet.png
 NOT_COUNTED = 255  # class-index images: a pixel that is ignored (splits) or nodata (images)
 
@@ -65,8 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", metavar="DIR", help="where the run folder is: DIR/<name> (as imseg-train's)")
     p.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders to predict instead of a split")
     p.add_argument("--output", help="output folder for --images")
-    p.add_argument("--overlap", type=number(0, 0.5), default=0.25,
-                   help="tile overlap for large images, 0-0.5 (default 0.25)")
+    p.add_argument(
+        "--overlap", type=number(0, 0.5), default=0.25, help="tile overlap for large images, 0-0.5 (default 0.25)"
+    )
     p.add_argument("--batch-size", type=integer(1), help="images or tiles per batch (default: the config's)")
     p.add_argument("--save-probs", action="store_true", help="also write float16 probabilities (.npy)")
     args = p.parse_args(argv)
@@ -111,26 +111,38 @@ def load_predictor(model_path=None, config_path=None, data_path=None, classes_pa
         classes = output_names(config, select_classes(config, all_names, config_path)[0])
         if trained and trained != classes:
             raise ConfigError(f"{model_path}: trained on classes {trained}, but {config_path} selects {classes}")
-        settings = {"task": config.task, "threshold": config.threshold, "name": config.name,
-                    "batch_size": config.batch_size}
+        settings = {
+            "task": config.task,
+            "threshold": config.threshold,
+            "name": config.name,
+            "batch_size": config.batch_size,
+        }
     elif trained:
         classes = trained
         if classes_path:
             listed = load_class_names(classes_path)
             missing = [c for c in classes if c not in listed and c != BACKGROUND]
             if missing:
-                raise ConfigError(f"{model_path}: trained on classes {trained}, but {classes_path} lacks "
-                                  f"{', '.join(missing)}")
-        settings = {"task": record.get("task", "multilabel"), "threshold": record.get("threshold", 0.0),
-                    "name": record.get("name")}
+                raise ConfigError(
+                    f"{model_path}: trained on classes {trained}, but {classes_path} lacks {', '.join(missing)}"
+                )
+        settings = {
+            "task": record.get("task", "multilabel"),
+            "threshold": record.get("threshold", 0.0),
+            "name": record.get("name"),
+        }
     else:
-        raise ConfigError(f"{model_path}: the file does not say which classes it predicts (no imseg record); "
-                          "pass --config, the config it was trained with")
+        raise ConfigError(
+            f"{model_path}: the file does not say which classes it predicts (no imseg record); "
+            "pass --config, the config it was trained with"
+        )
     model = load_trained_model(model_path)
     if model.output_shape[-1] != len(classes):
         source = config_path or f"{model_path}'s record"
-        raise ConfigError(f"{model_path}: predicts {model.output_shape[-1]} classes, but {source} selects "
-                          f"{len(classes)}: {', '.join(classes)}")
+        raise ConfigError(
+            f"{model_path}: predicts {model.output_shape[-1]} classes, but {source} selects "
+            f"{len(classes)}: {', '.join(classes)}"
+        )
     return Predictor(model=model, path=model_path, classes=tuple(classes), config=config, **settings)
 
 
@@ -143,8 +155,9 @@ def _best_json(model_path):
         return json.load(f)
 
 
-def predict_split(predictor, data_path, split="val", classes_path=None, output_dir=None, batch_size=None,
-                  save_probs=False, log=log):
+def predict_split(
+    predictor, data_path, split="val", classes_path=None, output_dir=None, batch_size=None, save_probs=False, log=log
+):
     """Predict a split of an AIR dataset and score it; writes `<run>/preds/<split>/` (see the module docstring).
 
     Args:
@@ -172,11 +185,20 @@ def predict_split(predictor, data_path, split="val", classes_path=None, output_d
     out = os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
     with output_folder(out, "imseg-infer"):
         meta = load_split(data_path, split, len(all_names), log, split_check(config.task, indices, names))
-        ds = make_dataset(meta, indices, model.input_shape[1:], batch_size or predictor.batch_size, training=False,
-                          task=config.task, background=config.background)
+        ds = make_dataset(
+            meta,
+            indices,
+            model.input_shape[1:],
+            batch_size or predictor.batch_size,
+            training=False,
+            task=config.task,
+            background=config.background,
+        )
         summary = _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, log)
-    log(f"imseg-infer: {meta['count']} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
-        + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None))
+    log(
+        f"imseg-infer: {meta['count']} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
+        + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None)
+    )
     log(f"imseg-infer: wrote masks, overlays, metrics.csv and summary.json to {out}")
     return summary
 
@@ -186,7 +208,7 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
     from imseg.outputs import write_json, write_png, write_text
     from imseg.predict import predict_masks
     from imseg.progress import progress
-    from imseg.visualize import class_colours, contact_sheet, drawn_colours, legend, overlay
+    from imseg.visualize import class_colours, contact_sheet, drawn_colours, hex_colour, legend, overlay
 
     names, model, task, threshold = list(predictor.classes), predictor.model, predictor.task, predictor.threshold
     colours = class_colours(names)
@@ -199,8 +221,9 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
     ids = iter(enumerate(entry[0] for entry in entries))
     for images, masks, valid in progress(ds, f"predicting {split}", unit="batches", total=int(ds.cardinality())):
         logits = np.asarray(model.predict_on_batch(images), np.float32)
-        for image, truth, ok, logit in zip(images.numpy(), masks.numpy().astype(bool), valid.numpy().astype(bool),
-                                           logits):
+        for image, truth, ok, logit in zip(
+            images.numpy(), masks.numpy().astype(bool), valid.numpy().astype(bool), logits
+        ):
             index, stem = next(ids)
             predicted = predict_masks(logit, task, threshold)
             counts = np.stack(counts_from_masks(truth, predicted, ok)).astype(np.int64)
@@ -210,9 +233,19 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
             scores = scores_from_counts(*counts, class_names=names)
             for k, name in enumerate(names):
                 rows.append([stem, name] + [_number(scores[kind][k]) for kind in KINDS])
-            drawn = _write_prediction(out, stem, image, predicted & ok[..., None], names, palette, save_probs,
-                                      logit, truth=overlay(image, truth & ok[..., None], palette), task=task,
-                                      valid=ok)
+            drawn = _write_prediction(
+                out,
+                stem,
+                image,
+                predicted & ok[..., None],
+                names,
+                palette,
+                save_probs,
+                logit,
+                truth=overlay(image, truth & ok[..., None], palette),
+                task=task,
+                valid=ok,
+            )
             if index in shown:
                 sheet.append((f"{stem}: prediction | truth", drawn))
     buffer = io.StringIO()
@@ -220,13 +253,18 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
     write_text(os.path.join(out, "metrics.csv"), buffer.getvalue())
     scores = scores_from_counts(*totals, class_names=names)
     summary = {
-        "split": split, "images": meta["count"], "model": os.path.abspath(predictor.path), "task": task,
-        "threshold": threshold, "classes": names,
-        "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()},
+        "split": split,
+        "images": meta["count"],
+        "model": os.path.abspath(predictor.path),
+        "task": task,
+        "threshold": threshold,
+        "classes": names,
+        "colours": {n: hex_colour(c) for n, c in colours.items()},
         "mean_iou": _number(scores["mean_iou"]),
         **{kind: {n: _number(scores[kind][k]) for k, n in enumerate(names)} for kind in KINDS},
-        "pixels": {n: {"tp": int(totals[0, k]), "fp": int(totals[1, k]), "fn": int(totals[2, k])}
-                   for k, n in enumerate(names)},
+        "pixels": {
+            n: {"tp": int(totals[0, k]), "fp": int(totals[1, k]), "fn": int(totals[2, k])} for k, n in enumerate(names)
+        },
     }
     if task == "multiclass":
         summary["pixel_accuracy"] = _number(np.trace(confusion) / max(confusion.sum(), 1))
@@ -254,8 +292,9 @@ def _make_dirs(out, names, probs, task):
         os.makedirs(os.path.join(out, "probs"), exist_ok=True)
 
 
-def _write_prediction(out, stem, image, predicted, names, palette, save_probs, logits, truth=None, geo=None,
-                      task="multilabel", valid=None):
+def _write_prediction(
+    out, stem, image, predicted, names, palette, save_probs, logits, truth=None, geo=None, task="multilabel", valid=None
+):
     """Masks (and for multiclass the class-index image), overlay and probabilities of one image.
 
     `predicted` (h, w, K) is already off where `valid` (h, w) is false.
@@ -310,8 +349,9 @@ def image_files(paths):
     found = []
     for path in paths:
         if os.path.isdir(path):
-            found += sorted(os.path.join(path, n) for n in os.listdir(path)
-                            if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
+            found += sorted(
+                os.path.join(path, n) for n in os.listdir(path) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+            )
         elif os.path.isfile(path):
             found.append(path)
         else:
@@ -340,7 +380,7 @@ def predict_images(predictor, paths, output, overlap=0.25, batch_size=None, save
     from imseg.outputs import output_folder, write_json, write_png
     from imseg.predict import predict_image, predict_masks
     from imseg.progress import Progress
-    from imseg.visualize import class_colours, drawn_colours, legend
+    from imseg.visualize import class_colours, drawn_colours, hex_colour, legend
 
     files = image_files(paths)
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
@@ -354,16 +394,44 @@ def predict_images(predictor, paths, output, overlap=0.25, batch_size=None, save
         for path, stem in zip(files, stems):
             image, valid = read_image(path, with_valid=True)
             geo = _georeference(path) if path.lower().endswith(GEOTIFF) else None
-            logits = predict_image(predictor.model, image, overlap=overlap, batch_size=batch_size or predictor.batch_size,
-                                   output="logits", progress=Progress(f"predicting {stem}", unit="tiles"))
+            logits = predict_image(
+                predictor.model,
+                image,
+                overlap=overlap,
+                batch_size=batch_size or predictor.batch_size,
+                output="logits",
+                progress=Progress(f"predicting {stem}", unit="tiles"),
+            )
             predicted = predict_masks(logits, task, threshold) & valid[..., None]
-            _write_prediction(output, stem, image, predicted, names, drawn_colours(names), save_probs, logits,
-                              geo=geo, task=task, valid=valid)
-            written[stem] = {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
-                             "georeferenced": geo is not None, "nodata_pixels": int((~valid).sum())}
-        summary = {"classes": names, "task": task, "threshold": threshold, "overlap": overlap,
-                   "model": os.path.abspath(predictor.path),
-                   "colours": {n: "#%02X%02X%02X" % c for n, c in colours.items()}, "images": written}
+            _write_prediction(
+                output,
+                stem,
+                image,
+                predicted,
+                names,
+                drawn_colours(names),
+                save_probs,
+                logits,
+                geo=geo,
+                task=task,
+                valid=valid,
+            )
+            written[stem] = {
+                "source": os.path.abspath(path),
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "georeferenced": geo is not None,
+                "nodata_pixels": int((~valid).sum()),
+            }
+        summary = {
+            "classes": names,
+            "task": task,
+            "threshold": threshold,
+            "overlap": overlap,
+            "model": os.path.abspath(predictor.path),
+            "colours": {n: hex_colour(c) for n, c in colours.items()},
+            "images": written,
+        }
         write_png(os.path.join(output, "legend.png"), np.asarray(legend(colours)))
         write_json(os.path.join(output, "summary.json"), summary)
     log(f"imseg-infer: predicted {len(files)} image(s) into {output}")
@@ -387,11 +455,24 @@ def main(argv=None):
             raise ConfigError(f"{args.output}: --output names a file; give a folder (it is created if needed)")
         predictor = load_predictor(args.model, args.config, args.data_path, args.classes_path, args.output_dir)
         if args.images:
-            predict_images(predictor, args.images, args.output, overlap=args.overlap, batch_size=args.batch_size,
-                           save_probs=args.save_probs)
+            predict_images(
+                predictor,
+                args.images,
+                args.output,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                save_probs=args.save_probs,
+            )
         else:
-            predict_split(predictor, args.data_path, args.split, classes_path=args.classes_path,
-                          output_dir=args.output_dir, batch_size=args.batch_size, save_probs=args.save_probs)
+            predict_split(
+                predictor,
+                args.data_path,
+                args.split,
+                classes_path=args.classes_path,
+                output_dir=args.output_dir,
+                batch_size=args.batch_size,
+                save_probs=args.save_probs,
+            )
 
     return run("imseg-infer", work)
 

@@ -22,17 +22,24 @@ def scan_split(data_path, split):
     per unpaired or missing file. Raises nothing, so `imseg-data verify` can list every problem."""
     root = split_dir(data_path, split)
     image_dir, ann_dir = os.path.join(root, "images"), os.path.join(root, "annotations")
-    problems = [f"{d}: folder not found (expected the AIR layout D/im_seg/{split}/images and annotations)"
-                for d in (image_dir, ann_dir) if not os.path.isdir(d)]
+    problems = [
+        f"{d}: folder not found (expected the AIR layout D/im_seg/{split}/images and annotations)"
+        for d in (image_dir, ann_dir)
+        if not os.path.isdir(d)
+    ]
     if problems:
         return [], problems
     images, dup_images = _by_stem(image_dir, IMAGE_EXTENSIONS)
     annotations, dup_annotations = _by_stem(ann_dir, ANNOTATION_EXTENSIONS)
     problems = dup_images + dup_annotations
-    problems += [f"{images[s]}: no annotation ({s}.json or {s}.npz expected in {ann_dir})"
-                 for s in sorted(set(images) - set(annotations), key=_natural)]
-    problems += [f"{annotations[s]}: no image with this id in {image_dir}"
-                 for s in sorted(set(annotations) - set(images), key=_natural)]
+    problems += [
+        f"{images[s]}: no annotation ({s}.json or {s}.npz expected in {ann_dir})"
+        for s in sorted(set(images) - set(annotations), key=_natural)
+    ]
+    problems += [
+        f"{annotations[s]}: no image with this id in {image_dir}"
+        for s in sorted(set(annotations) - set(images), key=_natural)
+    ]
     if not images and not annotations:
         problems.append(f"{root}: split '{split}' is empty (no images)")
     pairs = [(s, images[s], annotations[s]) for s in sorted(set(images) & set(annotations), key=_natural)]
@@ -61,4 +68,3 @@ def _by_stem(folder, extensions):
 
 def _natural(stem):
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
-

@@ -101,16 +101,24 @@ class CrossEntropy(SegmentationLoss):
         label_smoothing: targets move towards 0.5 (multilabel) or 1/K (multiclass) by this fraction.
     """
 
-    def __init__(self, task="multilabel", class_weights=None, pos_weight=None, label_smoothing=0.0,
-                 name="cross_entropy", **kwargs):
+    def __init__(
+        self,
+        task="multilabel",
+        class_weights=None,
+        pos_weight=None,
+        label_smoothing=0.0,
+        name="cross_entropy",
+        **kwargs,
+    ):
         super().__init__(task=task, name=name, **kwargs)
         if pos_weight is not None and task != "multilabel":
             raise ValueError("pos_weight is for task multilabel; use class_weights with multiclass")
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
-        self.pos_weight = pos_weight if pos_weight is None or isinstance(pos_weight, (int, float)) \
-            else [float(w) for w in pos_weight]
+        self.pos_weight = (
+            pos_weight if pos_weight is None or isinstance(pos_weight, (int, float)) else [float(w) for w in pos_weight]
+        )
         self.label_smoothing = float(label_smoothing)
 
     def compute(self, y_true, logits, weight):
@@ -130,8 +138,12 @@ class CrossEntropy(SegmentationLoss):
         return _weighted_mean(ops.mean(per_class, axis=-1), weight)
 
     def get_config(self):
-        return {**super().get_config(), "class_weights": self.class_weights, "pos_weight": self.pos_weight,
-                "label_smoothing": self.label_smoothing}
+        return {
+            **super().get_config(),
+            "class_weights": self.class_weights,
+            "pos_weight": self.pos_weight,
+            "label_smoothing": self.label_smoothing,
+        }
 
 
 @keras.saving.register_keras_serializable(package="imseg")
@@ -302,8 +314,11 @@ class WeightedSum(SegmentationLoss):
         return sum(w * loss.compute(y_true, logits, weight) for w, loss in zip(self.weights, self.losses))
 
     def get_config(self):
-        return {**super().get_config(), "losses": [keras.saving.serialize_keras_object(x) for x in self.losses],
-                "weights": self.weights}
+        return {
+            **super().get_config(),
+            "losses": [keras.saving.serialize_keras_object(x) for x in self.losses],
+            "weights": self.weights,
+        }
 
 
 # Config names -> (loss class, the task it implies or None when it follows the config's task).

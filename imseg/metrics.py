@@ -49,10 +49,11 @@ def counts_from_masks(truth, predicted, valid):
     """NumPy (tp, fp, fn) per class of boolean (..., K) truth and prediction over the `valid` pixels."""
     truth, predicted = truth.reshape(-1, truth.shape[-1]), predicted.reshape(-1, predicted.shape[-1])
     valid = np.asarray(valid, bool).reshape(-1, 1)
-    return ((truth & predicted & valid).sum(0), (~truth & predicted & valid).sum(0),
-            (truth & ~predicted & valid).sum(0))
-
-
+    return (
+        (truth & predicted & valid).sum(0),
+        (~truth & predicted & valid).sum(0),
+        (truth & ~predicted & valid).sum(0),
+    )
 
 
 def _ratio(num, den):
@@ -139,8 +140,9 @@ class SegmentationMetrics(keras.metrics.Metric):
         count = ops.sum(ops.cast(defined, "float64"))
         out["mean_iou"] = ops.cast(_ratio(ops.sum(ops.where(defined, iou, 0.0)), count), "float32")
         if self.task == "multiclass":
-            out["pixel_accuracy"] = ops.cast(_ratio(ops.sum(tp), ops.sum(ops.cast(self.confusion, "float64"))),
-                                             "float32")
+            out["pixel_accuracy"] = ops.cast(
+                _ratio(ops.sum(tp), ops.sum(ops.cast(self.confusion, "float64"))), "float32"
+            )
         return out
 
     def reset_state(self):

@@ -28,6 +28,20 @@ class RefineNet(keras.Model):
     `backbone` is kept (and saved) only up to its deepest feature layer.
     `inference_model()` returns the same network as a plain functional model of built-in layers,
     which is what imseg saves as `best.keras`.
+
+    Args:
+        backbone: a `keras.applications` model without top.
+        feature_layers: blocks of backbone layer names, e.g. `[["conv5_block3_out", "conv4_block6_out"], ...]`.
+        num_classes: output channels.
+        class_names: their names (kept in the config).
+        preprocessing: the backbone's input normalisation ("caffe", "tf", "torch" or "none").
+        reduce_channel_scale, rcu_kwargs, mrf_kwargs, crp_kwargs: the RefineNet blocks' options
+            (see `imseg.blocks`).
+        augment: keyword arguments of `SegmentationAugment`, or None for no augmentation.
+        threshold: the multilabel decision threshold (metrics, masks).
+        task: "multilabel" or "multiclass".
+        ema_decay: the decay of a moving average of all weights, or None.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
     """
 
     def __init__(
@@ -49,7 +63,13 @@ class RefineNet(keras.Model):
     ):
         feature_layers = [list(block) for block in feature_layers]
         image, logits, extractor = refinenet_graph(
-            backbone, feature_layers, num_classes, preprocessing, reduce_channel_scale, rcu_kwargs, mrf_kwargs,
+            backbone,
+            feature_layers,
+            num_classes,
+            preprocessing,
+            reduce_channel_scale,
+            rcu_kwargs,
+            mrf_kwargs,
             crp_kwargs,
         )
         super().__init__(inputs=image, outputs=logits, **kwargs)
@@ -72,9 +92,20 @@ class RefineNet(keras.Model):
         self._ema_pairs = []
         if self.ema_decay is not None:
             sources = list(self.weights)
-            self._ema_pairs = [(v, self.add_weight(shape=v.shape, dtype=v.dtype, trainable=False,
-                                                   initializer="zeros", aggregation="only_first_replica",
-                                                   name=f"ema_{i}")) for i, v in enumerate(sources)]
+            self._ema_pairs = [
+                (
+                    v,
+                    self.add_weight(
+                        shape=v.shape,
+                        dtype=v.dtype,
+                        trainable=False,
+                        initializer="zeros",
+                        aggregation="only_first_replica",
+                        name=f"ema_{i}",
+                    ),
+                )
+                for i, v in enumerate(sources)
+            ]
             for v, average in self._ema_pairs:
                 average.assign(v)
 

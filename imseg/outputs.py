@@ -103,15 +103,19 @@ class FolderLock:
             os.makedirs(self.folder, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise ConfigError(f"{self.folder}: cannot create the output folder ({e.strerror}); "
-                              "pass --output-dir DIR to write elsewhere") from None
+            raise ConfigError(
+                f"{self.folder}: cannot create the output folder ({e.strerror}); "
+                "pass --output-dir DIR to write elsewhere"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise ConfigError(f"{self.folder}: in use by {holder}; wait for it to finish or stop it, "
-                              "or choose another name or --output-dir") from None
+            raise ConfigError(
+                f"{self.folder}: in use by {holder}; wait for it to finish or stop it, "
+                "or choose another name or --output-dir"
+            ) from None
         os.ftruncate(fd, 0)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
         os.write(fd, f"{self.program} (PID {os.getpid()} on host {socket.gethostname()}, since {started})".encode())

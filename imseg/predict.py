@@ -32,7 +32,7 @@ def blend_window(size, overlap):
     return np.maximum(w, 1e-3)
 
 
-def predict_masks(logits, task="multilabel", threshold=0.0):
+def predict_masks(logits: np.ndarray, task: str = "multilabel", threshold: float = 0.0) -> np.ndarray:
     """Boolean (..., K) masks from logits: logit > `threshold` per class (multilabel), or the class of the
     largest logit (multiclass), the rule imseg's metrics use."""
     logits = np.asarray(logits)
@@ -41,7 +41,7 @@ def predict_masks(logits, task="multilabel", threshold=0.0):
     return logits > threshold
 
 
-def probabilities(logits, task="multilabel"):
+def probabilities(logits: np.ndarray, task: str = "multilabel") -> np.ndarray:
     """Sigmoid per class (multilabel) or softmax over the classes (multiclass) of (..., K) logits."""
     logits = np.asarray(logits, np.float32)
     if task == "multiclass":
@@ -50,8 +50,16 @@ def probabilities(logits, task="multilabel"):
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def predict_image(model, image, overlap=0.25, batch_size=8, output="probabilities", threshold=0.0,
-                  progress=None, task="multilabel"):
+def predict_image(
+    model,
+    image: np.ndarray,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    output: str = "probabilities",
+    threshold: float = 0.0,
+    progress=None,
+    task: str = "multilabel",
+) -> np.ndarray:
     """Predict a (H, W, 3) 0-255 image of any size with a model of fixed input size.
 
     Args:

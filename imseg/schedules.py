@@ -21,8 +21,17 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     iteration count, so a resumed run continues the schedule exactly where it stopped.
     """
 
-    def __init__(self, peak_lr, total_steps, name="constant", warmup_steps=0, final_fraction=0.0, power=0.9,
-                 milestones=(), gamma=0.1):
+    def __init__(
+        self,
+        peak_lr,
+        total_steps,
+        name="constant",
+        warmup_steps=0,
+        final_fraction=0.0,
+        power=0.9,
+        milestones=(),
+        gamma=0.1,
+    ):
         if name not in SCHEDULES:
             raise ValueError(f"name must be one of {', '.join(SCHEDULES)}, got {name!r}")
         self.peak_lr = float(peak_lr)
@@ -53,6 +62,13 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate * warmup
 
     def get_config(self):
-        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps, "name": self.name,
-                "warmup_steps": self.warmup_steps, "final_fraction": self.final_fraction, "power": self.power,
-                "milestones": self.milestones, "gamma": self.gamma}
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "name": self.name,
+            "warmup_steps": self.warmup_steps,
+            "final_fraction": self.final_fraction,
+            "power": self.power,
+            "milestones": self.milestones,
+            "gamma": self.gamma,
+        }

@@ -67,14 +67,21 @@ def parse_args(argv=None):
     p.add_argument("--data-path", help="dataset root D holding D/im_seg/{train,val,test}")
     p.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set epochs=1 --set augment.flip=false (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set epochs=1 --set augment.flip=false (repeatable)",
+    )
     p.add_argument("--output-dir", metavar="DIR", help="write the run to DIR/<name> (default: D/im_seg/out/<name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run of the config's name from its last completed epoch")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run of the config's name from its last completed epoch"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
-    p.add_argument("--demo", action="store_true",
-                   help="write a synthetic dataset to ./demo_data (if absent) and train on it")
+    p.add_argument(
+        "--demo", action="store_true", help="write a synthetic dataset to ./demo_data (if absent) and train on it"
+    )
     p.add_argument("--version", action="version", version=f"imseg {__version__}")
     args = p.parse_args(argv)
     if not args.demo and (not args.data_path or not args.config):
@@ -90,9 +97,15 @@ def options_from(args):
 
         demo = write_demo_data(os.path.abspath("demo_data"))
         data_path, classes_path, config_path = data_path or demo[0], classes_path or demo[1], config_path or demo[2]
-    return TrainOptions(data_path=data_path, config_path=config_path, classes_path=classes_path,
-                        overrides=tuple(args.set), resume=args.resume, overwrite=args.overwrite,
-                        output_dir=args.output_dir)
+    return TrainOptions(
+        data_path=data_path,
+        config_path=config_path,
+        classes_path=classes_path,
+        overrides=tuple(args.set),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        output_dir=args.output_dir,
+    )
 
 
 def prepare(options, strategy=None):
@@ -141,11 +154,11 @@ def prepare(options, strategy=None):
     try:
         outputs = output_names(config, names)
         steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
-        model, details = build_model(config, outputs, strategy=strategy, source=source,
-                                     steps_per_epoch=steps_per_epoch)
+        model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
         details["chief"] = chief
-        train_meta, val_meta = load_splits(data_path, ["train", "val"], len(all_names), log,
-                                           split_check(config.task, indices, names))
+        train_meta, val_meta = load_splits(
+            data_path, ["train", "val"], len(all_names), log, split_check(config.task, indices, names)
+        )
         set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
     except BaseException:
         if lock:  # nothing written: not even the run folder the lock needed
@@ -153,8 +166,19 @@ def prepare(options, strategy=None):
             if created:
                 shutil.rmtree(created, ignore_errors=True)
         raise
-    return PreparedRun(config=config, names=names, outputs=outputs, indices=indices, paths=paths, model=model,
-                       details=details, train_meta=train_meta, val_meta=val_meta, resolved=resolved, lock=lock)
+    return PreparedRun(
+        config=config,
+        names=names,
+        outputs=outputs,
+        indices=indices,
+        paths=paths,
+        model=model,
+        details=details,
+        train_meta=train_meta,
+        val_meta=val_meta,
+        resolved=resolved,
+        lock=lock,
+    )
 
 
 def _check_writable(folder):
@@ -162,11 +186,14 @@ def _check_writable(folder):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing) or "."
     if not os.path.isdir(existing):
-        raise ConfigError(f"{existing}: not a folder, so the run's output folder cannot be created there; "
-                          "pass --output-dir DIR to write the run elsewhere")
+        raise ConfigError(
+            f"{existing}: not a folder, so the run's output folder cannot be created there; "
+            "pass --output-dir DIR to write the run elsewhere"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{existing}: output folder is not writable; pass --output-dir DIR to write the run "
-                          "elsewhere (DIR/<name>)")
+        raise ConfigError(
+            f"{existing}: output folder is not writable; pass --output-dir DIR to write the run elsewhere (DIR/<name>)"
+        )
 
 
 def _restore(model, paths, state, val_ds, prepared):
@@ -198,7 +225,7 @@ def score_checkpoint(path, val_ds, names, config):
     metric = SegmentationMetrics(names, threshold=config.threshold, task=config.task)
     for images, masks, valid in val_ds:
         metric.update_state(masks, model.predict_on_batch(images), valid)
-    return float(metric.result()[config.monitor[len("val_"):]])
+    return float(metric.result()[config.monitor[len("val_") :]])
 
 
 def train(options, prepared, signals):
@@ -214,8 +241,16 @@ def train(options, prepared, signals):
 def _train(options, prepared, signals):
     import keras
 
-    from imseg.callbacks import (BestIoUCheckpoint, EarlyStopping, EvaluateWithEMA, ResumeState, RunLogger,
-                                 StopOnNonFiniteLoss, StopOnSignal, read_history)
+    from imseg.callbacks import (
+        BestIoUCheckpoint,
+        EarlyStopping,
+        EvaluateWithEMA,
+        ResumeState,
+        RunLogger,
+        StopOnNonFiniteLoss,
+        StopOnSignal,
+        read_history,
+    )
     from imseg.dataset import batches_per_epoch, make_dataset
     from imseg.outputs import write_json
     from imseg.resume import load_state
@@ -231,25 +266,47 @@ def _train(options, prepared, signals):
         write_json(paths.config, {**prepared.resolved, "resolved": details})
 
     target = {"task": config.task, "background": config.background}
-    val_ds = make_dataset(prepared.val_meta, prepared.indices, config.input_shape, config.batch_size,
-                          training=False, **target)
+    val_ds = make_dataset(
+        prepared.val_meta, prepared.indices, config.input_shape, config.batch_size, training=False, **target
+    )
     state = load_state(paths) if options.resume else None
-    initial_epoch, best, best_epoch = _restore(model, paths, state, val_ds, prepared) if options.resume \
-        else (0, -math.inf, None)
-    train_ds = make_dataset(prepared.train_meta, prepared.indices, config.input_shape, config.batch_size,
-                            training=True, seed=config.seed, first_epoch=initial_epoch, **target)
-    checkpoint = BestIoUCheckpoint(paths.best_model, paths.best_json, monitor=config.monitor, best=best,
-                                   details={"classes": prepared.outputs, "task": config.task,
-                                            "threshold": config.threshold, "name": config.name,
-                                            "input_shape": list(config.input_shape), "imseg": __version__})
+    initial_epoch, best, best_epoch = (
+        _restore(model, paths, state, val_ds, prepared) if options.resume else (0, -math.inf, None)
+    )
+    train_ds = make_dataset(
+        prepared.train_meta,
+        prepared.indices,
+        config.input_shape,
+        config.batch_size,
+        training=True,
+        seed=config.seed,
+        first_epoch=initial_epoch,
+        **target,
+    )
+    checkpoint = BestIoUCheckpoint(
+        paths.best_model,
+        paths.best_json,
+        monitor=config.monitor,
+        best=best,
+        details={
+            "classes": prepared.outputs,
+            "task": config.task,
+            "threshold": config.threshold,
+            "name": config.name,
+            "input_shape": list(config.input_shape),
+            "imseg": __version__,
+        },
+    )
     checkpoint.best_epoch = best_epoch
     logger = RunLogger(paths.log, paths.history, config.epochs, rows=read_history(paths.history, initial_epoch))
     xla = "on" if details["jit_compile"] else "off"
     if not chief:
         logger.write_line = lambda line: None
     elif options.resume:
-        logger.write_line(f"imseg {__version__}: resuming run '{config.name}' after epoch {initial_epoch} "
-                          f"(best {config.monitor} so far: {best:.4f})")
+        logger.write_line(
+            f"imseg {__version__}: resuming run '{config.name}' after epoch {initial_epoch} "
+            f"(best {config.monitor} so far: {best:.4f})"
+        )
     else:
         logger.write_line(
             f"imseg {__version__}: run '{config.name}' on {options.data_path}: {prepared.train_meta['count']} "
@@ -257,11 +314,15 @@ def _train(options, prepared, signals):
             f"precision {details['precision']}, XLA {xla}, {details['replicas']} replica(s)"
         )
     if initial_epoch >= config.epochs:
-        log(f"imseg: run '{config.name}' already finished {initial_epoch} epochs; to continue, raise them, "
-            f"e.g. --resume --set epochs={initial_epoch + 10}")
+        log(
+            f"imseg: run '{config.name}' already finished {initial_epoch} epochs; to continue, raise them, "
+            f"e.g. --resume --set epochs={initial_epoch + 10}"
+        )
         return
-    log(f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({details['precision']}, "
-        f"XLA {xla}, {details['replicas']} replica(s)); logs in {paths.metrics}")
+    log(
+        f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({details['precision']}, "
+        f"XLA {xla}, {details['replicas']} replica(s)); logs in {paths.metrics}"
+    )
     tensorboard = keras.callbacks.TensorBoard(log_dir=paths.metrics, write_graph=False, profile_batch=0)
     callbacks = [StopOnSignal(signals), StopOnNonFiniteLoss()]
     if config.ema is not None:
@@ -269,17 +330,29 @@ def _train(options, prepared, signals):
     early = None
     if config.early_stopping.patience:
         saved = (state or {}).get("early_stopping") or {}
-        early = EarlyStopping(config.monitor, config.early_stopping.patience, config.early_stopping.min_delta,
-                              best=saved.get("best") if saved.get("best") is not None else -math.inf,
-                              wait=saved.get("wait", 0), log=log)
+        early = EarlyStopping(
+            config.monitor,
+            config.early_stopping.patience,
+            config.early_stopping.min_delta,
+            best=saved.get("best") if saved.get("best") is not None else -math.inf,
+            wait=saved.get("wait", 0),
+            log=log,
+        )
         callbacks.append(early)
     if chief:
         callbacks += [checkpoint, logger, tensorboard, ResumeState(paths.resume, checkpoint, early)]
     start = time.monotonic()
     try:
-        model.fit(train_ds, steps_per_epoch=batches_per_epoch(prepared.train_meta, config.batch_size),
-                  validation_data=val_ds, epochs=config.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2, shuffle=False)
+        model.fit(
+            train_ds,
+            steps_per_epoch=batches_per_epoch(prepared.train_meta, config.batch_size),
+            validation_data=val_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+            shuffle=False,
+        )
     except BaseException as stop:
         if chief:
             tensorboard.on_train_end()  # flush the event files of the finished epochs
@@ -292,8 +365,10 @@ def _train(options, prepared, signals):
     if checkpoint.best_epoch is None:
         log(f"imseg: finished in {minutes:.1f} min; {config.monitor} never had a finite value, no checkpoint saved")
         return
-    log(f"imseg: finished in {minutes:.1f} min; best {config.monitor} = {checkpoint.best:.4f} "
-        f"(epoch {checkpoint.best_epoch})")
+    log(
+        f"imseg: finished in {minutes:.1f} min; best {config.monitor} = {checkpoint.best:.4f} "
+        f"(epoch {checkpoint.best_epoch})"
+    )
     log(f"imseg: best model: {paths.best_model}")
     log(f"imseg: TensorBoard: tensorboard --logdir {paths.metrics} --host 127.0.0.1")
 

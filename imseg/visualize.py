@@ -5,17 +5,38 @@ from PIL import Image, ImageDraw, ImageFont
 
 from imseg.config import BACKGROUND
 
-# Distinct, saturated colours that stay visible over aerial imagery (Tableau 10, then a few more).
+# Distinct, saturated colours that stay visible over aerial imagery: Sasha Trubetskoy's "20 simple, distinct
+# colours" (2017), in his order, without white, black and greys.
 PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
 ]
 
 
 def class_colours(class_names):
     """{class name: (r, g, b)}; stable for a given class list."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(class_names)}
+
+
+def hex_colour(rgb):
+    """(r, g, b) -> "#RRGGBB"."""
+    return "#{:02X}{:02X}{:02X}".format(*rgb)
 
 
 def drawn_colours(class_names):
@@ -75,8 +96,14 @@ def contact_sheet(cells, colours, columns=4, title=None, scale=None):
     key = legend(colours)
     head = 20 if title else 0
     font = ImageFont.load_default()
-    sheet = Image.new("RGB", (max(columns * (cell_w + gap) + gap, key.width + 2 * gap),
-                              head + rows * (cell_h + caption + gap) + gap + key.height), "white")
+    sheet = Image.new(
+        "RGB",
+        (
+            max(columns * (cell_w + gap) + gap, key.width + 2 * gap),
+            head + rows * (cell_h + caption + gap) + gap + key.height,
+        ),
+        "white",
+    )
     draw = ImageDraw.Draw(sheet)
     if title:
         draw.text((gap, 4), title, fill="black", font=font)

@@ -6,4 +6,7 @@ IMSEG_NEED_TESTS=1
 source "$(dirname "$0")/_setup.sh"
 imseg_setup
 cd "$imseg_root"
+# Lint and format first: a style slip fails in seconds, before the suite runs.
+"$IMSEG_PYTHON" -m ruff check --quiet . || { echo "imseg: ruff check failed (fix, or run: ruff check --fix .)" >&2; exit 1; }
+"$IMSEG_PYTHON" -m ruff format --check --quiet . || { echo "imseg: files need ruff format (run: ruff format .)" >&2; exit 1; }
 exec "$IMSEG_PYTHON" -m pytest "$@"

@@ -30,7 +30,17 @@ def trained(tmp_path_factory):
     from helpers import RUN, SEED_CONFIG, SMALL, run_module, write_air_dataset
 
     data_path, classes_path = write_air_dataset(str(tmp_path_factory.mktemp("air") / "d"), counts=(8, 4, 3))
-    result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path,
-                        "--config", SEED_CONFIG, *SMALL, "--set", "epochs=1")
+    result = run_module(
+        "imseg.train",
+        "--data_path",
+        data_path,
+        "--classes_path",
+        classes_path,
+        "--config",
+        SEED_CONFIG,
+        *SMALL,
+        "--set",
+        "epochs=1",
+    )
     assert result.returncode == 0, result.stderr
     return data_path, classes_path, os.path.join(data_path, "im_seg", "out", RUN), result

@@ -59,7 +59,11 @@ def run_module(module, *args, cwd=None, env=None, timeout=600):
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

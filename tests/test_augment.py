@@ -10,8 +10,8 @@ import tensorflow as tf
 from helpers import assert_round_trip
 from imseg.augment import SegmentationAugment, rotate
 from imseg.build import build_model
-from imseg.distribute import make_strategy
 from imseg.config import config_from_dict
+from imseg.distribute import make_strategy
 
 
 def batch(n=4, size=24, seed=0):
@@ -59,14 +59,19 @@ def test_rotation_fill_is_not_valid():
 
     step = next(s for s in range(100) if abs(angle_of(s)) > 0.5)
     angle = angle_of(step)
-    _, out_masks, out_valid = layer.augment(tf.constant(images), tf.constant(masks), tf.ones((1, 9, 9)),
-                                            tf.constant(step))
+    _, out_masks, out_valid = layer.augment(
+        tf.constant(images), tf.constant(masks), tf.ones((1, 9, 9)), tf.constant(step)
+    )
     # NumPy reference: a pixel is valid when its nearest source pixel lies inside the tile.
     ys, xs = np.mgrid[0:9, 0:9].astype(np.float32)
     src_y = 4 + np.cos(angle) * (ys - 4) - np.sin(angle) * (xs - 4)
     src_x = 4 + np.sin(angle) * (ys - 4) + np.cos(angle) * (xs - 4)
-    inside = (np.floor(src_y + 0.5) >= 0) & (np.floor(src_y + 0.5) < 9) & (np.floor(src_x + 0.5) >= 0) & \
-        (np.floor(src_x + 0.5) < 9)
+    inside = (
+        (np.floor(src_y + 0.5) >= 0)
+        & (np.floor(src_y + 0.5) < 9)
+        & (np.floor(src_x + 0.5) >= 0)
+        & (np.floor(src_x + 0.5) < 9)
+    )
     assert not inside.all()
     np.testing.assert_array_equal(out_valid.numpy()[0], inside.astype(np.float32))
 
@@ -75,8 +80,9 @@ def test_rotation_keeps_masks_binary_and_aligned_with_the_image():
     masks = batch(8)
     images = masks[..., :1].repeat(3, -1) * 255
     layer = SegmentationAugment(rotate_range=40)
-    out_images, out_masks, _ = layer.augment(tf.constant(images), tf.constant(masks), tf.constant(ones(masks)),
-                                             tf.constant(3))
+    out_images, out_masks, _ = layer.augment(
+        tf.constant(images), tf.constant(masks), tf.constant(ones(masks)), tf.constant(3)
+    )
     out_images, out_masks = out_images.numpy(), out_masks.numpy()
     assert set(np.unique(out_masks)) <= {0.0, 1.0}
     # Where bilinear sampling saw only class pixels (255) or only background (0), nearest must agree.
@@ -103,13 +109,15 @@ def test_draws_depend_only_on_seed_and_step():
     layer = SegmentationAugment(rotate_range=30, flip=True, channel_shift_range=20, seed=5)
 
     def run(layer, step):
-        return layer.augment(tf.constant(images), tf.constant(masks), tf.constant(ones(masks)),
-                             tf.constant(step))[0].numpy()
+        return layer.augment(tf.constant(images), tf.constant(masks), tf.constant(ones(masks)), tf.constant(step))[
+            0
+        ].numpy()
 
     np.testing.assert_array_equal(run(layer, 11), run(SegmentationAugment.from_config(layer.get_config()), 11))
     assert not np.array_equal(run(layer, 11), run(layer, 12))
-    assert not np.array_equal(run(layer, 11), run(SegmentationAugment(rotate_range=30, flip=True,
-                                                                      channel_shift_range=20, seed=6), 11))
+    assert not np.array_equal(
+        run(layer, 11), run(SegmentationAugment(rotate_range=30, flip=True, channel_shift_range=20, seed=6), 11)
+    )
 
 
 def test_augmentation_compiles_under_xla_and_stays_seeded_and_aligned():
@@ -138,11 +146,19 @@ def test_augment_layer_round_trips():
 
 
 def _flip_only_model(strategy=None, threshold=-1e9):
-    config = config_from_dict({
-        "name": "t", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-        "refine_net_blocks": [["block_3_expand_relu"]], "input_shape": [32, 32, 3], "mixed_precision": "none",
-        "augment": {"flip": True, "multiplier": 2}, "threshold": threshold, "batch_size": 4,
-    })
+    config = config_from_dict(
+        {
+            "name": "t",
+            "backbone": "MobileNetV2",
+            "backbone_kwargs": {"alpha": 0.35},
+            "refine_net_blocks": [["block_3_expand_relu"]],
+            "input_shape": [32, 32, 3],
+            "mixed_precision": "none",
+            "augment": {"flip": True, "multiplier": 2},
+            "threshold": threshold,
+            "batch_size": 4,
+        }
+    )
     return build_model(config, ["a:b"], strategy=strategy)[0]
 
 

@@ -6,8 +6,13 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
-from imseg.blocks import (ArgumentError, chained_residual_pooling, multi_resolution_fusion, refine_block,
-                          residual_conv_unit)
+from imseg.blocks import (
+    ArgumentError,
+    chained_residual_pooling,
+    multi_resolution_fusion,
+    refine_block,
+    residual_conv_unit,
+)
 
 
 def layer_types(model):

@@ -16,15 +16,19 @@ def tiny():
     return keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))
 
 
-@pytest.mark.parametrize("logs, saved", [
-    ({"val_mean_iou": 0.5, "val_loss": 0.3}, True),
-    ({"val_mean_iou": 0.5, "val_loss": math.nan}, False),  # NaN outputs somewhere: never the best
-    ({"val_mean_iou": 0.5, "val_loss": math.inf}, False),
-    ({"val_mean_iou": math.nan, "val_loss": 0.3}, False),
-])
+@pytest.mark.parametrize(
+    "logs, saved",
+    [
+        ({"val_mean_iou": 0.5, "val_loss": 0.3}, True),
+        ({"val_mean_iou": 0.5, "val_loss": math.nan}, False),  # NaN outputs somewhere: never the best
+        ({"val_mean_iou": 0.5, "val_loss": math.inf}, False),
+        ({"val_mean_iou": math.nan, "val_loss": 0.3}, False),
+    ],
+)
 def test_only_a_finite_score_with_a_finite_loss_makes_a_checkpoint(tmp_path, logs, saved):
-    checkpoint = BestIoUCheckpoint(str(tmp_path / "best.keras"), str(tmp_path / "best.json"),
-                                   details={"classes": ["a:b"], "task": "multilabel"})
+    checkpoint = BestIoUCheckpoint(
+        str(tmp_path / "best.keras"), str(tmp_path / "best.json"), details={"classes": ["a:b"], "task": "multilabel"}
+    )
     checkpoint.set_model(tiny())
     checkpoint.on_epoch_end(0, logs)
     assert (tmp_path / "best.keras").exists() == saved and (checkpoint.best_epoch == 1) == saved
@@ -59,16 +63,25 @@ def test_validation_runs_on_the_moving_average_and_training_continues_on_the_wei
     from imseg.build import build_model
     from imseg.config import config_from_dict
 
-    config = config_from_dict({"name": "t", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-                               "refine_net_blocks": [["block_3_expand_relu"]], "input_shape": [32, 32, 3],
-                               "mixed_precision": "none", "ema": 0.5, "optimizer_kwargs": {"learning_rate": 0.01}})
+    config = config_from_dict(
+        {
+            "name": "t",
+            "backbone": "MobileNetV2",
+            "backbone_kwargs": {"alpha": 0.35},
+            "refine_net_blocks": [["block_3_expand_relu"]],
+            "input_shape": [32, 32, 3],
+            "mixed_precision": "none",
+            "ema": 0.5,
+            "optimizer_kwargs": {"learning_rate": 0.01},
+        }
+    )
     model, _ = build_model(config, ["a:b"])
     images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype("uint8")
     masks = (np.random.default_rng(1).random((4, 32, 32, 1)) < 0.5).astype("uint8")
     model.fit(images, masks, batch_size=2, epochs=1, verbose=0)
     head = model.get_layer("head").kernel
     weights = head.numpy()
-    averages = dict((id(v), a) for v, a in model._ema_pairs)
+    averages = {id(v): a for v, a in model._ema_pairs}
     average = averages[id(head)].numpy()
     assert not np.allclose(weights, average)  # two steps: the average lags the weights
     seen = []

@@ -20,7 +20,11 @@ def classes_file(tmp_path, data):
 def test_names_are_super_sub_sorted(tmp_path):
     path = classes_file(tmp_path, {"highway": ["roads", "other"], "building": ["hospital", "parking", "other"]})
     assert load_class_names(path) == [
-        "building:hospital", "building:other", "building:parking", "highway:other", "highway:roads",
+        "building:hospital",
+        "building:other",
+        "building:parking",
+        "highway:other",
+        "highway:roads",
     ]
 
 
@@ -33,7 +37,9 @@ def test_selection_keeps_config_order_and_maps_channels():
 
 def test_unknown_class_and_benchmark_class_are_errors():
     names = ["building:other", "highway:other"]
-    with pytest.raises(ConfigError, match="key 'classes': unknown class 'building:othr' \\(did you mean 'building:other'"):
+    with pytest.raises(
+        ConfigError, match="key 'classes': unknown class 'building:othr' \\(did you mean 'building:other'"
+    ):
         select_classes(config_from_dict({**BASE, "classes": ["building:othr"]}), names, "c.json")
     bad = config_from_dict({**BASE, "classes": ["building:other"], "benchmark_class": "highway:other"})
     with pytest.raises(ConfigError, match="key 'benchmark_class': 'highway:other' is not among the trained classes"):

@@ -89,8 +89,10 @@ def test_set_overrides_use_yaml_values_and_dotted_keys(tmp_path):
         ({"name": "../escape"}, "key 'name': expected a plain folder name"),
         ({"name": ""}, "key 'name': expected a non-empty string"),
         ({"refine_net_blocks": ["conv5_block3_out"]}, "key 'refine_net_blocks': expected a non-empty list of"),
-        ({"refine_net_kwargs": {"crp_kwargs": {"stages": 2}}},
-         "unknown key 'refine_net_kwargs.crp_kwargs.stages' (did you mean 'num_stages'?)"),
+        (
+            {"refine_net_kwargs": {"crp_kwargs": {"stages": 2}}},
+            "unknown key 'refine_net_kwargs.crp_kwargs.stages' (did you mean 'num_stages'?)",
+        ),
     ],
 )
 def test_bad_values_name_file_key_and_expectation(tmp_path, change, message):
@@ -131,9 +133,11 @@ def test_errors_in_set_values_point_at_the_option(tmp_path):
 
 def test_the_config_is_frozen_all_the_way_down_and_replace_validates():
     config = config_from_dict({**MINIMAL, "loss_kwargs": {"class_weights": {"a": 2}}})
-    for change in (lambda: config.optimizer_kwargs.update(learning_rate=1.0),
-                   lambda: config.loss_kwargs["class_weights"].pop("a"),
-                   lambda: config.backbone_kwargs.__setitem__("alpha", 1.0)):
+    for change in (
+        lambda: config.optimizer_kwargs.update(learning_rate=1.0),
+        lambda: config.loss_kwargs["class_weights"].pop("a"),
+        lambda: config.backbone_kwargs.__setitem__("alpha", 1.0),
+    ):
         with pytest.raises(TypeError, match="the config is frozen"):
             change()
     changed = config.replace(epochs=3, optimizer_kwargs={"learning_rate": 0.01})
@@ -145,7 +149,9 @@ def test_the_config_is_frozen_all_the_way_down_and_replace_validates():
 
 def test_yaml_reads_1e_minus_4_as_a_number(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("name: run\nbackbone: ResNet50\nrefine_net_blocks: [[conv5_block3_out]]\n"
-                    "optimizer_kwargs: {learning_rate: 1e-4, epsilon: 1E-7}\n")
+    path.write_text(
+        "name: run\nbackbone: ResNet50\nrefine_net_blocks: [[conv5_block3_out]]\n"
+        "optimizer_kwargs: {learning_rate: 1e-4, epsilon: 1E-7}\n"
+    )
     config = load_config(str(path), ["optimizer_kwargs.weight_decay=5e-5"])
     assert config.optimizer_kwargs == {"learning_rate": 1e-4, "epsilon": 1e-7, "weight_decay": 5e-5}

@@ -39,8 +39,21 @@ def sources(tmp_path):
 
 
 def convert(sources, *extra, output="out"):
-    args = ["convert", "--mask-type", "color", "--class-map", str(sources / "colours.yaml"), "--tile-size", "16",
-            "--overlap", "4", "--seed", "3", "--output", str(sources / output)]
+    args = [
+        "convert",
+        "--mask-type",
+        "color",
+        "--class-map",
+        str(sources / "colours.yaml"),
+        "--tile-size",
+        "16",
+        "--overlap",
+        "4",
+        "--seed",
+        "3",
+        "--output",
+        str(sources / output),
+    ]
     for folder in ("a", "b"):
         args += ["--images", str(sources / folder / "images"), "--masks", str(sources / folder / "masks")]
     return main(args + list(extra))
@@ -65,8 +78,10 @@ def test_convert_colour_masks_to_air_tiles(sources):
     out = sources / "out"
     assert json.loads((out / "classes.json").read_text()) == {"building": ["other"], "highway": ["roads"]}
     path_map = json.loads((out / "im_seg" / "path_map.json").read_text())
-    expected_tiles = sum(len(tile_origins(h, 16, 4)) * len(tile_origins(w, 16, 4))
-                         for h, w in [(50, 70), (33, 40), (40, 40), (40, 40), (20, 20)])
+    expected_tiles = sum(
+        len(tile_origins(h, 16, 4)) * len(tile_origins(w, 16, 4))
+        for h, w in [(50, 70), (33, 40), (40, 40), (40, 40), (20, 20)]
+    )
     assert len(path_map) == expected_tiles
     # Tiles of one source image are all in one split; the two s0.png files are different sources.
     splits_of = {}
@@ -76,10 +91,14 @@ def test_convert_colour_masks_to_air_tiles(sources):
     # A tile's annotation is the colour mask cut at its offset; black is background (labelled, no class) and
     # blue is ignored: the tile's ignore plane.
     for x, y in ((12, 12), (0, 0)):
-        tile_id, tile = next((k, t) for k, t in path_map.items()
-                             if t["image"].endswith(os.path.join("a", "images", "s0.png")) and (t["x"], t["y"]) == (x, y))
-        ann, ignore = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"),
-                                      with_ignore=True)
+        tile_id, tile = next(
+            (k, t)
+            for k, t in path_map.items()
+            if t["image"].endswith(os.path.join("a", "images", "s0.png")) and (t["x"], t["y"]) == (x, y)
+        )
+        ann, ignore = read_annotation(
+            str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"), with_ignore=True
+        )
         mask = np.asarray(Image.open(sources / "a" / "masks" / "s0.png"))[y : y + 16, x : x + 16]
         np.testing.assert_array_equal(ann[0], (mask == RGB["building"]).all(-1))
         np.testing.assert_array_equal(ann[1], (mask == RGB["roads"]).all(-1))
@@ -91,11 +110,15 @@ def test_edge_tiles_are_padded_with_zeros(sources):
     convert(sources)
     out = sources / "out"
     path_map = json.loads((out / "im_seg" / "path_map.json").read_text())
-    tile_id, tile = next((k, t) for k, t in path_map.items() if t["image"].endswith(os.path.join("b", "images", "s1.png"))
-                         and (t["x"], t["y"]) == (12, 12))  # a 20x20 source: this tile holds 8x8 real pixels
+    tile_id, tile = next(
+        (k, t)
+        for k, t in path_map.items()
+        if t["image"].endswith(os.path.join("b", "images", "s1.png")) and (t["x"], t["y"]) == (12, 12)
+    )  # a 20x20 source: this tile holds 8x8 real pixels
     image = np.asarray(Image.open(out / "im_seg" / tile["split"] / "images" / f"{tile_id}.jpg"))
-    ann, ignore = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"),
-                                  with_ignore=True)
+    ann, ignore = read_annotation(
+        str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"), with_ignore=True
+    )
     assert image.shape == (16, 16, 3) and image[9:, 9:].max() < 10  # JPEG leaves faint noise at most
     assert ann.shape == (2, 16, 16) and ann[:, 8:, :].max() == 0 and ann[:, :, 8:].max() == 0
     padding = np.ones((16, 16), bool)
@@ -112,8 +135,9 @@ def test_transparent_pixels_are_ignored(sources):
     path_map = json.loads((out / "im_seg" / "path_map.json").read_text())
     for tile_id, tile in path_map.items():
         if tile["image"].endswith(os.path.join("a", "images", "s2.png")):
-            _, ignore = read_annotation(str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"),
-                                        with_ignore=True)
+            _, ignore = read_annotation(
+                str(out / "im_seg" / tile["split"] / "annotations" / f"{tile_id}.json"), with_ignore=True
+            )
             rows, columns = np.mgrid[tile["y"] : tile["y"] + 16, tile["x"] : tile["x"] + 16]
             mask = np.asarray(Image.open(sources / "a" / "masks" / "s2.png"))  # 40 x 40
             blue = np.zeros((16, 16), bool)
@@ -131,6 +155,7 @@ def test_unmapped_colours_are_listed_with_counts_and_nothing_is_written(sources,
     assert not os.path.exists(sources / "out") and not [p for p in os.listdir(sources) if p.startswith(".out")]
 
 
+@pytest.mark.slow
 def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
     import keras
 
@@ -140,29 +165,58 @@ def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
 
     make_sources(str(tmp_path / "a"), [(128, 128)] * 4)
     (tmp_path / "colours.yaml").write_text("\n".join(f'"{k}": {v}' for k, v in COLOURS.items()))
-    common = ["convert", "--mask-type", "color", "--class-map", str(tmp_path / "colours.yaml"), "--tile-size", "64",
-              "--images", str(tmp_path / "a" / "images"), "--masks", str(tmp_path / "a" / "masks")]
+    common = [
+        "convert",
+        "--mask-type",
+        "color",
+        "--class-map",
+        str(tmp_path / "colours.yaml"),
+        "--tile-size",
+        "64",
+        "--images",
+        str(tmp_path / "a" / "images"),
+        "--masks",
+        str(tmp_path / "a" / "masks"),
+    ]
     assert main(common + ["--output", str(tmp_path / "json")]) == 0
     assert main(common + ["--format", "npz", "--output", str(tmp_path / "npz")]) == 0
     size = lambda root: sum(os.path.getsize(p) for p in files_under(str(root)) if "annotations" in p)  # noqa: E731
     assert size(tmp_path / "json") > 10 * size(tmp_path / "npz")
 
-    config = config_from_dict({"name": "c", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-                               "refine_net_blocks": [["block_3_expand_relu"]], "input_shape": [32, 32, 3],
-                               "epochs": 1, "batch_size": 4, "mixed_precision": "none"})
+    config = config_from_dict(
+        {
+            "name": "c",
+            "backbone": "MobileNetV2",
+            "backbone_kwargs": {"alpha": 0.35},
+            "refine_net_blocks": [["block_3_expand_relu"]],
+            "input_shape": [32, 32, 3],
+            "epochs": 1,
+            "batch_size": 4,
+            "mixed_precision": "none",
+        }
+    )
     histories, batches = [], []
     for fmt in ("json", "npz"):
         root = str(tmp_path / fmt)
         train, val = (load_split(root, s, 2, log=lambda m: None) for s in ("train", "val"))
         keras.utils.set_random_seed(0)  # as imseg-train does: TensorFlow's global seed is part of the shuffle's
         steps = batches_per_epoch(train, 4)
-        batches.append([b.numpy() for batch in make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0)
-                        .take(steps) for b in batch])
+        batches.append(
+            [
+                b.numpy()
+                for batch in make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0).take(steps)
+                for b in batch
+            ]
+        )
         keras.utils.set_random_seed(0)
         model, _ = build_model(config, ["building:other", "highway:roads"])
-        history = model.fit(make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0), steps_per_epoch=steps,
-                            validation_data=make_dataset(val, [0, 1], (32, 32, 3), 4, training=False), verbose=0,
-                            shuffle=False)
+        history = model.fit(
+            make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0),
+            steps_per_epoch=steps,
+            validation_data=make_dataset(val, [0, 1], (32, 32, 3), 4, training=False),
+            verbose=0,
+            shuffle=False,
+        )
         histories.append(history.history)
     for a, b in zip(*batches):  # the very same training batches, in the same order ...
         np.testing.assert_array_equal(a, b)
@@ -185,10 +239,38 @@ def test_index_and_binary_masks(tmp_path):
     Image.fromarray((index == 2).astype(np.uint8)).save(tmp_path / "bin" / "tree" / "t.png")
     (tmp_path / "map.json").write_text(json.dumps({"0": "ignore", "1": "water", "2": "landuse:forest"}))
     common = ["--images", str(tmp_path / "img"), "--tile-size", "20", "--split", "1", "0", "0"]
-    assert main(["convert", "--masks", str(tmp_path / "idx"), "--mask-type", "index", "--class-map",
-                 str(tmp_path / "map.json"), "--output", str(tmp_path / "o1"), *common]) == 0
-    assert main(["convert", "--masks", str(tmp_path / "bin"), "--mask-type", "binary",
-                 "--output", str(tmp_path / "o2"), *common]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--masks",
+                str(tmp_path / "idx"),
+                "--mask-type",
+                "index",
+                "--class-map",
+                str(tmp_path / "map.json"),
+                "--output",
+                str(tmp_path / "o1"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "convert",
+                "--masks",
+                str(tmp_path / "bin"),
+                "--mask-type",
+                "binary",
+                "--output",
+                str(tmp_path / "o2"),
+                *common,
+            ]
+        )
+        == 0
+    )
     a1 = read_annotation(str(tmp_path / "o1" / "im_seg" / "train" / "annotations" / "0.json"))
     a2 = read_annotation(str(tmp_path / "o2" / "im_seg" / "train" / "annotations" / "0.json"))
     np.testing.assert_array_equal(a1, np.stack([index == 2, index == 1]))  # landuse:forest, water:other
@@ -220,7 +302,9 @@ def test_verify_names_every_planted_problem(sources, capsys):
     ids = sorted(int(os.path.splitext(n)[0]) for n in os.listdir(train / "images"))
     missing, channels, values, corrupt = (str(i) for i in ids[:4])
     os.remove(train / "annotations" / f"{missing}.json")
-    (train / "annotations" / f"{channels}.json").write_text(json.dumps({"annotation": np.zeros((3, 16, 16), int).tolist()}))
+    (train / "annotations" / f"{channels}.json").write_text(
+        json.dumps({"annotation": np.zeros((3, 16, 16), int).tolist()})
+    )
     (train / "annotations" / f"{values}.json").write_text(json.dumps({"annotation": np.full((2, 16, 16), 7).tolist()}))
     (train / "images" / f"{corrupt}.jpg").write_bytes((train / "images" / f"{corrupt}.jpg").read_bytes()[:200])
     assert main(["verify", "--data_path", str(sources / "out")]) == 1
@@ -236,7 +320,8 @@ def test_verify_names_every_planted_problem(sources, capsys):
 def test_show_writes_a_contact_sheet(sources):
     convert(sources)
     sheet = sources / "sheet.png"
-    assert main(["show", "--data_path", str(sources / "out"), "--split", "train", "-n", "6",
-                 "--output", str(sheet)]) == 0
+    assert (
+        main(["show", "--data_path", str(sources / "out"), "--split", "train", "-n", "6", "--output", str(sheet)]) == 0
+    )
     image = Image.open(sheet)
     assert image.width >= 4 * 16 * 12 and image.height > 2 * 16 * 12  # 6 enlarged tiles in rows of 4, plus legend

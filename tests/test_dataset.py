@@ -29,13 +29,17 @@ def annotation(data_path, split, i):
 
 def test_pairs_by_stem_in_natural_order(air):
     os.rename(os.path.join(air, "im_seg/train/images/6.jpg"), os.path.join(air, "im_seg/train/images/10.jpg"))
-    os.rename(os.path.join(air, "im_seg/train/annotations/6.json"), os.path.join(air, "im_seg/train/annotations/10.json"))
+    os.rename(
+        os.path.join(air, "im_seg/train/annotations/6.json"), os.path.join(air, "im_seg/train/annotations/10.json")
+    )
     assert [stem for stem, _, _ in list_split(air, "train")] == ["0", "1", "2", "3", "4", "5", "10"]
 
 
 def test_unpaired_and_missing_files_are_named(air):
     os.remove(os.path.join(air, "im_seg/train/annotations/3.json"))
-    with pytest.raises(DataError, match=r"train/images/3.jpg: no annotation \(3.json or 3.npz expected in .*train/annotations\)$"):
+    with pytest.raises(
+        DataError, match=r"train/images/3.jpg: no annotation \(3.json or 3.npz expected in .*train/annotations\)$"
+    ):
         list_split(air, "train")
     os.remove(os.path.join(air, "im_seg/val/images/1.jpg"))
     with pytest.raises(DataError, match=r"val/annotations/1.json: no image with this id in .*val/images$"):
@@ -119,8 +123,11 @@ def test_multiclass_refuses_a_pixel_with_two_labels(air):
 
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
     pair = next((i, j) for i in range(5) for j in range(i + 1, 5) if meta["pair_pixels"][i][j])
-    with pytest.raises(DataError, match=rf"annotations/\d+.json: pixels labelled both {NAMES[pair[0]]} and "
-                                        rf"{NAMES[pair[1]]} \(\d+ in split 'train'\); task multiclass needs"):
+    with pytest.raises(
+        DataError,
+        match=rf"annotations/\d+.json: pixels labelled both {NAMES[pair[0]]} and "
+        rf"{NAMES[pair[1]]} \(\d+ in split 'train'\); task multiclass needs",
+    ):
         check_exclusive(meta, list(pair), [NAMES[k] for k in pair], "train")
 
 
@@ -201,12 +208,21 @@ def _rewrite(air, name, content):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("annotations/1.json", json.dumps({"annotation": np.zeros((4, 40, 40), int).tolist()}).encode(),
-         "1.json: annotation has 4 channels, classes.json defines 5"),
-        ("annotations/1.json", json.dumps({"annotation": np.zeros((5, 40, 39), int).tolist()}).encode(),
-         "1.json: annotation is 40x39 but its image is 40x40"),
-        ("annotations/1.json", json.dumps({"annotation": np.full((5, 40, 40), 2).tolist()}).encode(),
-         "1.json: annotation values must be 0 or 1, found \\[2\\]"),
+        (
+            "annotations/1.json",
+            json.dumps({"annotation": np.zeros((4, 40, 40), int).tolist()}).encode(),
+            "1.json: annotation has 4 channels, classes.json defines 5",
+        ),
+        (
+            "annotations/1.json",
+            json.dumps({"annotation": np.zeros((5, 40, 39), int).tolist()}).encode(),
+            "1.json: annotation is 40x39 but its image is 40x40",
+        ),
+        (
+            "annotations/1.json",
+            json.dumps({"annotation": np.full((5, 40, 40), 2).tolist()}).encode(),
+            "1.json: annotation values must be 0 or 1, found \\[2\\]",
+        ),
         ("annotations/1.json", b'{"annotation": [[[0, 1]', "1.json: unreadable annotation JSON"),
         ("annotations/1.json", b'{"img": "1.jpg"}', "1.json: no 'annotation' key"),
         ("images/1.jpg", b"\xff\xd8\xff\xe0 not really a jpeg", "1.jpg: unreadable image"),

@@ -10,12 +10,20 @@ import pytest
 from helpers import REPO, write_air_dataset
 
 BASE = {
-    "name": "e", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
-    "epochs": 1, "batch_size": 2, "mixed_precision": "none",
+    "name": "e",
+    "backbone": "MobileNetV2",
+    "backbone_kwargs": {"alpha": 0.35},
+    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]],
+    "input_shape": [32, 32, 3],
+    "epochs": 1,
+    "batch_size": 2,
+    "mixed_precision": "none",
 }
-RESNET = {"backbone": "ResNet50", "backbone_kwargs": {},
-          "refine_net_blocks": [["conv5_block3_out", "conv4_block6_out"], ["conv3_block4_out"]]}
+RESNET = {
+    "backbone": "ResNet50",
+    "backbone_kwargs": {},
+    "refine_net_blocks": [["conv5_block3_out", "conv4_block6_out"], ["conv3_block4_out"]],
+}
 
 
 def rows():
@@ -32,8 +40,12 @@ class Case:
     """A small valid dataset, classes file and config that each scenario breaks in one way."""
 
     def __init__(self, root):
-        self.D, self.C = write_air_dataset(os.path.join(root, "d"), classes={"building": ["other"], "highway": ["other"]},
-                                           counts=(4, 2, 2), size=(32, 32))
+        self.D, self.C = write_air_dataset(
+            os.path.join(root, "d"),
+            classes={"building": ["other"], "highway": ["other"]},
+            counts=(4, 2, 2),
+            size=(32, 32),
+        )
         self.F = os.path.join(root, "config.json")
         self.T = os.path.join(root, "other")
         self.config = dict(BASE)
@@ -100,9 +112,21 @@ def images_folder(c, sizes, names=None, mode="RGB"):
     with open(os.path.join(c.T, "map.json"), "w") as f:
         json.dump({"#000000": "building"}, f)
     c.program = "data"
-    c.command = ["convert", "--images", os.path.join(c.T, "images"), "--masks", os.path.join(c.T, "masks"),
-                 "--mask-type", "color", "--class-map", os.path.join(c.T, "map.json"), "--tile-size", "16",
-                 "--output", os.path.join(c.T, "out")]
+    c.command = [
+        "convert",
+        "--images",
+        os.path.join(c.T, "images"),
+        "--masks",
+        os.path.join(c.T, "masks"),
+        "--mask-type",
+        "color",
+        "--class-map",
+        os.path.join(c.T, "map.json"),
+        "--tile-size",
+        "16",
+        "--output",
+        os.path.join(c.T, "out"),
+    ]
     return c.command
 
 
@@ -128,7 +152,10 @@ def tiny_model(path, classes):
 
 SCENARIOS = {
     "json-syntax": lambda c, m: c.write_config('{"name": "x",\n "epochs": ,}'),
-    "yaml-syntax": lambda c, m: (setattr(c, "F", c.F.replace(".json", ".yaml")), c.write_config("name: [x\nepochs: 3\n")),
+    "yaml-syntax": lambda c, m: (
+        setattr(c, "F", c.F.replace(".json", ".yaml")),
+        c.write_config("name: [x\nepochs: 3\n"),
+    ),
     "config-missing": lambda c, m: setattr(c, "F", c.T + ".json"),
     "type": lambda c, m: c.config.update(batch_size="16"),
     "range": lambda c, m: c.config.update(epochs=0),
@@ -154,25 +181,39 @@ SCENARIOS = {
     "name-path": lambda c, m: c.config.update(name="../x"),
     "name-empty": lambda c, m: c.config.update(name=""),
     "data-missing": lambda c, m: setattr(c, "D", c.T),
-    "split-empty": lambda c, m: [os.remove(os.path.join(c.D, "im_seg", "val", sub, f))
-                                 for sub in ("images", "annotations")
-                                 for f in os.listdir(os.path.join(c.D, "im_seg", "val", sub))],
+    "split-empty": lambda c, m: [
+        os.remove(os.path.join(c.D, "im_seg", "val", sub, f))
+        for sub in ("images", "annotations")
+        for f in os.listdir(os.path.join(c.D, "im_seg", "val", sub))
+    ],
     "no-annotation": lambda c, m: os.remove(os.path.join(c.D, "im_seg/train/annotations/3.json")),
     "no-image": lambda c, m: os.remove(os.path.join(c.D, "im_seg/train/images/3.jpg")),
     "channels": lambda c, m: c.annotation("val", 1, np.zeros((4, 32, 32), int)),
     "size": lambda c, m: c.annotation("train", 1, np.zeros((2, 32, 31), int)),
     "values": lambda c, m: c.annotation("train", 1, np.full((2, 32, 32), 2)),
-    "bad-json": lambda c, m: open(os.path.join(c.D, "im_seg/train/annotations/1.json"), "w").write('{"annotation": [[['),
-    "bad-image": lambda c, m: open(os.path.join(c.D, "im_seg/train/images/1.jpg"), "wb").write(b"\xff\xd8\xff\xe0trunc"),
+    "bad-json": lambda c, m: open(os.path.join(c.D, "im_seg/train/annotations/1.json"), "w").write(
+        '{"annotation": [[['
+    ),
+    "bad-image": lambda c, m: open(os.path.join(c.D, "im_seg/train/images/1.jpg"), "wb").write(
+        b"\xff\xd8\xff\xe0trunc"
+    ),
     "unwritable": lambda c, m: open(os.path.join(c.D, "im_seg", "out"), "w").close(),
     "run-exists": lambda c, m: c.existing_run(),
     "resume-nothing": lambda c, m: c.extra.append("--resume"),
     "resume-changed": lambda c, m: (c.existing_run(), c.extra.extend(["--resume", "--set", "batch_size=4"])),
     "model-missing": lambda c, m: (setattr(c, "program", "infer"), c.extra.extend(["--model", c.T])),
-    "model-invalid": lambda c, m: (setattr(c, "program", "infer"), open(c.T, "w").write("no model"),
-                                   c.extra.extend(["--model", c.T])),
-    "model-classes": lambda c, m: (setattr(c, "program", "infer"), c.config.update(classes=["building:other"]),
-                                   setattr(c, "T", c.T + ".keras"), tiny_model(c.T, 2), c.extra.extend(["--model", c.T])),
+    "model-invalid": lambda c, m: (
+        setattr(c, "program", "infer"),
+        open(c.T, "w").write("no model"),
+        c.extra.extend(["--model", c.T]),
+    ),
+    "model-classes": lambda c, m: (
+        setattr(c, "program", "infer"),
+        c.config.update(classes=["building:other"]),
+        setattr(c, "T", c.T + ".keras"),
+        tiny_model(c.T, 2),
+        c.extra.extend(["--model", c.T]),
+    ),
     "task": lambda c, m: c.config.update(task="multi"),
     "background-multilabel": lambda c, m: c.config.update(background=True),
     "loss-task": lambda c, m: c.config.update(task="multiclass", loss="BinaryCrossentropy"),
@@ -185,59 +226,107 @@ SCENARIOS = {
     "warmup-both": lambda c, m: c.config.update(lr_schedule={"warmup_epochs": 1, "warmup_steps": 10}),
     "learning-rate": lambda c, m: c.config.update(optimizer_kwargs={"learning_rate": -0.001}),
     "ema": lambda c, m: c.config.update(ema=1.5),
-    "multiclass-overlap": lambda c, m: (c.config.update(task="multiclass", loss="CrossEntropy"),
-                                        c.annotation("train", 2, np.ones((2, 32, 32)))),
+    "multiclass-overlap": lambda c, m: (
+        c.config.update(task="multiclass", loss="CrossEntropy"),
+        c.annotation("train", 2, np.ones((2, 32, 32))),
+    ),
     "ignore-values": lambda c, m: c.annotation("train", 1, np.zeros((2, 32, 32)), ignore=np.full((32, 32), 3)),
     "ignore-size": lambda c, m: c.annotation("val", 1, np.zeros((2, 32, 32)), ignore=np.zeros((32, 30))),
     "run-in-use": lambda c, m: hold_lock(os.path.join(c.D, "im_seg", "out", "e")),
-    "resume-in-use": lambda c, m: (c.existing_run(), hold_lock(os.path.join(c.D, "im_seg", "out", "e")),
-                                   c.extra.append("--resume")),
-    "preds-in-use": lambda c, m: (infer_with_model(c), hold_lock(os.path.join(c.D, "im_seg", "out", "e", "preds", "val"),
-                                                                 "imseg-infer")),
+    "resume-in-use": lambda c, m: (
+        c.existing_run(),
+        hold_lock(os.path.join(c.D, "im_seg", "out", "e")),
+        c.extra.append("--resume"),
+    ),
+    "preds-in-use": lambda c, m: (
+        infer_with_model(c),
+        hold_lock(os.path.join(c.D, "im_seg", "out", "e", "preds", "val"), "imseg-infer"),
+    ),
     "data-path-file": lambda c, m: (setattr(c, "D", c.T), open(c.T, "w").close()),
     "cache-dir-file": lambda c, m: (open(c.T, "w").close(), m.setenv("IMSEG_CACHE_DIR", c.T)),
-    "weights-not-hdf5": lambda c, m: (open(c.T, "w").write("not weights"),
-                                      c.config.update(pretrained=True, backbone_kwargs={"weights": c.T, "alpha": 0.35})),
-    "weights-other-model": lambda c, m: (setattr(c, "T", c.T + ".weights.h5"), keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(2)]).save_weights(c.T),
-        c.config.update(pretrained=True, backbone_kwargs={"weights": c.T, "alpha": 0.35})),
+    "weights-not-hdf5": lambda c, m: (
+        open(c.T, "w").write("not weights"),
+        c.config.update(pretrained=True, backbone_kwargs={"weights": c.T, "alpha": 0.35}),
+    ),
+    "weights-other-model": lambda c, m: (
+        setattr(c, "T", c.T + ".weights.h5"),
+        keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save_weights(c.T),
+        c.config.update(pretrained=True, backbone_kwargs={"weights": c.T, "alpha": 0.35}),
+    ),
     "duplicate-class": lambda c, m: open(c.C, "w").write('{"building": ["other", "other"]}'),
-    "garbage-npz": lambda c, m: (os.remove(os.path.join(c.D, "im_seg/train/annotations/1.json")),
-                                 open(os.path.join(c.D, "im_seg/train/annotations/1.npz"), "wb").write(b"PK\x03\x04junk")),
-    "png-16bit": lambda c, m: (os.remove(os.path.join(c.D, "im_seg/train/images/1.jpg")),
-                               png16(os.path.join(c.D, "im_seg/train/images/1.png"))),
+    "garbage-npz": lambda c, m: (
+        os.remove(os.path.join(c.D, "im_seg/train/annotations/1.json")),
+        open(os.path.join(c.D, "im_seg/train/annotations/1.npz"), "wb").write(b"PK\x03\x04junk"),
+    ),
+    "png-16bit": lambda c, m: (
+        os.remove(os.path.join(c.D, "im_seg/train/images/1.jpg")),
+        png16(os.path.join(c.D, "im_seg/train/images/1.png")),
+    ),
     "infer-batch-size": lambda c, m: infer_with_model(c, "--batch-size", "-3"),
     "infer-overlap": lambda c, m: infer_with_model(c, "--overlap", "0.7"),
-    "infer-split-and-images": lambda c, m: infer_with_model(c, "--split", "val", "--images", c.D,
-                                                            "--output", os.path.join(c.D, "x")),
-    "infer-output-file": lambda c, m: (infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"),
-                                                        "--output", c.C)),
-    "infer-no-record": lambda c, m: (infer_with_model(c), setattr(c, "command", [
-        "--model", c.T, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", os.path.join(c.D, "p")])),
-    "export-output-file": lambda c, m: (setattr(c, "program", "export"), setattr(c, "T", c.T + ".keras"),
-                                        tiny_model(c.T, 2), setattr(c, "command", [
-                                            "--model", c.T, "--format", "saved_model", "--output", c.C])),
-    "export-output-not-empty": lambda c, m: (setattr(c, "program", "export"), setattr(c, "T", c.T + ".keras"),
-                                             tiny_model(c.T, 2), setattr(c, "command", [
-                                                 "--model", c.T, "--format", "litert", "--output", c.D])),
+    "infer-split-and-images": lambda c, m: infer_with_model(
+        c, "--split", "val", "--images", c.D, "--output", os.path.join(c.D, "x")
+    ),
+    "infer-output-file": lambda c, m: infer_with_model(
+        c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.C
+    ),
+    "infer-no-record": lambda c, m: (
+        infer_with_model(c),
+        setattr(
+            c,
+            "command",
+            ["--model", c.T, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", os.path.join(c.D, "p")],
+        ),
+    ),
+    "export-output-file": lambda c, m: (
+        setattr(c, "program", "export"),
+        setattr(c, "T", c.T + ".keras"),
+        tiny_model(c.T, 2),
+        setattr(c, "command", ["--model", c.T, "--format", "saved_model", "--output", c.C]),
+    ),
+    "export-output-not-empty": lambda c, m: (
+        setattr(c, "program", "export"),
+        setattr(c, "T", c.T + ".keras"),
+        tiny_model(c.T, 2),
+        setattr(c, "command", ["--model", c.T, "--format", "litert", "--output", c.D]),
+    ),
     "export-onnx-missing": lambda c, m: (
-        setattr(c, "program", "export"), setattr(c, "T", c.T + ".keras"), tiny_model(c.T, 2),
+        setattr(c, "program", "export"),
+        setattr(c, "T", c.T + ".keras"),
+        tiny_model(c.T, 2),
         m.setattr("importlib.util.find_spec", lambda name, *a: None if name == "tf2onnx" else object()),
-        setattr(c, "command", ["--model", c.T, "--format", "onnx", "--output", os.path.join(c.D, "onnx")])),
-    "export-not-a-model": lambda c, m: (setattr(c, "program", "export"), open(c.T, "w").write("text"),
-                                        setattr(c, "command", ["--model", c.T, "--format", "onnx", "--output",
-                                                               os.path.join(c.D, "onnx")])),
-    "show-n": lambda c, m: (setattr(c, "program", "data"), setattr(c, "command", [
-        "show", "--data_path", c.D, "--classes_path", c.C, "-n", "0", "--output", os.path.join(c.D, "s.png")])),
-    "show-output-folder": lambda c, m: (setattr(c, "program", "data"), setattr(c, "command", [
-        "show", "--data_path", c.D, "--classes_path", c.C, "--output", c.D])),
+        setattr(c, "command", ["--model", c.T, "--format", "onnx", "--output", os.path.join(c.D, "onnx")]),
+    ),
+    "export-not-a-model": lambda c, m: (
+        setattr(c, "program", "export"),
+        open(c.T, "w").write("text"),
+        setattr(c, "command", ["--model", c.T, "--format", "onnx", "--output", os.path.join(c.D, "onnx")]),
+    ),
+    "show-n": lambda c, m: (
+        setattr(c, "program", "data"),
+        setattr(
+            c,
+            "command",
+            ["show", "--data_path", c.D, "--classes_path", c.C, "-n", "0", "--output", os.path.join(c.D, "s.png")],
+        ),
+    ),
+    "show-output-folder": lambda c, m: (
+        setattr(c, "program", "data"),
+        setattr(c, "command", ["show", "--data_path", c.D, "--classes_path", c.C, "--output", c.D]),
+    ),
     "tile-size": lambda c, m: images_folder(c, [(20, 20)]).extend(["--tile-size", "0"]),
     "same-stem": lambda c, m: images_folder(c, [(20, 20), (20, 20)], names=["s0.jpg", "s0.png"]),
     "empty-splits": lambda c, m: images_folder(c, [(20, 20), (20, 20)]),
-    "mask-size": lambda c, m: (images_folder(c, [(20, 20)] * 3), __import__("PIL.Image").Image.fromarray(
-        np.zeros((20, 24, 3), np.uint8)).save(os.path.join(c.T, "masks", "s1.png"))),
-    "convert-16bit": lambda c, m: (images_folder(c, [(20, 20)] * 3), png16(os.path.join(c.T, "images", "s2.png"),
-                                                                           (20, 20))),
+    "mask-size": lambda c, m: (
+        images_folder(c, [(20, 20)] * 3),
+        __import__("PIL.Image")
+        .Image.fromarray(np.zeros((20, 24, 3), np.uint8))
+        .save(os.path.join(c.T, "masks", "s1.png")),
+    ),
+    "convert-16bit": lambda c, m: (
+        images_folder(c, [(20, 20)] * 3),
+        png16(os.path.join(c.T, "images", "s2.png"), (20, 20)),
+    ),
 }
 
 
@@ -286,7 +375,7 @@ def test_error(row, tmp_path, monkeypatch, capsys):
     last = err.strip().splitlines()[-1]
     expected = message
     for key in "FCDT":
-        expected = expected.replace("{%s}" % key, getattr(case, key))
+        expected = expected.replace("{" + key + "}", getattr(case, key))
     if expected.endswith("…"):
         assert last.startswith(expected[:-1]), last
     else:

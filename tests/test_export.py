@@ -10,6 +10,8 @@ import tensorflow as tf
 from helpers import run_module
 from imseg.export import float32_copy
 
+pytestmark = pytest.mark.slow  # real command lines, trainings and exports
+
 
 @pytest.fixture(scope="module")
 def model_and_images(trained):
@@ -53,11 +55,13 @@ def test_litert_matches_the_float32_logits(model_and_images, tmp_path):
 
 
 def test_missing_or_bad_model_file(tmp_path):
-    result = run_module("imseg.export", "--model", str(tmp_path / "x.keras"), "--format", "saved_model",
-                        "--output", str(tmp_path / "o"))
+    result = run_module(
+        "imseg.export", "--model", str(tmp_path / "x.keras"), "--format", "saved_model", "--output", str(tmp_path / "o")
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"imseg-export: error: {tmp_path / 'x.keras'}: model file not found (train first, "
-                                     "or pass --model)")
+    assert result.stderr.strip() == (
+        f"imseg-export: error: {tmp_path / 'x.keras'}: model file not found (train first, or pass --model)"
+    )
     assert not os.path.exists(tmp_path / "o")
 
 
@@ -71,8 +75,9 @@ def test_export_carries_the_model_record_and_replaces_only_with_overwrite(model_
     assert record["classes"] == ["building:other", "highway:other"] and record["task"] == "multilabel"
     again = run_module("imseg.export", "--model", path, "--format", "litert", "--output", str(folder))
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
-    export_again = run_module("imseg.export", "--model", path, "--format", "litert", "--output", str(folder),
-                              "--overwrite")
+    export_again = run_module(
+        "imseg.export", "--model", path, "--format", "litert", "--output", str(folder), "--overwrite"
+    )
     assert export_again.returncode == 0, export_again.stderr
     assert sorted(os.listdir(folder)) == ["best.tflite", "imseg.json"]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left

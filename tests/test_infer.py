@@ -11,11 +11,14 @@ from PIL import Image
 
 from helpers import SEED_CONFIG, files_under, run_module
 
+pytestmark = pytest.mark.slow  # real command lines, trainings and exports
+
 
 def infer(trained, *args, config=SEED_CONFIG):
     data_path, classes_path = trained[0], trained[1]
-    return run_module("imseg.infer", "--data_path", data_path, "--classes_path", classes_path, "--config", config,
-                      *args)
+    return run_module(
+        "imseg.infer", "--data_path", data_path, "--classes_path", classes_path, "--config", config, *args
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +94,22 @@ def test_a_large_png_gives_masks_of_exactly_its_size(trained, config_32, best_mo
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (1000, 1000, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(rng.integers(0, 255, (20, 50, 3), dtype=np.uint8)).save(tmp_path / "small.jpg")
-    result = run_module("imseg.infer", "--config", config_32, "--classes_path", trained[1], "--model", best_model,
-                        "--images", str(tmp_path / "big.png"), str(tmp_path / "small.jpg"),
-                        "--output", str(tmp_path / "out"), "--batch-size", "64")
+    result = run_module(
+        "imseg.infer",
+        "--config",
+        config_32,
+        "--classes_path",
+        trained[1],
+        "--model",
+        best_model,
+        "--images",
+        str(tmp_path / "big.png"),
+        str(tmp_path / "small.jpg"),
+        "--output",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "64",
+    )
     assert result.returncode == 0, result.stderr
     for name, size in (("big", (1000, 1000)), ("small", (50, 20))):
         for folder in ("building-other", "highway-other"):
@@ -110,11 +126,31 @@ def test_geotiff_masks_keep_the_georeference(trained, config_32, best_model, tmp
 
     transform = from_origin(55.27, 25.20, 0.0001, 0.0001)
     data = np.random.default_rng(1).integers(0, 255, (3, 70, 90), dtype=np.uint8)
-    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=90, height=70, count=3, dtype="uint8",
-                       crs="EPSG:4326", transform=transform) as dst:
+    with rasterio.open(
+        tmp_path / "scene.tif",
+        "w",
+        driver="GTiff",
+        width=90,
+        height=70,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:4326",
+        transform=transform,
+    ) as dst:
         dst.write(data)
-    result = run_module("imseg.infer", "--config", config_32, "--classes_path", trained[1], "--model", best_model,
-                        "--images", str(tmp_path / "scene.tif"), "--output", str(tmp_path / "out"))
+    result = run_module(
+        "imseg.infer",
+        "--config",
+        config_32,
+        "--classes_path",
+        trained[1],
+        "--model",
+        best_model,
+        "--images",
+        str(tmp_path / "scene.tif"),
+        "--output",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 0, result.stderr
     with rasterio.open(tmp_path / "out" / "masks" / "building-other" / "scene.tif") as mask:
         assert (mask.width, mask.height, mask.count) == (90, 70, 1)
@@ -129,19 +165,43 @@ def test_nodata_stays_nodata_in_the_masks(trained, config_32, tmp_path):
 
     inputs = keras.Input((32, 32, 3))  # a model that finds both classes everywhere
     keras.Model(inputs, keras.layers.Conv2D(2, 1, kernel_initializer="zeros", bias_initializer="ones")(inputs)).save(
-        tmp_path / "everywhere.keras")
+        tmp_path / "everywhere.keras"
+    )
 
     data = np.random.default_rng(2).integers(1, 255, (3, 40, 50), dtype=np.uint8)
     data[:, :, :10] = 0  # the scene's edge: nodata
-    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=50, height=40, count=3, dtype="uint8",
-                       crs="EPSG:32640", transform=from_origin(300000, 2800000, 0.5, 0.5), nodata=0) as dst:
+    with rasterio.open(
+        tmp_path / "scene.tif",
+        "w",
+        driver="GTiff",
+        width=50,
+        height=40,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32640",
+        transform=from_origin(300000, 2800000, 0.5, 0.5),
+        nodata=0,
+    ) as dst:
         dst.write(data)
     rgba = np.concatenate([data.transpose(1, 2, 0), np.full((40, 50, 1), 255, np.uint8)], axis=-1)
     rgba[30:, :, 3] = 0  # transparent rows of a PNG: no data either
     Image.fromarray(rgba).save(tmp_path / "cut.png")
-    result = run_module("imseg.infer", "--config", config_32, "--classes_path", trained[1],
-                        "--model", tmp_path / "everywhere.keras", "--images", str(tmp_path / "scene.tif"),
-                        str(tmp_path / "cut.png"), "--output", str(tmp_path / "out"), "--overlap", "0")
+    result = run_module(
+        "imseg.infer",
+        "--config",
+        config_32,
+        "--classes_path",
+        trained[1],
+        "--model",
+        tmp_path / "everywhere.keras",
+        "--images",
+        str(tmp_path / "scene.tif"),
+        str(tmp_path / "cut.png"),
+        "--output",
+        str(tmp_path / "out"),
+        "--overlap",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     with rasterio.open(tmp_path / "out" / "masks" / "building-other" / "scene.tif") as mask:
         valid = mask.dataset_mask() > 0
@@ -173,11 +233,25 @@ def test_a_file_that_is_not_a_model_and_an_unreadable_image(trained, config_32, 
     assert result.returncode == 2 and "fake.keras: not a Keras model file" in result.stderr
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     shutil.copy(os.path.join(trained[2], "checkpoints", "best.keras"), tmp_path / "m.keras")
-    result = run_module("imseg.infer", "--config", config_32, "--classes_path", trained[1],
-                        "--model", str(tmp_path / "m.keras"), "--images", str(tmp_path / "broken.png"),
-                        "--output", str(tmp_path / "o"))
+    result = run_module(
+        "imseg.infer",
+        "--config",
+        config_32,
+        "--classes_path",
+        trained[1],
+        "--model",
+        str(tmp_path / "m.keras"),
+        "--images",
+        str(tmp_path / "broken.png"),
+        "--output",
+        str(tmp_path / "o"),
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"imseg-infer: error: {tmp_path / 'broken.png'}: unreadable image")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"imseg-infer: error: {tmp_path / 'broken.png'}: unreadable image")
+    )
     assert not files_under(str(tmp_path / "o" / "masks"))
 
 
@@ -186,15 +260,33 @@ def test_multiclass_with_background_and_ignored_border_from_training_to_split_sc
     imseg-infer recomputes from the masks it writes, counting only valid pixels."""
     from helpers import write_air_dataset
 
-    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"], "road": ["other"]},
-                                                counts=(8, 4, 1), size=(32, 32), exclusive=True, ignore=3)
+    data_path, classes_path = write_air_dataset(
+        str(tmp_path / "d"),
+        classes={"building": ["other"], "road": ["other"]},
+        counts=(8, 4, 1),
+        size=(32, 32),
+        exclusive=True,
+        ignore=3,
+    )
     config = tmp_path / "multi.json"
-    config.write_text(json.dumps({
-        "name": "multi", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
-        "task": "multiclass", "background": True, "loss": [{"name": "CrossEntropy"}, {"name": "Dice"}],
-        "epochs": 1, "batch_size": 4, "mixed_precision": "none", "augment": {"rotate_range": 20, "multiplier": 0},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "name": "multi",
+                "backbone": "MobileNetV2",
+                "backbone_kwargs": {"alpha": 0.35},
+                "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]],
+                "input_shape": [32, 32, 3],
+                "task": "multiclass",
+                "background": True,
+                "loss": [{"name": "CrossEntropy"}, {"name": "Dice"}],
+                "epochs": 1,
+                "batch_size": 4,
+                "mixed_precision": "none",
+                "augment": {"rotate_range": 20, "multiplier": 0},
+            }
+        )
+    )
     common = ["--data_path", data_path, "--classes_path", classes_path, "--config", str(config)]
     result = run_module("imseg.train", *common)
     assert result.returncode == 0, result.stderr
@@ -249,10 +341,20 @@ def test_a_model_file_says_what_it_predicts(trained, best_model, tmp_path):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["classes"] == record["classes"] and summary["model"] == str(moved)
     (tmp_path / "other.json").write_text(json.dumps({"building": ["other"], "water": ["lake"]}))
-    refused = run_module("imseg.infer", "--model", moved, "--classes-path", tmp_path / "other.json",
-                         "--images", tmp_path / "a.png", "--output", tmp_path / "o2")
+    refused = run_module(
+        "imseg.infer",
+        "--model",
+        moved,
+        "--classes-path",
+        tmp_path / "other.json",
+        "--images",
+        tmp_path / "a.png",
+        "--output",
+        tmp_path / "o2",
+    )
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         f"imseg-infer: error: {moved}: trained on classes ['building:other', 'highway:other'], but "
-        f"{tmp_path / 'other.json'} lacks highway:other"]
+        f"{tmp_path / 'other.json'} lacks highway:other"
+    ]
     assert not os.path.exists(tmp_path / "o2")

@@ -132,8 +132,9 @@ def test_loss_equals_numpy_reference_over_valid_pixels(cls, kwargs, reference, t
 def test_pos_weight_weights_the_positive_term():
     t, z, v = batch("multilabel")
     loss = CrossEntropy(pos_weight=[3.0, 1.0, 0.5])
-    np.testing.assert_allclose(float(loss(t, z, v)), ref_cross_entropy("multilabel", t, z, v, pos_weight=[3, 1, 0.5]),
-                               rtol=2e-5)
+    np.testing.assert_allclose(
+        float(loss(t, z, v)), ref_cross_entropy("multilabel", t, z, v, pos_weight=[3, 1, 0.5]), rtol=2e-5
+    )
 
 
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
@@ -205,11 +206,20 @@ def test_weighted_sum_refuses_mixed_tasks():
         WeightedSum([CrossEntropy(task="multilabel"), Dice(task="multiclass")])
 
 
-@pytest.mark.parametrize("loss", [
-    CrossEntropy(task="multiclass", class_weights=[1, 2, 3], label_smoothing=0.1), CrossEntropy(pos_weight=2.0),
-    Focal(alpha=0.25, gamma=1.0), Dice(smooth=0.5), Jaccard(), Tversky(alpha=0.2, beta=0.8), Lovasz(task="multiclass"),
-    WeightedSum([CrossEntropy(), Dice()], [1.0, 2.0]),
-], ids=lambda x: type(x).__name__)
+@pytest.mark.parametrize(
+    "loss",
+    [
+        CrossEntropy(task="multiclass", class_weights=[1, 2, 3], label_smoothing=0.1),
+        CrossEntropy(pos_weight=2.0),
+        Focal(alpha=0.25, gamma=1.0),
+        Dice(smooth=0.5),
+        Jaccard(),
+        Tversky(alpha=0.2, beta=0.8),
+        Lovasz(task="multiclass"),
+        WeightedSum([CrossEntropy(), Dice()], [1.0, 2.0]),
+    ],
+    ids=lambda x: type(x).__name__,
+)
 def test_round_trip(loss):
     clone = assert_round_trip(loss)
     t, z, v = batch(loss.task)

@@ -54,8 +54,12 @@ def test_hand_computed_example():
     metric = SegmentationMetrics(["a:b"])
     metric.update_state(truth, logits)
     result = {k: float(v) for k, v in metric.result().items()}
-    assert result == {"iou/a:b": pytest.approx(1 / 3), "precision/a:b": 0.5, "recall/a:b": 0.5,
-                      "mean_iou": pytest.approx(1 / 3)}
+    assert result == {
+        "iou/a:b": pytest.approx(1 / 3),
+        "precision/a:b": 0.5,
+        "recall/a:b": 0.5,
+        "mean_iou": pytest.approx(1 / 3),
+    }
 
 
 def test_reset_and_round_trip():

@@ -12,8 +12,8 @@ import pytest
 from helpers import REPO, assert_round_trip
 from imseg.backbones import feature_candidates, preprocess_weights
 from imseg.build import build_model, build_refinenet
-from imseg.distribute import make_strategy, resolve_jit
 from imseg.config import config_from_dict, load_config
+from imseg.distribute import make_strategy, resolve_jit
 from imseg.errors import ConfigError
 
 SMALL = {
@@ -48,8 +48,9 @@ def test_logits_stay_float32_under_mixed_precision():
     assert model.predict(images(), verbose=0).dtype == np.float32
 
 
-@pytest.mark.parametrize("backbone, module", [("ResNet50", "resnet"), ("MobileNetV2", "mobilenet_v2"),
-                                              ("DenseNet121", "densenet")])
+@pytest.mark.parametrize(
+    "backbone, module", [("ResNet50", "resnet"), ("MobileNetV2", "mobilenet_v2"), ("DenseNet121", "densenet")]
+)
 def test_in_graph_normalisation_equals_keras_preprocess_input(backbone, module):
     import importlib
 
@@ -65,7 +66,13 @@ def test_in_graph_normalisation_equals_keras_preprocess_input(backbone, module):
 def test_refinenet_round_trips_through_config_and_keras_file(tmp_path):
     model = small_model(augment={"flip": True, "rotate_range": 10})
     loaded = assert_round_trip(model, tmp_path, example=images())
-    assert loaded.augment == {"rotate_range": 10.0, "flip": True, "channel_shift_range": 0.0, "multiplier": 1, "seed": 0}
+    assert loaded.augment == {
+        "rotate_range": 10.0,
+        "flip": True,
+        "channel_shift_range": 0.0,
+        "multiplier": 1,
+        "seed": 0,
+    }
 
 
 def test_compiled_model_round_trips_with_its_metrics(tmp_path):
@@ -88,8 +95,13 @@ def test_inference_model_loads_in_a_python_that_never_imported_imseg(tmp_path):
         "assert not any(name.startswith('imseg') for name in sys.modules)\n"
         "print(out.shape, out.dtype)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
-                            env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("(4, 32, 32, 3) float32")
 
@@ -134,7 +146,9 @@ def test_backbone_name_is_case_insensitive_and_unknown_ones_are_named():
 
 
 def test_backbone_kwargs_are_checked():
-    with pytest.raises(ConfigError, match="key 'backbone_kwargs.alfa': MobileNetV2 has no such argument \\(did you mean 'alpha'"):
+    with pytest.raises(
+        ConfigError, match="key 'backbone_kwargs.alfa': MobileNetV2 has no such argument \\(did you mean 'alpha'"
+    ):
         small_model(backbone_kwargs={"alfa": 0.35})
     with pytest.raises(ConfigError, match="include_top"):
         small_model(backbone_kwargs={"include_top": True})
@@ -142,8 +156,18 @@ def test_backbone_kwargs_are_checked():
 
 def test_too_small_input_is_a_config_error():
     with pytest.raises(ConfigError, match="ResNet50 cannot be built with this config"):
-        build_refinenet(config_from_dict({**SMALL, "backbone": "ResNet50", "input_shape": [16, 16, 3], "backbone_kwargs": {},
-                                          "refine_net_blocks": [["conv5_block3_out"]]}), ["a"])
+        build_refinenet(
+            config_from_dict(
+                {
+                    **SMALL,
+                    "backbone": "ResNet50",
+                    "input_shape": [16, 16, 3],
+                    "backbone_kwargs": {},
+                    "refine_net_blocks": [["conv5_block3_out"]],
+                }
+            ),
+            ["a"],
+        )
 
 
 def test_imagenet_weights_offline_give_a_clear_message(monkeypatch):
@@ -161,7 +185,9 @@ def test_local_weights_file_is_loaded(tmp_path):
     path = str(tmp_path / "mnv2.weights.h5")
     donor.save_weights(path)
     model = small_model(pretrained=True, backbone_kwargs={"alpha": 0.35, "weights": path})
-    np.testing.assert_array_equal(model.backbone.get_layer("Conv1").kernel.numpy(), donor.get_layer("Conv1").kernel.numpy())
+    np.testing.assert_array_equal(
+        model.backbone.get_layer("Conv1").kernel.numpy(), donor.get_layer("Conv1").kernel.numpy()
+    )
     with pytest.raises(ConfigError, match="backbone_kwargs.weights': file not found"):
         small_model(pretrained=True, backbone_kwargs={"weights": str(tmp_path / "missing.h5")})
 
@@ -194,8 +220,9 @@ def test_unknown_loss_and_optimizer_suggest_names():
     with pytest.raises(ConfigError, match="unknown optimizer 'Adamm' \\(did you mean 'Adam'"):
         make_optimizer(config_from_dict({**SMALL, "optimizer": "Adamm"}))
     assert type(make_optimizer(config_from_dict({**SMALL, "optimizer": "sgd"}))).__name__ == "SGD"
-    loss = make_loss(config_from_dict({**SMALL, "loss": "binary_crossentropy", "loss_kwargs": {"from_logits": True}}),
-                     ["a"])
+    loss = make_loss(
+        config_from_dict({**SMALL, "loss": "binary_crossentropy", "loss_kwargs": {"from_logits": True}}), ["a"]
+    )
     assert float(loss(np.ones((1, 1, 1, 2)), np.full((1, 1, 1, 2), 20.0))) < 1e-6
 
 

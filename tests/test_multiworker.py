@@ -6,7 +6,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO, files_under
+
+pytestmark = pytest.mark.slow  # real command lines, trainings and exports
 
 DRIVER = """
 import hashlib, sys
@@ -41,11 +45,30 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_pa
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-c", DRIVER, str(tmp_path / f"weights-{index}.txt"), "--data_path", data_path,
-             "--classes_path", classes_path, "--config", config_path, "--set", "epochs=1", "--set", "batch_size=8"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    DRIVER,
+                    str(tmp_path / f"weights-{index}.txt"),
+                    "--data_path",
+                    data_path,
+                    "--classes_path",
+                    classes_path,
+                    "--config",
+                    config_path,
+                    "--set",
+                    "epochs=1",
+                    "--set",
+                    "batch_size=8",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=600) for p in processes]
     for p, (_, err) in zip(processes, outputs):
         assert p.returncode == 0, err

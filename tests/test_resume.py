@@ -14,18 +14,27 @@ import pytest
 
 from helpers import REPO, files_under, run_module, write_air_dataset
 
+pytestmark = pytest.mark.slow  # real command lines, trainings and exports
+
 CONFIG = {
-    "name": "r", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
-    "epochs": 4, "batch_size": 2, "optimizer_kwargs": {"learning_rate": 0.003}, "mixed_precision": "none",
+    "name": "r",
+    "backbone": "MobileNetV2",
+    "backbone_kwargs": {"alpha": 0.35},
+    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]],
+    "input_shape": [32, 32, 3],
+    "epochs": 4,
+    "batch_size": 2,
+    "optimizer_kwargs": {"learning_rate": 0.003},
+    "mixed_precision": "none",
     "augment": {"flip": True},
 }
 
 
 @pytest.fixture
 def run(tmp_path):
-    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"]},
-                                                counts=(48, 8, 2), size=(32, 32))
+    data_path, classes_path = write_air_dataset(
+        str(tmp_path / "d"), classes={"building": ["other"]}, counts=(48, 8, 2), size=(32, 32)
+    )
     config = tmp_path / "config.json"
     config.write_text(json.dumps(CONFIG))
     out = os.path.join(data_path, "im_seg", "out", "r")
@@ -143,8 +152,9 @@ def test_resume_refuses_a_changed_config_and_a_missing_run(run, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"imseg-train: error: {out}: nothing to resume (no run named 'r' was started there)"
     assert run_module("imseg.train", *args, "--set", "epochs=1").returncode == 0
-    changed = run_module("imseg.train", *args, "--resume", "--set", "batch_size=4", "--set", "augment.flip=false",
-                         "--set", "epochs=5")
+    changed = run_module(
+        "imseg.train", *args, "--resume", "--set", "batch_size=4", "--set", "augment.flip=false", "--set", "epochs=5"
+    )
     assert changed.returncode == 2
     assert changed.stderr.strip() == (
         "imseg-train: error: --resume: the config of run 'r' changed in augment.flip, batch_size; only epochs may "
@@ -177,14 +187,22 @@ def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_the_best(run, monk
     assert state_epoch(out) == 1
 
 
-RECIPE = {**CONFIG, "epochs": 4, "lr_schedule": {"name": "cosine", "warmup_epochs": 1}, "ema": 0.9,
-          "early_stopping": {"patience": 3}, "optimizer": "AdamW", "gradient_clip_norm": 1.0,
-          "loss": [{"name": "CrossEntropy"}, {"name": "Dice", "weight": 0.5}]}
+RECIPE = {
+    **CONFIG,
+    "epochs": 4,
+    "lr_schedule": {"name": "cosine", "warmup_epochs": 1},
+    "ema": 0.9,
+    "early_stopping": {"patience": 3},
+    "optimizer": "AdamW",
+    "gradient_clip_norm": 1.0,
+    "loss": [{"name": "CrossEntropy"}, {"name": "Dice", "weight": 0.5}],
+}
 
 
 def test_resume_continues_schedule_ema_and_early_stopping_exactly(tmp_path):
-    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"]},
-                                                counts=(12, 4, 1), size=(32, 32))
+    data_path, classes_path = write_air_dataset(
+        str(tmp_path / "d"), classes={"building": ["other"]}, counts=(12, 4, 1), size=(32, 32)
+    )
     runs = {}
     for name in ("straight", "resumed"):
         config = tmp_path / f"{name}.json"

@@ -26,10 +26,16 @@ def reference(name, step, final_fraction=0.0, power=0.9, milestones=(), gamma=0.
     return rate * warmup
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("constant", {}), ("cosine", {}), ("cosine", {"final_fraction": 0.1}), ("poly", {"power": 2.0}),
-    ("step", {"milestones": [40, 70], "gamma": 0.5}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("constant", {}),
+        ("cosine", {}),
+        ("cosine", {"final_fraction": 0.1}),
+        ("poly", {"power": 2.0}),
+        ("step", {"milestones": [40, 70], "gamma": 0.5}),
+    ],
+)
 def test_every_step_follows_the_formula(name, kwargs):
     schedule = WarmupSchedule(PEAK, TOTAL, name, warmup_steps=WARMUP, **kwargs)
     steps = np.arange(TOTAL + 5)  # past the end the rate stays at its final value
@@ -42,15 +48,26 @@ def test_round_trip():
     assert_round_trip(WarmupSchedule(PEAK, TOTAL, "step", warmup_steps=3, milestones=[5, 9], gamma=0.3))
 
 
-BASE = {"name": "t", "backbone": "MobileNetV2", "refine_net_blocks": [["block_1_expand_relu"]], "epochs": 10,
-        "optimizer": "AdamW", "optimizer_kwargs": {"learning_rate": 0.002}}
+BASE = {
+    "name": "t",
+    "backbone": "MobileNetV2",
+    "refine_net_blocks": [["block_1_expand_relu"]],
+    "epochs": 10,
+    "optimizer": "AdamW",
+    "optimizer_kwargs": {"learning_rate": 0.002},
+}
 
 
 def test_config_epochs_become_steps():
     config = config_from_dict({**BASE, "lr_schedule": {"name": "step", "warmup_epochs": 0.5, "milestones": [4]}})
     optimizer = make_optimizer(config, steps_per_epoch=20)
     schedule = optimizer._learning_rate  # the schedule object, not its current value
-    assert (schedule.total_steps, schedule.warmup_steps, schedule.milestones, schedule.peak_lr) == (200, 10, [80], 0.002)
+    assert (schedule.total_steps, schedule.warmup_steps, schedule.milestones, schedule.peak_lr) == (
+        200,
+        10,
+        [80],
+        0.002,
+    )
     assert float(schedule(79)) == pytest.approx(0.002) and float(schedule(80)) == pytest.approx(0.0002)
 
 

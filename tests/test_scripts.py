@@ -27,8 +27,14 @@ def stub_python(tmp_path):
 
 def run_script(name, *args, python, cwd):
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "IMSEG_PYTHON")}
-    return subprocess.run([os.path.join(REPO, "scripts", name), *args], capture_output=True, text=True,
-                          cwd=cwd, env={**env, "IMSEG_PYTHON": python}, timeout=60)
+    return subprocess.run(
+        [os.path.join(REPO, "scripts", name), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**env, "IMSEG_PYTHON": python},
+        timeout=60,
+    )
 
 
 def test_train_passes_arguments_and_sets_gpus_for_the_run_only(stub_python, tmp_path):
@@ -40,8 +46,9 @@ def test_train_passes_arguments_and_sets_gpus_for_the_run_only(stub_python, tmp_
 
 
 def test_background_run_prints_pid_and_log_and_logs_the_output(stub_python, tmp_path):
-    result = run_script("train.sh", "--background", "--gpus=2", "--config", "my config.json",
-                        python=stub_python, cwd=tmp_path)
+    result = run_script(
+        "train.sh", "--background", "--gpus=2", "--config", "my config.json", python=stub_python, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     match = re.search(r"PID (\d+), log (logs/imseg-train-\d{8}-\d{6}\.log)", result.stdout)
     assert match, result.stdout
@@ -65,9 +72,13 @@ def test_gpus_needs_a_value(stub_python, tmp_path):
     assert result.returncode == 2 and "--gpus needs a list" in result.stderr
 
 
-def test_test_script_runs_pytest_with_the_arguments(stub_python, tmp_path):
+def test_test_script_lints_then_runs_pytest_with_the_arguments(stub_python, tmp_path):
     result = run_script("test.sh", "-k", "metrics", python=stub_python, cwd=tmp_path)
-    assert result.stdout.strip() == "CUDA_VISIBLE_DEVICES=unset args=-m pytest -k metrics"
+    assert result.stdout.strip().splitlines() == [
+        "CUDA_VISIBLE_DEVICES=unset args=-m ruff check --quiet .",
+        "CUDA_VISIBLE_DEVICES=unset args=-m ruff format --check --quiet .",
+        "CUDA_VISIBLE_DEVICES=unset args=-m pytest -k metrics",
+    ]
 
 
 def test_ci_runs_the_test_script():

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from helpers import SEED_CONFIG, files_under, run_module, write_air_dataset
+from helpers import RUN, SEED_CONFIG, SMALL, files_under, run_module, write_air_dataset
 
-from helpers import RUN, SMALL
+pytestmark = pytest.mark.slow  # real command lines, trainings and exports
 
 CLASSES = ["building:other", "highway:other"]
 
@@ -68,8 +68,18 @@ def test_best_model_loads_without_imseg_and_predicts_logits(trained):
 def test_an_existing_run_is_not_overwritten_without_asking(trained):
     data_path, classes_path, out, _ = trained
     before = {p: os.path.getmtime(p) for p in files_under(out)}
-    result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path,
-                        "--config", SEED_CONFIG, *SMALL, "--set", "epochs=1")
+    result = run_module(
+        "imseg.train",
+        "--data_path",
+        data_path,
+        "--classes_path",
+        classes_path,
+        "--config",
+        SEED_CONFIG,
+        *SMALL,
+        "--set",
+        "epochs=1",
+    )
     assert result.returncode == 2
     assert f"a run named '{RUN}' already exists; pass --resume to continue it, --overwrite" in result.stderr
     assert {p: os.path.getmtime(p) for p in files_under(out)} == before
@@ -94,19 +104,32 @@ def write_config(tmp_path, **changes):
     "change, message",
     [
         ({"batchsize": 8}, "config.json: unknown key 'batchsize' (did you mean 'batch_size'?)"),
-        ({"classes": ["building:offer"]}, "config.json: key 'classes': unknown class 'building:offer' "
-                                          "(did you mean 'building:other'?)"),
-        ({"refine_net_blocks": [["conv5_block3_output"]]}, "config.json: key 'refine_net_blocks': resnet50 has no "
-                                                           "layer 'conv5_block3_output'; layers that end each "
-                                                           "resolution: conv1_relu (16x16x64), conv2_block3_out "
-                                                           "(8x8x256), conv3_block4_out (4x4x512), conv4_block6_out "
-                                                           "(2x2x1024), conv5_block3_out (1x1x2048)"),
+        (
+            {"classes": ["building:offer"]},
+            "config.json: key 'classes': unknown class 'building:offer' (did you mean 'building:other'?)",
+        ),
+        (
+            {"refine_net_blocks": [["conv5_block3_output"]]},
+            "config.json: key 'refine_net_blocks': resnet50 has no "
+            "layer 'conv5_block3_output'; layers that end each "
+            "resolution: conv1_relu (16x16x64), conv2_block3_out "
+            "(8x8x256), conv3_block4_out (4x4x512), conv4_block6_out "
+            "(2x2x1024), conv5_block3_out (1x1x2048)",
+        ),
     ],
 )
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(fresh, tmp_path, change, message):
     data_path, classes_path = fresh
-    result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path,
-                        "--config", write_config(tmp_path, **change), *SMALL)
+    result = run_module(
+        "imseg.train",
+        "--data_path",
+        data_path,
+        "--classes_path",
+        classes_path,
+        "--config",
+        write_config(tmp_path, **change),
+        *SMALL,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("imseg-train: error: ") and message in lines[0], lines
@@ -115,11 +138,20 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(fresh, tmp_path, chang
 
 def test_missing_data_folder_is_one_line_exit_2(tmp_path, fresh):
     _, classes_path = fresh
-    result = run_module("imseg.train", "--data_path", str(tmp_path / "nope"), "--classes_path", classes_path,
-                        "--config", SEED_CONFIG, *SMALL)
+    result = run_module(
+        "imseg.train",
+        "--data_path",
+        str(tmp_path / "nope"),
+        "--classes_path",
+        classes_path,
+        "--config",
+        SEED_CONFIG,
+        *SMALL,
+    )
     assert result.returncode == 2
+    nope = tmp_path / "nope"
     assert result.stderr.strip().splitlines() == [
-        f"imseg-train: error: {tmp_path / 'nope'}: no im_seg folder (expected {tmp_path / 'nope'}/im_seg/train, val, test)"
+        f"imseg-train: error: {nope}: no im_seg folder (expected {nope}/im_seg/train, val, test)"
     ]
     assert not os.path.exists(tmp_path / "nope")
 
@@ -151,11 +183,25 @@ def test_a_second_process_on_a_running_run_is_refused_and_a_killed_run_leaves_no
     import time
 
     data_path, classes_path = write_air_dataset(str(tmp_path / "d"), counts=(64, 4, 1), size=(32, 32))
-    args = ["--data_path", data_path, "--classes_path", classes_path, "--config", SEED_CONFIG, *SMALL,
-            "--set", "epochs=50"]
+    args = [
+        "--data_path",
+        data_path,
+        "--classes_path",
+        classes_path,
+        "--config",
+        SEED_CONFIG,
+        *SMALL,
+        "--set",
+        "epochs=50",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    first = subprocess.Popen([sys.executable, "-m", "imseg.train", *args], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "imseg.train", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     out = os.path.join(data_path, "im_seg", "out", RUN)
     deadline = time.monotonic() + 300
     while not os.path.exists(os.path.join(out, "resume", "state.json")):  # training: epoch 1 is done
@@ -192,33 +238,65 @@ def test_a_read_only_dataset_trains_and_predicts_with_output_dir(tmp_path):
         if not shutil.which("setpriv"):
             pytest.skip("running as root without setpriv: permissions cannot be enforced")
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__)),
-           "IMSEG_CACHE_DIR": str(writable / "cache")}
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.path.dirname(os.path.dirname(__file__)),
+        "IMSEG_CACHE_DIR": str(writable / "cache"),
+    }
     common = ["--data_path", data_path, "--classes_path", classes_path, "--config", SEED_CONFIG, *SMALL[:4]]
 
     def imseg(module, *args, environment=env):
-        return subprocess.run([*prefix, sys.executable, "-m", module, *args], env=environment, capture_output=True,
-                              text=True, cwd=str(writable), timeout=600)
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", module, *args],
+            env=environment,
+            capture_output=True,
+            text=True,
+            cwd=str(writable),
+            timeout=600,
+        )
 
     try:
         refused = imseg("imseg.train", *common, environment={**env, "IMSEG_CACHE_DIR": ""})
         assert refused.returncode == 2, refused.stderr
         assert refused.stderr.strip().splitlines()[-1] == (
             f"imseg-train: error: {data_path}/im_seg: output folder is not writable; pass --output-dir DIR to write "
-            "the run elsewhere (DIR/<name>)")
+            "the run elsewhere (DIR/<name>)"
+        )
         train = imseg("imseg.train", *common, "--set", "epochs=1", "--output-dir", str(writable / "runs"))
         assert train.returncode == 0, train.stderr
         assert os.path.isfile(writable / "runs" / RUN / "checkpoints" / "best.keras")
         config = str(writable / "runs" / RUN / "config.json")
-        infer = imseg("imseg.infer", "--data-path", data_path, "--classes-path", classes_path, "--config", config,
-                      "--output-dir", str(writable / "runs"))
+        infer = imseg(
+            "imseg.infer",
+            "--data-path",
+            data_path,
+            "--classes-path",
+            classes_path,
+            "--config",
+            config,
+            "--output-dir",
+            str(writable / "runs"),
+        )
         assert infer.returncode == 0, infer.stderr
         assert os.path.isfile(writable / "runs" / RUN / "preds" / "val" / "summary.json")
-        refused = imseg("imseg.infer", "--data-path", data_path, "--classes-path", classes_path, "--config", config,
-                        "--model", str(writable / "runs" / RUN / "checkpoints" / "best.keras"))
+        refused = imseg(
+            "imseg.infer",
+            "--data-path",
+            data_path,
+            "--classes-path",
+            classes_path,
+            "--config",
+            config,
+            "--model",
+            str(writable / "runs" / RUN / "checkpoints" / "best.keras"),
+        )
         assert refused.returncode == 2, refused.stderr
-        assert refused.stderr.strip().splitlines()[-1].endswith("(Permission denied); pass --output-dir DIR to write "
-                                                                "elsewhere")
+        assert (
+            refused.stderr.strip()
+            .splitlines()[-1]
+            .endswith("(Permission denied); pass --output-dir DIR to write elsewhere")
+        )
         assert not os.path.exists(os.path.join(data_path, "im_seg", "out"))
     finally:
         for folder, _, _ in os.walk(data_path):

@@ -14,17 +14,34 @@ def parse_args(argv=None):
     c = sub.add_parser("convert", help="images + masks -> AIR im_seg tiles")
     c.add_argument("--images", action="append", required=True, help="folder of images (repeat, paired with --masks)")
     c.add_argument("--masks", action="append", required=True, help="folder of masks with the images' file stems")
-    c.add_argument("--mask-type", required=True, choices=("color", "index", "binary"),
-                   help="color: RGB masks; index: one-channel class indices; binary: one subfolder per class")
-    c.add_argument("--class-map", help='JSON/YAML: {"#RRGGBB": class} (color) or {"index": class} (index); '
-                                       '"background": labelled, no class; "ignore": no label, never counts')
+    c.add_argument(
+        "--mask-type",
+        required=True,
+        choices=("color", "index", "binary"),
+        help="color: RGB masks; index: one-channel class indices; binary: one subfolder per class",
+    )
+    c.add_argument(
+        "--class-map",
+        help='JSON/YAML: {"#RRGGBB": class} (color) or {"index": class} (index); '
+        '"background": labelled, no class; "ignore": no label, never counts',
+    )
     c.add_argument("--tile-size", type=integer(1), required=True, help="tile edge in pixels")
     c.add_argument("--overlap", type=integer(0), default=0, help="pixels shared by neighbouring tiles (default 0)")
-    c.add_argument("--split", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VAL", "TEST"),
-                   help="fractions of source images per split (default 0.8 0.1 0.1)")
+    c.add_argument(
+        "--split",
+        type=float,
+        nargs=3,
+        default=[0.8, 0.1, 0.1],
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="fractions of source images per split (default 0.8 0.1 0.1)",
+    )
     c.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    c.add_argument("--format", choices=("json", "npz"), default="json",
-                   help="annotation files: json (AIR layout, default) or npz (compact, about 100x smaller)")
+    c.add_argument(
+        "--format",
+        choices=("json", "npz"),
+        default="json",
+        help="annotation files: json (AIR layout, default) or npz (compact, about 100x smaller)",
+    )
     c.add_argument("--output", required=True, help="dataset root D to create (D/im_seg/..., D/classes.json)")
 
     v = sub.add_parser("verify", help="check every split; exit 0 when clean, 1 otherwise")
@@ -41,8 +58,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-
-
 def main(argv=None):
     args = parse_args(argv)
 
@@ -50,8 +65,19 @@ def main(argv=None):
         if args.command == "convert":
             from imseg.data.convert import convert
 
-            convert(args.images, args.masks, args.mask_type, args.output, args.tile_size, class_map=args.class_map,
-                    overlap=args.overlap, split=args.split, seed=args.seed, annotation_format=args.format, log=log)
+            convert(
+                args.images,
+                args.masks,
+                args.mask_type,
+                args.output,
+                args.tile_size,
+                class_map=args.class_map,
+                overlap=args.overlap,
+                split=args.split,
+                seed=args.seed,
+                annotation_format=args.format,
+                log=log,
+            )
             return 0
         from imseg.classes import default_classes_path, load_class_names
 

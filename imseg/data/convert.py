@@ -20,8 +20,8 @@ import numpy as np
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
 from imseg.data.images import read_image, read_mask, write_image
-from imseg.layout import IMAGE_EXTENSIONS
 from imseg.errors import ConfigError, DataError
+from imseg.layout import IMAGE_EXTENSIONS
 
 IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts
 BACKGROUND = "background"  # class-map target: the pixel is labelled, with none of the classes
@@ -36,12 +36,13 @@ def load_class_map(path, mask_type):
     """{key: class name, IGNORE or BACKGROUND}: keys are (r, g, b) for colour masks, ints for index masks."""
     data = parse_file(path)
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{path}: expected a mapping of {'#RRGGBB colours' if mask_type == 'color' else 'indices'} "
-                          "to class names")
+        raise ConfigError(
+            f"{path}: expected a mapping of {'#RRGGBB colours' if mask_type == 'color' else 'indices'} to class names"
+        )
     table = {}
     for key, value in data.items():
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: key '{key}': expected a class name, \"{BACKGROUND}\" or \"{IGNORE}\"")
+            raise ConfigError(f'{path}: key \'{key}\': expected a class name, "{BACKGROUND}" or "{IGNORE}"')
         target = value if value in (IGNORE, BACKGROUND) else class_name(value)
         if mask_type == "color":
             text = str(key).lstrip("#")
@@ -59,7 +60,9 @@ def load_class_map(path, mask_type):
 def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
     """[(image path, mask path or {class: mask path})] for every image of every --images/--masks pair."""
     if len(image_dirs) != len(mask_dirs):
-        raise ConfigError(f"--images was given {len(image_dirs)} times and --masks {len(mask_dirs)}; give them in pairs")
+        raise ConfigError(
+            f"--images was given {len(image_dirs)} times and --masks {len(mask_dirs)}; give them in pairs"
+        )
     sources, missing = [], []
     for image_dir, mask_dir in zip(image_dirs, mask_dirs):
         for d in (image_dir, mask_dir):
@@ -94,8 +97,10 @@ def _files_by_stem(folder):
         if ext.lower() not in IMAGE_EXTENSIONS or name.startswith("."):
             continue
         if stem in found:
-            raise DataError(f"{folder}: two files share the name '{stem}': {os.path.basename(found[stem])} and "
-                            f"{name}; keep one (images and masks are paired by name)")
+            raise DataError(
+                f"{folder}: two files share the name '{stem}': {os.path.basename(found[stem])} and "
+                f"{name}; keep one (images and masks are paired by name)"
+            )
         found[stem] = os.path.join(folder, name)
     return found
 
@@ -110,15 +115,16 @@ def to_annotation(mask, mask_type, table, names, path):
     if mask_type == "color":
         codes = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
         keys = {(k[0] << 16) | (k[1] << 8) | k[2]: v for k, v in table.items()}
-        label = lambda code: "#%06X" % code  # noqa: E731
+        label = lambda code: f"#{code:06X}"
     else:
         codes, keys, label = mask.astype(np.int64), table, str
     values, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
     unmapped = [(label(v), int(c)) for v, c in zip(values, counts) if int(v) not in keys]
     if unmapped:
         listed = ", ".join(f"{v} ({c} px)" for v, c in sorted(unmapped, key=lambda x: -x[1]))
-        raise DataError(f"{path}: values not in the class map: {listed}; map them to a class, to "
-                        f"\"{BACKGROUND}\" or to \"{IGNORE}\"")
+        raise DataError(
+            f'{path}: values not in the class map: {listed}; map them to a class, to "{BACKGROUND}" or to "{IGNORE}"'
+        )
     channel = np.array([index.get(keys[int(v)], -1) for v in values])
     per_pixel = channel[inverse.reshape(codes.shape)]
     ignored = np.array([keys[int(v)] == IGNORE for v in values])[inverse.reshape(codes.shape)]
@@ -148,12 +154,24 @@ def split_sources(count, fractions, seed):
     while sum(sizes) < count:
         sizes[fractions.index(max(fractions))] += 1
     bounds = np.cumsum([0] + sizes)
-    return {split: [order[i] for i in range(bounds[k], bounds[k + 1])]
-            for k, split in enumerate(("train", "val", "test"))}
+    return {
+        split: [order[i] for i in range(bounds[k], bounds[k + 1])] for k, split in enumerate(("train", "val", "test"))
+    }
 
 
-def convert(images, masks, mask_type, output, tile_size, class_map=None, overlap=0, split=(0.8, 0.1, 0.1), seed=0,
-            annotation_format="json", log=print):
+def convert(
+    images,
+    masks,
+    mask_type,
+    output,
+    tile_size,
+    class_map=None,
+    overlap=0,
+    split=(0.8, 0.1, 0.1),
+    seed=0,
+    annotation_format="json",
+    log=print,
+):
     """Build an AIR `im_seg` dataset of tiles at `output` from folders of images and masks.
 
     Args:
@@ -188,8 +206,7 @@ def convert(images, masks, mask_type, output, tile_size, class_map=None, overlap
         class_dirs, names_by_dir = None, None
         names = sorted({v for v in table.values() if v not in (IGNORE, BACKGROUND)})
         if not names:
-            raise ConfigError(f"{class_map}: maps every value to \"{BACKGROUND}\" or \"{IGNORE}\"; "
-                              "name at least one class")
+            raise ConfigError(f'{class_map}: maps every value to "{BACKGROUND}" or "{IGNORE}"; name at least one class')
     sources = pair_sources(images, masks, mask_type, class_dirs)
     output = os.path.abspath(output)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
@@ -205,8 +222,9 @@ def convert(images, masks, mask_type, output, tile_size, class_map=None, overlap
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
     try:
-        counts = _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap,
-                              annotation_format, tmp)
+        counts = _write_tiles(
+            sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap, annotation_format, tmp
+        )
         classes = collections.defaultdict(list)
         for n in names:
             sup, sub = n.split(":", 1)
@@ -218,13 +236,15 @@ def convert(images, masks, mask_type, output, tile_size, class_map=None, overlap
         os.replace(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"imseg-data: {len(sources)} images -> " + ", ".join(f"{counts[s]} {s}" for s in counts) +
-        f" tiles of {tile_size}x{tile_size} in {output}; classes: {', '.join(names)}")
+    log(
+        f"imseg-data: {len(sources)} images -> "
+        + ", ".join(f"{counts[s]} {s}" for s in counts)
+        + f" tiles of {tile_size}x{tile_size} in {output}; classes: {', '.join(names)}"
+    )
     return counts
 
 
-def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap, annotation_format,
-                 root):
+def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap, annotation_format, root):
     from imseg.progress import progress
 
     path_map, counts = {}, {}
@@ -246,8 +266,10 @@ def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_si
         for which, shape in shapes.items():
             if shape != image.shape[:2]:
                 path = mask_path[names_by_dir[which]] if mask_type == "binary" else which
-                raise DataError(f"{path}: mask is {shape[1]}x{shape[0]} (width x height) but its image {image_path} "
-                                f"is {image.shape[1]}x{image.shape[0]}")
+                raise DataError(
+                    f"{path}: mask is {shape[1]}x{shape[0]} (width x height) but its image {image_path} "
+                    f"is {image.shape[1]}x{image.shape[0]}"
+                )
         annotation, ignored = to_annotation(mask, mask_type, table, names, mask_path)
         ignored |= ~has_data
         split = split_of[i]
@@ -266,8 +288,14 @@ def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_si
                 folder = os.path.join(root, "im_seg", split)
                 write_image(os.path.join(folder, "images", tile_id + ".jpg"), tile)
                 write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, tile_id + ".jpg", ignore)
-                path_map[tile_id] = {"split": split, "image": os.path.abspath(image_path),
-                                     "x": x, "y": y, "width": t, "height": t}
+                path_map[tile_id] = {
+                    "split": split,
+                    "image": os.path.abspath(image_path),
+                    "x": x,
+                    "y": y,
+                    "width": t,
+                    "height": t,
+                }
                 counts[split] += 1
                 number += 1
     with open(os.path.join(root, "im_seg", "path_map.json"), "w", encoding="utf-8") as f:

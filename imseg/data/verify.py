@@ -27,8 +27,10 @@ def verify_split(data_path, split, num_classes):
         if ann.shape[0] != num_classes:
             problems.append(f"{ann_path}: annotation has {ann.shape[0]} channels, classes.json defines {num_classes}")
         elif ann.shape[1:] != image.shape[:2]:
-            problems.append(f"{ann_path}: annotation is {ann.shape[1]}x{ann.shape[2]} but its image is "
-                            f"{image.shape[0]}x{image.shape[1]}")
+            problems.append(
+                f"{ann_path}: annotation is {ann.shape[1]}x{ann.shape[2]} but its image is "
+                f"{image.shape[0]}x{image.shape[1]}"
+            )
         else:
             positives += ann.reshape(num_classes, -1).sum(axis=1, dtype=np.int64)
             pixels += ann.shape[1] * ann.shape[2]
