@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -137,8 +138,8 @@ class SplitCache:
         folder = folder or self.dir
         with open(os.path.join(folder, "meta.json"), encoding="utf-8") as f:
             meta = json.load(f)
-        meta["shards"] = [os.path.join(folder, s) for s in meta["shards"]]
-        return meta
+        meta["shards"] = tuple(os.path.join(folder, s) for s in meta["shards"])
+        return SplitMeta(**{**meta, "shape": tuple(meta["shape"]) if meta["shape"] else None})
 
     def _write_shards(self, folder):
         shards, notes, count, sizes = [], set(), 0, set()
@@ -175,6 +176,31 @@ class SplitCache:
             "shape": list(sizes.pop()) if len(sizes) == 1 else None,
             **stats.as_dict(),
         }
+
+
+@dataclass(frozen=True)
+class SplitMeta:
+    """What the cache knows of a split: its records and pixel counts (over valid pixels).
+
+    Args:
+        count: images (records).
+        num_classes: the classes of `classes.json` the records hold.
+        shards: the TFRecord files.
+        shape: (height, width) when every record has it, else None.
+        valid_pixels: pixels that count.
+        class_pixels: per class, its valid pixels.
+        pair_pixels: per pair of classes, valid pixels labelled with both (the diagonal: `class_pixels`).
+        pair_examples: `"i,j"` -> the first annotation file where classes i and j overlap.
+    """
+
+    count: int
+    num_classes: int
+    shards: tuple
+    shape: "tuple | None"
+    valid_pixels: int
+    class_pixels: list
+    pair_pixels: list
+    pair_examples: dict
 
 
 class LabelStats:
@@ -330,18 +356,18 @@ def make_dataset(
     run sees exactly the batches an uninterrupted run would. Shard order and a bounded buffer of records
     are shuffled, so memory does not grow with the dataset.
     """
-    record_shape = meta.get("shape")
-    decode = _decoder(class_indices, meta["num_classes"], tuple(input_shape[:2]), record_shape, task, background)
+    record_shape = meta.shape
+    decode = _decoder(class_indices, meta.num_classes, tuple(input_shape[:2]), record_shape, task, background)
 
     def one_pass(epoch=None):
         """The split once: in file order (`epoch` None) or in the permutation of (seed, epoch)."""
-        shards = tf.data.Dataset.from_tensor_slices(meta["shards"])
+        shards = tf.data.Dataset.from_tensor_slices(list(meta.shards))
         if epoch is not None:
             key = tf.stack([tf.constant(seed, tf.int64), epoch])
-            shards = shards.batch(len(meta["shards"])).flat_map(lambda names: _permute(names, key, -1))
+            shards = shards.batch(len(meta.shards)).flat_map(lambda names: _permute(names, key, -1))
         ds = shards.interleave(  # evaluation reads shards one after another: records in file order
             tf.data.TFRecordDataset,
-            cycle_length=min(4, len(meta["shards"])) if epoch is not None else 1,
+            cycle_length=min(4, len(meta.shards)) if epoch is not None else 1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
@@ -368,7 +394,7 @@ def _permute(values, key, part):
 
 
 def batches_per_epoch(meta, batch_size):
-    return -(-meta["count"] // batch_size)
+    return -(-meta.count // batch_size)
 
 
 def load_splits(data_path, splits, num_classes, log=None, check=None):
@@ -411,10 +437,10 @@ def check_exclusive(meta, class_indices, names, split):
     for a in range(len(class_indices)):
         for b in range(a + 1, len(class_indices)):
             i, j = sorted((class_indices[a], class_indices[b]))
-            if meta["pair_pixels"][i][j]:
+            if meta.pair_pixels[i][j]:
                 raise DataError(
-                    f"{meta['pair_examples'][f'{i},{j}']}: pixels labelled both {names[a]} and {names[b]} "
-                    f"({meta['pair_pixels'][i][j]} in split '{split}'); task multiclass needs classes that exclude "
+                    f"{meta.pair_examples[f'{i},{j}']}: pixels labelled both {names[a]} and {names[b]} "
+                    f"({meta.pair_pixels[i][j]} in split '{split}'); task multiclass needs classes that exclude "
                     "each other (use task: multilabel, or mark such pixels ignored)"
                 )
 
@@ -429,8 +455,8 @@ def split_check(task, class_indices, names):
 def class_frequencies(meta, class_indices, task="multilabel", background=False):
     """Each output channel's share of the split's valid pixels (multilabel) or of its labelled pixels
     (multiclass: the channels' shares sum to 1), the priors the head's bias starts from."""
-    pixels = np.array([meta["class_pixels"][k] for k in class_indices], np.float64)
-    valid = float(meta["valid_pixels"])
+    pixels = np.array([meta.class_pixels[k] for k in class_indices], np.float64)
+    valid = float(meta.valid_pixels)
     if task == "multilabel":
         return pixels / max(valid, 1.0)
     if background:

@@ -196,7 +196,7 @@ def predict_split(
         )
         summary = _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, log)
     log(
-        f"imseg-infer: {meta['count']} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
+        f"imseg-infer: {meta.count} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
         + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None)
     )
     log(f"imseg-infer: wrote masks, overlays, metrics.csv and summary.json to {out}")
@@ -217,7 +217,7 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
     totals = np.zeros((3, len(names)), np.int64)
     confusion = np.zeros((len(names), len(names)), np.int64)
     rows, sheet = [], []
-    shown = set(np.linspace(0, meta["count"] - 1, min(SHEET_SIZE, meta["count"])).round().astype(int).tolist())
+    shown = set(np.linspace(0, meta.count - 1, min(SHEET_SIZE, meta.count)).round().astype(int).tolist())
     ids = iter(enumerate(entry[0] for entry in entries))
     for images, masks, valid in progress(ds, f"predicting {split}", unit="batches", total=int(ds.cardinality())):
         logits = np.asarray(model.predict_on_batch(images), np.float32)
@@ -254,7 +254,7 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
     scores = scores_from_counts(*totals, class_names=names)
     summary = {
         "split": split,
-        "images": meta["count"],
+        "images": meta.count,
         "model": os.path.abspath(predictor.path),
         "task": task,
         "threshold": threshold,

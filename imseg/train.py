@@ -56,8 +56,8 @@ class PreparedRun:
     paths: object
     model: object
     details: dict
-    train_meta: dict
-    val_meta: dict
+    train_meta: object  # imseg.dataset.SplitMeta
+    val_meta: object
     resolved: dict
     lock: object = field(default=None, repr=False)
 
@@ -309,8 +309,8 @@ def _train(options, prepared, signals):
         )
     else:
         logger.write_line(
-            f"imseg {__version__}: run '{config.name}' on {options.data_path}: {prepared.train_meta['count']} "
-            f"train / {prepared.val_meta['count']} val images, classes {', '.join(prepared.names)}; "
+            f"imseg {__version__}: run '{config.name}' on {options.data_path}: {prepared.train_meta.count} "
+            f"train / {prepared.val_meta.count} val images, classes {', '.join(prepared.names)}; "
             f"precision {details['precision']}, XLA {xla}, {details['replicas']} replica(s)"
         )
     if initial_epoch >= config.epochs:

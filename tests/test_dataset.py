@@ -59,7 +59,7 @@ def test_empty_split(air):
 
 def test_pipeline_yields_uint8_images_and_selected_mask_channels(air):
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
-    assert meta["count"] == 7
+    assert meta.count == 7
     ds = make_dataset(meta, [3, 1], (40, 40, 3), batch_size=4, training=False)
     batches = list(ds)
     assert [b[0].shape[0] for b in batches] == [4, 3]  # the partial last batch is kept
@@ -95,9 +95,9 @@ def test_ignore_planes_become_the_valid_mask_and_leave_the_counts(air):
     labels = np.stack([annotation(air, "train", i) for i in range(7)]).astype(np.int64)
     weights = np.ones((7, 40, 40), np.int64)
     weights[1], weights[2] = 1 - ignore, 0
-    assert meta["valid_pixels"] == weights.sum()
-    assert meta["class_pixels"] == (labels * weights[:, None]).sum((0, 2, 3)).tolist()
-    assert meta["pair_pixels"][0][1] == (labels[:, 0] * labels[:, 1] * weights).sum()
+    assert meta.valid_pixels == weights.sum()
+    assert meta.class_pixels == (labels * weights[:, None]).sum((0, 2, 3)).tolist()
+    assert meta.pair_pixels[0][1] == (labels[:, 0] * labels[:, 1] * weights).sum()
 
 
 def test_multiclass_adds_background_or_leaves_unlabelled_pixels_out(air):
@@ -122,7 +122,7 @@ def test_multiclass_refuses_a_pixel_with_two_labels(air):
     from imseg.dataset import check_exclusive
 
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
-    pair = next((i, j) for i in range(5) for j in range(i + 1, 5) if meta["pair_pixels"][i][j])
+    pair = next((i, j) for i in range(5) for j in range(i + 1, 5) if meta.pair_pixels[i][j])
     with pytest.raises(
         DataError,
         match=rf"annotations/\d+.json: pixels labelled both {NAMES[pair[0]]} and "
@@ -146,7 +146,7 @@ def test_splits_with_mixed_sizes_are_decoded_one_by_one_and_resized(air):
     with open(os.path.join(air, "im_seg/val/annotations/1.json"), "w") as f:
         json.dump({"annotation": np.ones((5, 30, 50), int).tolist(), "img": "1.jpg"}, f)
     meta = load_split(air, "val", len(NAMES), log=lambda m: None)
-    assert meta["shape"] is None
+    assert meta.shape is None
     images, masks, _ = next(iter(make_dataset(meta, [2, 0], (20, 20, 3), batch_size=3, training=False)))
     assert images.shape == (3, 20, 20, 3) and masks.shape == (3, 20, 20, 2)
     np.testing.assert_array_equal(masks[1], np.ones((20, 20, 2)))
@@ -180,15 +180,15 @@ def test_cache_is_built_once_and_rebuilt_when_a_file_changes(air):
         json.dump({"annotation": np.ones((5, 40, 40), int).tolist(), "img": "2.jpg"}, f)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     rebuilt = load_split(air, "train", len(NAMES), log=logs.append)
-    assert len(logs) == 2 and rebuilt["shards"] != first["shards"]
-    assert not os.path.exists(os.path.dirname(first["shards"][0]))  # the stale cache is gone
-    assert rebuilt["class_pixels"][0] == first["class_pixels"][0] - old_pixels + 40 * 40
+    assert len(logs) == 2 and rebuilt.shards != first.shards
+    assert not os.path.exists(os.path.dirname(first.shards[0]))  # the stale cache is gone
+    assert rebuilt.class_pixels[0] == first.class_pixels[0] - old_pixels + 40 * 40
 
 
 def test_cache_dir_can_be_moved_with_an_environment_variable(air, tmp_path, monkeypatch):
     monkeypatch.setenv("IMSEG_CACHE_DIR", str(tmp_path / "cache"))
     meta = load_split(air, "val", len(NAMES), log=lambda m: None)
-    assert meta["shards"][0].startswith(str(tmp_path / "cache"))
+    assert meta.shards[0].startswith(str(tmp_path / "cache"))
     assert not os.path.exists(os.path.join(air, "im_seg", ".cache"))
 
 
