@@ -174,6 +174,65 @@ def set_head_priors(model, frequencies, task):
     head.set_weights([kernel, bias.astype(kernel.dtype)])
 
 
+# Keras preprocessing layers that change pixel values only, so the mask stays right (keras.layers and
+# keras_cv.layers names). Geometric ones (flips, crops, zooms, rotations, shears) and label-mixing ones are refused.
+PHOTOMETRIC_LAYERS = {
+    "AutoContrast", "ChannelShuffle", "Equalization", "Grayscale", "Posterization", "RandomBrightness",
+    "RandomChannelShift", "RandomColorDegeneration", "RandomColorJitter", "RandomContrast", "RandomErasing",
+    "RandomGaussianBlur", "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPosterization", "RandomSaturation",
+    "RandomSharpness", "Solarization",
+}  # fmt: skip
+
+
+def augment_layers(specs, source="config"):
+    """The Keras layers of `augment.layers` ([{name, arguments}]), made; `keras_cv.` names need keras-cv."""
+    made = []
+    for i, spec in enumerate(specs):
+        key = f"augment.layers[{i}]"
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        module_name, _, name = spec["name"].rpartition(".")
+        if module_name in ("keras_cv", "keras_cv.layers"):
+            try:
+                import keras_cv
+            except ImportError:
+                raise ConfigError(
+                    f"{source}: key '{key}': {spec['name']} needs keras-cv: pip install 'imseg[keras-cv]'"
+                ) from None
+            module = keras_cv.layers
+        elif module_name in ("", "keras", "keras.layers"):
+            module = keras.layers
+        else:
+            raise ConfigError(f"{source}: key '{key}': '{spec['name']}': give a keras.layers or keras_cv.layers name")
+        cls = getattr(module, name, None)
+        if not inspect.isclass(cls) or not issubclass(cls, keras.layers.Layer):
+            known = sorted(n for n in PHOTOMETRIC_LAYERS if hasattr(module, n))
+            raise ConfigError(f"{source}: key '{key}': unknown layer '{spec['name']}'{did_you_mean(name, known)}")
+        if name not in PHOTOMETRIC_LAYERS:
+            raise ConfigError(
+                f"{source}: key '{key}': {spec['name']} moves or mixes pixels, and the masks cannot "
+                "follow it; use imseg's flip, rotate90, rotate_range and scale_range for geometry, and "
+                "keras layers that only change pixel values here"
+            )
+        try:
+            made.append(cls(**kwargs))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: key '{key}': {cls.__name__}: {e}") from None
+    return made
+
+
+def augment_kwargs(config, source="config"):
+    """The SegmentationAugment arguments of a config (None when augmentation is off)."""
+    a = config.augment
+    if not a.enabled:
+        return None
+    return {
+        "rotate_range": a.rotate_range, "flip": a.flip, "rotate90": a.rotate90, "scale_range": a.scale_range,
+        "channel_shift_range": a.channel_shift_range, "multiplier": a.multiplier, "seed": a.seed,
+        "photometric": {n: vars(getattr(a, n)) for n in a.PHOTOMETRIC if getattr(a, n).probability > 0},
+        "layers": [keras.saving.serialize_keras_object(x) for x in augment_layers(a.layers, source)],
+    }  # fmt: skip
+
+
 # RefineNet arguments -> the config keys they come from, for error messages.
 _CONFIG_KEYS = {
     "feature_layers": "refine_net_blocks",
@@ -196,7 +255,7 @@ def build_refinenet(config, class_names, source="config"):
             rcu_kwargs=vars(rn.rcu_kwargs),
             mrf_kwargs=vars(rn.mrf_kwargs),
             crp_kwargs=vars(rn.crp_kwargs),
-            augment=vars(config.augment) if config.augment.enabled else None,
+            augment=augment_kwargs(config, source),
             threshold=config.threshold,
             task=config.task,
             ema_decay=config.ema,
@@ -253,6 +312,9 @@ def build_model(
         loss = make_loss(config, class_names, source)
         optimizer = make_optimizer(config, steps_per_epoch, source)
         jit = resolve_jit(config.jit_compile, strategy)
+        blockers = [layer.name for layer in getattr(model.augmenter, "extra_layers", []) if not layer.supports_jit]
+        if jit and blockers:  # as Keras does for such layers: the run goes on without XLA, and says so
+            jit = False
         model.compile(
             optimizer=optimizer,
             loss=loss,
@@ -261,4 +323,6 @@ def build_model(
             jit_compile=jit,
         )
     details = {"precision": precision, "jit_compile": jit, "replicas": strategy.num_replicas_in_sync}
+    if blockers and config.jit_compile is not False and resolve_jit(config.jit_compile, strategy):
+        details["xla_off_because"] = f"augment.layers {', '.join(blockers)} cannot be compiled by XLA"
     return model, details

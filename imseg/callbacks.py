@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import io
+import json
 import math
 import os
 import time
@@ -237,3 +238,151 @@ def _ordered(logs):
     return [
         (k, logs[k]) for k in sorted(keys, key=lambda k: (k.startswith("val_"), k != "loss" and k != "val_loss", k))
     ]
+
+
+def find_segmentation_metrics(model):
+    """The model's SegmentationMetrics object (inside Keras's compiled metrics), or None."""
+    from imseg.metrics import SegmentationMetrics
+
+    stack = list(model.metrics)
+    while stack:
+        metric = stack.pop()
+        if isinstance(metric, SegmentationMetrics):
+            return metric
+        stack.extend(getattr(metric, "metrics", []))
+    return None
+
+
+class ValidationImages(keras.callbacks.Callback):
+    """What the model sees, in TensorBoard: every `every` epochs, the same validation tiles with the prediction
+    overlaid beside the truth (`validation/predictions`), and for a multiclass task the validation confusion
+    matrix (`validation/confusion_matrix`), on the epoch axis of Keras's scalars.
+
+    Args:
+        log_dir: the run's TensorBoard folder (the images go to its `validation/`).
+        tiles: (images, masks, valid) arrays of the tiles to show.
+        class_names: the output channels; `task`, `threshold`: how logits become masks.
+        every: epochs between two writes.
+    """
+
+    def __init__(self, log_dir, tiles, class_names, task="multilabel", threshold=0.0, every=1):
+        super().__init__()
+        self.log_dir = log_dir
+        self.tiles = tiles
+        self.class_names = list(class_names)
+        self.task, self.threshold, self.every = task, threshold, every
+        self._writer = None
+
+    def _write(self, fn):
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "validation"))
+        with self._writer.as_default():
+            fn(tf)
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        from imseg.visualize import class_colours, legend
+
+        key = np.asarray(legend(class_colours(self.class_names)))[None]
+        self._write(lambda tf: tf.summary.image("legend", key, step=0))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        from imseg.predict import predict_masks
+        from imseg.visualize import drawn_colours, overlay, side_by_side
+
+        images, masks, valid = self.tiles
+        with _ema_weights(self.model):
+            logits = np.asarray(self.model.predict_on_batch(images.astype("float32")), np.float32)
+        palette = drawn_colours(self.class_names)
+        pictures = []
+        for image, truth, ok, logit in zip(images, masks.astype(bool), valid.astype(bool), logits):
+            predicted = predict_masks(logit, self.task, self.threshold) & ok[..., None]
+            image = image.astype(np.uint8)
+            pictures.append(
+                side_by_side(overlay(image, predicted, palette), overlay(image, truth & ok[..., None], palette))
+            )
+        batch = np.stack(pictures)
+        self._write(lambda tf: tf.summary.image("predictions", batch, step=epoch, max_outputs=len(batch),
+                                                description="prediction | truth"))  # fmt: skip
+        metric = find_segmentation_metrics(self.model)
+        if self.task == "multiclass" and metric is not None:  # after fit's validation it holds the val counts
+            from imseg.visualize import confusion_picture
+
+            picture = np.asarray(confusion_picture(keras.ops.convert_to_numpy(metric.confusion), self.class_names))
+            self._write(lambda tf: tf.summary.image("confusion_matrix", picture[None], step=epoch))
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def hparams_of(config_dict):
+    """The config's scalar settings, flattened (`optimizer_kwargs.learning_rate`), for the HParams dashboard;
+    lists and mappings become their JSON text."""
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        elif isinstance(value, (bool, int, float, str)):
+            flat[prefix[:-1]] = value
+        elif value is not None:
+            flat[prefix[:-1]] = json.dumps(value)
+
+    walk("", config_dict)
+    return flat
+
+
+class HParams(keras.callbacks.Callback):
+    """The run's settings in TensorBoard's HParams dashboard, with its final and best validation scores, so
+    several runs under one `--logdir` compare side by side.
+
+    Args:
+        log_dir: the run's TensorBoard folder.
+        hparams: {name: value} (see `hparams_of`); `run_name`: the trial's name.
+        monitor: the validation score (`val_…`); `checkpoint`: the BestIoUCheckpoint that knows the best.
+    """
+
+    def __init__(self, log_dir, hparams, run_name, monitor, checkpoint):
+        super().__init__()
+        self.log_dir, self.hparams, self.run_name = log_dir, hparams, run_name
+        self.monitor, self.checkpoint = monitor, checkpoint
+        self._writer = None
+
+    def _tags(self):
+        name = self.monitor[len("val_") :]
+        return f"hparams/final_{name}", f"hparams/best_{name}"
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+
+        final, best = self._tags()
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            hp.hparams_config(
+                hparams=[hp.HParam(k) for k in self.hparams],
+                metrics=[hp.Metric(final, display_name=f"final {self.monitor}"),
+                         hp.Metric(best, display_name=f"best {self.monitor}")],
+            )  # fmt: skip
+            hp.hparams(self.hparams, trial_id=self.run_name)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        value = float((logs or {}).get(self.monitor, math.nan))
+        final, best = self._tags()
+        with self._writer.as_default():
+            tf.summary.scalar(final, value, step=epoch)
+            if math.isfinite(self.checkpoint.best):
+                tf.summary.scalar(best, self.checkpoint.best, step=epoch)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        self._writer.close()

@@ -189,7 +189,12 @@ def _field(default, check, doc):
 
 
 def _section(cls, doc):
-    return field(default_factory=cls, metadata={"doc": doc})
+    return field(default_factory=cls, metadata={"doc": doc, "section": cls})
+
+
+def _section_type(f):
+    """The dataclass of a config section field, or None for a plain key."""
+    return f.metadata.get("section")
 
 
 REQUIRED = object()
@@ -222,17 +227,66 @@ class RefineNetConfig:
     crp_kwargs: CRPConfig = _section(CRPConfig, "chained residual pooling")
 
 
+def _jitter(default_range, maximum, doc):
+    """A photometric operation's section: how often (probability) and how strong (range)."""
+    return dataclass(frozen=True)(
+        type(
+            "JitterConfig",
+            (),
+            {
+                "__annotations__": {"probability": float, "range": float},
+                "probability": _field(0.0, _number(0, 1), "the chance that an image gets it; 0: off"),
+                "range": _field(default_range, _number(0, maximum), doc),
+            },
+        )
+    )
+
+
+def _layer_list(v):
+    if v is None:
+        return ()
+    if not (isinstance(v, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in v)):
+        raise ValueError("expected a list of {name: <layer class>, <argument>: <value>, ...} mappings")
+    return _frozen(v)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     rotate_range: float = _field(0.0, _number(0, 180), "degrees; rotation uniform in +-range, zero fill")
     flip: bool = _field(False, _bool, "random horizontal and vertical flips")
+    rotate90: bool = _field(False, _bool, "random exact quarter turns (square tiles)")
+    scale_range: float = _field(0.0, _number(0, 10), "zoom by s, log s uniform in +-log(1 + range)")
     channel_shift_range: float = _field(0.0, _number(0, 255), "pixel units; one shift per image, all channels")
+    brightness: Any = _section(_jitter(0.2, 1, "add U(-range, range) x 255"), "random brightness")
+    contrast: Any = _section(_jitter(0.2, 1, "scale about the mean by U(1 - range, 1 + range)"), "random contrast")
+    saturation: Any = _section(_jitter(0.2, 1, "scale the colour by U(1 - range, 1 + range)"), "random saturation")
+    hue: Any = _section(_jitter(0.05, 0.5, "turn the hue by U(-range, range) of a turn"), "random hue")
+    gamma: Any = _section(_jitter(0.2, 10, "log gamma uniform in +-log(1 + range)"), "random gamma")
+    noise: Any = _section(_jitter(5.0, 255, "noise standard deviation U(0, range), pixel units"), "Gaussian noise")
+    blur: Any = _section(_jitter(1.0, 10, "blur sigma U(0, range) pixels"), "Gaussian blur")
+    layers: tuple = _field((), _layer_list, "extra photometric Keras layers: [{name: RandomContrast, factor: 0.2}]")
     multiplier: int = _field(1, _int(0), "augmented copies added to each training batch; 0: augment it in place")
     seed: int = _field(0, _int(), "seed of the augmentation random stream")
 
+    PHOTOMETRIC = ("brightness", "contrast", "saturation", "hue", "gamma", "noise", "blur")
+
     @property
     def enabled(self):
-        return self.rotate_range > 0 or self.flip or self.channel_shift_range > 0
+        return (
+            self.rotate_range > 0
+            or self.flip
+            or self.rotate90
+            or self.scale_range > 0
+            or self.channel_shift_range > 0
+            or any(getattr(self, name).probability > 0 for name in self.PHOTOMETRIC)
+            or bool(self.layers)
+        )
+
+
+@dataclass(frozen=True)
+class TensorBoardConfig:
+    images_every: int = _field(1, _int(0), "write validation predictions as images every N epochs; 0: never")
+    num_images: int = _field(8, _int(1), "validation tiles shown, spread over the split, the same every epoch")
 
 
 @dataclass(frozen=True)
@@ -293,6 +347,7 @@ class Config:
         "decay of a moving average of the weights used for validation and best.keras; null: off",
     )
     early_stopping: EarlyStoppingConfig = _section(EarlyStoppingConfig, "stop when the monitored score stalls")
+    tensorboard: TensorBoardConfig = _section(TensorBoardConfig, "what TensorBoard shows beyond the scalars")
     benchmark_class: Any = _field(None, _optional_string, "class whose val IoU picks the best model; null: mean")
     threshold: float = _field(0.0, _number(), "a pixel is positive for a class when its logit > threshold")
     mixed_precision: str = _field("auto", _string(MIXED_PRECISION), "auto | none | mixed_bfloat16 | mixed_float16")
@@ -342,8 +397,8 @@ def _build(cls, data, prefix, source, overridden=frozenset()):
     values = {}
     for name, f in fields.items():
         key = prefix + name
-        if dataclasses.is_dataclass(f.type):
-            values[name] = _build(f.type, data.get(name), key + ".", source, overridden)
+        if _section_type(f):
+            values[name] = _build(_section_type(f), data.get(name), key + ".", source, overridden)
         elif name in data:
             try:
                 values[name] = f.metadata["check"](data[name])
@@ -474,8 +529,8 @@ def describe(cls=Config, prefix=""):
     """(key, default, doc) rows of every config key, for the README and `--help`."""
     rows = []
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.type):
-            rows.extend(describe(f.type, prefix + f.name + "."))
+        if _section_type(f):
+            rows.extend(describe(_section_type(f), prefix + f.name + "."))
         else:
             default = (
                 "required"

@@ -393,6 +393,21 @@ def _permute(values, key, part):
     return tf.data.Dataset.from_tensor_slices(tf.gather(values, order))
 
 
+def spread_tiles(ds, count, n):
+    """`n` tiles spread evenly over an evaluation stream of `count` tiles, as (images, masks, valid) arrays;
+    the same tiles every time (the stream is in file order)."""
+    wanted = set(np.linspace(0, count - 1, min(n, count)).round().astype(int).tolist())
+    found, index = [], 0
+    for batch in ds:
+        for sample in zip(*(t.numpy() for t in batch)):
+            if index in wanted:
+                found.append(sample)
+            index += 1
+        if index > max(wanted):
+            break
+    return tuple(np.stack(parts) for parts in zip(*found))
+
+
 def batches_per_epoch(meta, batch_size):
     return -(-meta.count // batch_size)
 

@@ -245,13 +245,16 @@ def _train(options, prepared, signals):
         BestIoUCheckpoint,
         EarlyStopping,
         EvaluateWithEMA,
+        HParams,
         ResumeState,
         RunLogger,
         StopOnNonFiniteLoss,
         StopOnSignal,
+        ValidationImages,
+        hparams_of,
         read_history,
     )
-    from imseg.dataset import batches_per_epoch, make_dataset
+    from imseg.dataset import batches_per_epoch, make_dataset, spread_tiles
     from imseg.outputs import write_json
     from imseg.resume import load_state
 
@@ -319,6 +322,8 @@ def _train(options, prepared, signals):
             f"e.g. --resume --set epochs={initial_epoch + 10}"
         )
         return
+    if "xla_off_because" in details:
+        log(f"imseg: note: XLA is off for this run: {details['xla_off_because']}")
     log(
         f"imseg: training '{config.name}' for epochs {initial_epoch + 1}-{config.epochs} ({details['precision']}, "
         f"XLA {xla}, {details['replicas']} replica(s)); logs in {paths.metrics}"
@@ -340,7 +345,14 @@ def _train(options, prepared, signals):
         )
         callbacks.append(early)
     if chief:
-        callbacks += [checkpoint, logger, tensorboard, ResumeState(paths.resume, checkpoint, early)]
+        hparams = HParams(paths.metrics, hparams_of(prepared.resolved), config.name, config.monitor, checkpoint)
+        callbacks += [checkpoint, hparams, logger, tensorboard, ResumeState(paths.resume, checkpoint, early)]
+        if config.tensorboard.images_every:
+            tiles = spread_tiles(val_ds, prepared.val_meta.count, config.tensorboard.num_images)
+            every = config.tensorboard.images_every
+            callbacks.append(
+                ValidationImages(paths.metrics, tiles, prepared.outputs, config.task, config.threshold, every)
+            )
     start = time.monotonic()
     try:
         model.fit(

@@ -115,3 +115,30 @@ def contact_sheet(cells, colours, columns=4, title=None, scale=None):
         draw.text((x, y + cell_h + 1), text, fill="black", font=font)
     sheet.paste(key, (gap, head + rows * (cell_h + caption + gap) + gap))
     return sheet
+
+
+def side_by_side(left, right, gap=4):
+    """Two RGB arrays of one height next to each other, with a white gap."""
+    return np.concatenate([left, np.full((left.shape[0], gap, 3), 255, np.uint8), right], axis=1)
+
+
+def confusion_picture(matrix, class_names, cell=40):
+    """A confusion matrix (rows: truth, columns: prediction) as an image: each cell shaded by its share of its
+    row and labelled with that share in percent; class names along both axes."""
+    matrix = np.asarray(matrix, np.float64)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    font = ImageFont.load_default()
+    label = 8 + 7 * max(len(n) for n in class_names)
+    k = len(class_names)
+    img = Image.new("RGB", (label + k * cell + 8, label + k * cell + 8), "white")
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(class_names):
+        draw.text((4, label + i * cell + cell // 2 - 5), name, fill="black", font=font)  # rows: truth
+        draw.text((label + i * cell + 2, 4 + (i % 2) * 12), name[: cell // 7 + 2], fill="black", font=font)
+        for j in range(k):
+            shade = int(255 * (1 - shares[i, j]))
+            box = (label + j * cell, label + i * cell, label + (j + 1) * cell - 1, label + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
+            draw.text((box[0] + 4, box[1] + cell // 2 - 5), f"{100 * shares[i, j]:.0f}%",
+                      fill="white" if shares[i, j] > 0.5 else "black", font=font)  # fmt: skip
+    return img

@@ -178,3 +178,137 @@ def test_training_sees_originals_plus_copies_but_evaluation_and_prediction_do_no
         if isinstance(layer, keras.layers.BatchNormalization):
             copies = getattr(layer.moving_mean.value, "values", [layer.moving_mean.value])
             assert all(np.array_equal(copies[0], c) for c in copies)
+
+
+def test_quarter_turns_are_exact_and_move_masks_with_images():
+    images = np.arange(2 * 6 * 6 * 3, dtype=np.float32).reshape(2, 6, 6, 3)
+    masks = (images[..., :1] % 7 == 0).astype(np.float32)
+    layer = SegmentationAugment(rotate90=True, multiplier=0)
+    for step in range(6):
+        outputs = layer(images, masks, np.ones((2, 6, 6)), tf.constant(step))
+        out_images, out_masks, out_valid = (t.numpy() for t in outputs)
+        for i in range(2):
+            k = next(k for k in range(4) if np.array_equal(np.rot90(images[i], k), out_images[i]))  # exact
+            np.testing.assert_array_equal(out_masks[i], np.rot90(masks[i], k))
+        assert out_valid.all()
+
+
+def test_zoom_out_leaves_an_ignored_margin_and_zoom_in_none():
+    images = np.full((1, 20, 20, 3), 100.0, np.float32)
+    masks = np.ones((1, 20, 20, 1), np.float32)
+    _, out_masks = rotate(images, masks, tf.constant([0.0]), tf.constant([0.5]))  # the valid mask moves so
+    margin = out_masks.numpy()[0, ..., 0]
+    assert margin[10, 10] == 1 and margin[0, 0] == 0 and margin[:4].sum() == 0  # half the size: a 5 px margin
+    assert margin[6:14, 6:14].all()
+    _, zoomed_in = rotate(images, masks, tf.constant([0.0]), tf.constant([2.0]))
+    assert zoomed_in.numpy().all()
+
+
+PHOTOMETRIC_CASES = {
+    "brightness": lambda x, v: x + 255 * v,
+    "contrast": lambda x, v: (x - x.mean()) * v + x.mean(),
+    "gamma": lambda x, v: 255 * (x / 255) ** v,
+}
+
+
+def _draw(layer, name, step, batch):
+    """The value the layer draws for operation `name` (the second seed of its pair), as augment() does."""
+    from imseg.augment import PHOTOMETRIC
+
+    i = list(PHOTOMETRIC).index(name)
+    seed = tf.stack([tf.constant(layer.seed, tf.int64), tf.constant(step, tf.int64)])
+    seeds = tf.random.experimental.stateless_split(seed, 6 + 2 * len(PHOTOMETRIC), alg="philox")
+    r = layer.photometric[name]["range"]
+    low, high = {"brightness": (-r, r), "contrast": (1 - r, 1 + r),
+                 "gamma": (-np.log1p(r), np.log1p(r))}[name]  # fmt: skip
+    value = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[7 + 2 * i], low, high, alg="philox").numpy()
+    return np.exp(value) if name == "gamma" else value
+
+
+@pytest.mark.parametrize("name", sorted(PHOTOMETRIC_CASES))
+def test_photometric_changes_follow_their_formula_and_leave_masks_alone(name):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(40, 200, (3, 8, 8, 3)).astype(np.float32)
+    masks = (rng.random((3, 8, 8, 2)) < 0.5).astype(np.float32)
+    layer = SegmentationAugment(photometric={name: {"probability": 1.0, "range": 0.3}}, multiplier=0)
+    out_images, out_masks, _ = layer(images, masks, np.ones((3, 8, 8)), tf.constant(5))
+    np.testing.assert_array_equal(out_masks, masks)
+    values = _draw(layer, name, 5, 3)
+    expected = np.stack([np.clip(PHOTOMETRIC_CASES[name](images[i], values[i]), 0, 255) for i in range(3)])
+    np.testing.assert_allclose(out_images, expected, rtol=1e-4, atol=1e-2)
+
+
+def test_a_probability_decides_per_image_and_zero_switches_an_operation_off():
+    images = np.full((64, 4, 4, 3), 100.0, np.float32)
+    layer = SegmentationAugment(photometric={"brightness": {"probability": 0.5, "range": 0.2}}, multiplier=0)
+    out = layer(images, np.zeros((64, 4, 4, 1)), np.ones((64, 4, 4)), tf.constant(0))[0].numpy()
+    changed = (np.abs(out - images) > 1e-3).any(axis=(1, 2, 3))
+    assert 16 < changed.sum() < 48
+    off = SegmentationAugment(photometric={"brightness": {"probability": 0.0, "range": 0.2}}, flip=True)
+    assert off.photometric == {}
+
+
+@pytest.mark.parametrize("name", ["saturation", "hue", "noise", "blur"])
+def test_other_photometric_changes_keep_grey_grey_or_the_mean(name):
+    rng = np.random.default_rng(1)
+    grey = np.repeat(rng.uniform(50, 200, (4, 12, 12, 1)), 3, axis=-1).astype(np.float32)
+    layer = SegmentationAugment(photometric={name: {"probability": 1.0, "range": 0.4 if name != "noise" else 8}},
+                                multiplier=0)  # fmt: skip
+    out = layer(grey, np.zeros((4, 12, 12, 1)), np.ones((4, 12, 12)), tf.constant(3))[0].numpy()
+    if name in ("saturation", "hue"):  # no colour to scale or turn
+        np.testing.assert_allclose(out, grey, atol=0.05)
+    elif name == "noise":
+        assert 0 < np.abs(out - grey).mean() < 8
+    else:  # a blur keeps the mean (away from the zero-padded border) and lowers the spread
+        inner = (slice(None), slice(3, -3), slice(3, -3))
+        assert abs(out[inner].mean() - grey[inner].mean()) < 5 and out[inner].std() < grey[inner].std()
+
+
+def test_every_operation_compiles_under_xla():
+    images = np.random.default_rng(2).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    masks = np.zeros((4, 16, 16, 2), np.float32)
+    ops = {name: {"probability": 0.7, "range": 0.5} for name in PHOTOMETRIC_CASES}
+    ops.update(saturation={"probability": 1, "range": 0.3}, hue={"probability": 1, "range": 0.1},
+               noise={"probability": 1, "range": 4.0}, blur={"probability": 1, "range": 1.5})  # fmt: skip
+    layer = SegmentationAugment(rotate_range=20, flip=True, rotate90=True, scale_range=0.3, photometric=ops)
+    jitted = tf.function(lambda x, y, v, s: layer(x, y, v, s), jit_compile=True)
+    valid = np.ones((4, 16, 16), np.float32)
+    first, again = jitted(images, masks, valid, tf.constant(3)), jitted(images, masks, valid, tf.constant(3))
+    for x, y in zip(first, again):  # the same draws for the same step (XLA draws differ from eager ones)
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    out_images, out_masks, out_valid = (t.numpy() for t in first)
+    assert out_images.shape == (8, 16, 16, 3) and 0 <= out_images.min() and out_images.max() <= 255
+    assert set(np.unique(out_masks)) <= {0.0, 1.0} and set(np.unique(out_valid)) <= {0.0, 1.0}
+    assert_round_trip(layer)
+
+
+def test_keras_layers_from_the_config_photometric_only():
+    from imseg.build import augment_layers
+    from imseg.errors import ConfigError
+
+    made = augment_layers([{"name": "RandomContrast", "factor": 0.2}, {"name": "keras.layers.RandomGrayscale"}])
+    assert [type(x).__name__ for x in made] == ["RandomContrast", "RandomGrayscale"]
+    with pytest.raises(ConfigError, match=r"augment.layers\[0\]': RandomZoom moves or mixes pixels"):
+        augment_layers([{"name": "RandomZoom", "height_factor": 0.2}])
+    with pytest.raises(ConfigError, match=r"unknown layer 'RandomContrats' \(did you mean 'RandomContrast'\?\)"):
+        augment_layers([{"name": "RandomContrats"}])
+    layer = SegmentationAugment(layers=[keras.layers.RandomContrast(0.5, seed=1)], multiplier=0)
+    images = np.random.default_rng(3).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    masks = np.ones((2, 8, 8, 1), np.float32)
+    out_images, out_masks, _ = layer(images, masks, np.ones((2, 8, 8)), tf.constant(0))
+    assert not np.allclose(out_images, images) and np.array_equal(out_masks, masks)
+    assert_round_trip(layer)
+
+
+def test_keras_cv_layers_need_the_extra_or_work_with_it():
+    from imseg.build import augment_layers
+    from imseg.errors import ConfigError
+
+    try:
+        import keras_cv  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match=r"needs keras-cv: pip install 'imseg\[keras-cv\]'"):
+            augment_layers([{"name": "keras_cv.layers.RandomSharpness", "factor": 0.3, "value_range": [0, 255]}])
+        return
+    made = augment_layers([{"name": "keras_cv.layers.RandomSharpness", "factor": 0.3, "value_range": [0, 255]}])
+    assert type(made[0]).__name__ == "RandomSharpness"
