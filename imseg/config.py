@@ -516,6 +516,9 @@ def _check_combinations(config, source, overridden):
         raise ConfigError(
             f"{where('background')}: true needs task: multiclass (multilabel learns the absence of every class already)"
         )
+    if config.augment.rotate90 and config.input_shape[0] != config.input_shape[1]:
+        raise ConfigError(f"{where('augment.rotate90')}: quarter turns need square tiles, but input_shape is "
+                          f"{config.input_shape[0]}x{config.input_shape[1]}")  # fmt: skip
     if config.lr_schedule.warmup_epochs and config.lr_schedule.warmup_steps:
         raise ConfigError(f"{where('lr_schedule.warmup_steps')}: give warmup_epochs or warmup_steps, not both")
     if not isinstance(config.loss, str) and config.loss_kwargs != {"from_logits": True} and config.loss_kwargs:

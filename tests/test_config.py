@@ -77,7 +77,7 @@ def test_set_overrides_use_yaml_values_and_dotted_keys(tmp_path):
     "change, message",
     [
         ({"batchsize": 4}, "c.json: unknown key 'batchsize' (did you mean 'batch_size'?)"),
-        ({"augment": {"rotate": 3}}, "unknown key 'augment.rotate' (did you mean 'rotate_range'?)"),
+        ({"augment": {"rotate": 3}}, "unknown key 'augment.rotate' (did you mean 'rotate90'?)"),
         ({"batch_size": "16"}, "c.json: key 'batch_size': expected an integer >= 1, got \"16\""),
         ({"epochs": 0}, "key 'epochs': expected an integer >= 1, got 0"),
         ({"input_shape": [224, 224]}, "key 'input_shape': expected [height, width, channels]"),

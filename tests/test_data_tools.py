@@ -317,6 +317,24 @@ def test_verify_names_every_planted_problem(sources, capsys):
     assert f"{corrupt}.jpg: unreadable image" in text
 
 
+def test_show_draws_what_a_configs_augmentation_makes_of_the_tiles(sources, capsys):
+    convert(sources)
+    config = sources / "aug.yaml"
+    config.write_text("name: a\nbackbone: MobileNetV2\nrefine_net_blocks: [[block_1_expand_relu]]\n"
+                      "augment: {rotate90: true, scale_range: 0.5, brightness: {probability: 1.0}}\n")  # fmt: skip
+    sheet = sources / "augmented.png"
+    assert main(["show", "--data-path", str(sources / "out"), "-n", "4", "--augment", "--config", str(config),
+                 "--output", str(sheet)]) == 0  # fmt: skip
+    cell = (2 * 16 + 4) * (192 // (2 * 16 + 4))  # tile | augmented, enlarged as contact sheets do
+    assert Image.open(sheet).width == 2 * (cell + 8) + 8  # two cells a row
+    plain = sources / "plain.yaml"
+    plain.write_text("name: a\nbackbone: MobileNetV2\nrefine_net_blocks: [[block_1_expand_relu]]\n")
+    capsys.readouterr()
+    assert main(["show", "--data-path", str(sources / "out"), "--augment", "--config", str(plain),
+                 "--output", str(sheet)]) == 2  # fmt: skip
+    assert "no augmentation is switched on" in capsys.readouterr().err
+
+
 def test_show_writes_a_contact_sheet(sources):
     convert(sources)
     sheet = sources / "sheet.png"

@@ -162,7 +162,7 @@ SCENARIOS = {
     "shape": lambda c, m: c.config.update(input_shape=[224, 224]),
     "negative": lambda c, m: c.config.update(augment={"rotate_range": -5}),
     "unknown-key": lambda c, m: c.config.update(batchsize=8),
-    "unknown-nested-key": lambda c, m: c.config.update(augment={"rotate": 10}),
+    "unknown-nested-key": lambda c, m: c.config.update(augment={"flips": True}),
     "set-syntax": lambda c, m: c.extra.extend(["--set", "nothing"]),
     "set-value": lambda c, m: c.extra.extend(["--set", "epochs=0"]),
     "loss": lambda c, m: c.config.update(loss="BinaryCrossEntropy"),
@@ -327,6 +327,18 @@ SCENARIOS = {
         images_folder(c, [(20, 20)] * 3),
         png16(os.path.join(c.T, "images", "s2.png"), (20, 20)),
     ),
+    "augment-geometric-layer": lambda c, m: c.config.update(
+        augment={"layers": [{"name": "RandomZoom", "height_factor": 0.2}]}
+    ),
+    "augment-unknown-layer": lambda c, m: c.config.update(
+        augment={"layers": [{"name": "RandomContrats", "factor": 0.2}]}
+    ),
+    "augment-keras-cv-missing": lambda c, m: (
+        m.setitem(__import__("sys").modules, "keras_cv", None),
+        c.config.update(augment={"layers": [{"name": "keras_cv.layers.RandomSharpness", "factor": 0.3}]}),
+    ),
+    "augment-rotate90-not-square": lambda c, m: c.config.update(input_shape=[32, 48, 3], augment={"rotate90": True}),
+    "augment-probability": lambda c, m: c.config.update(augment={"hue": {"probability": 1.5}}),
 }
 
 

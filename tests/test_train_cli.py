@@ -301,3 +301,49 @@ def test_a_read_only_dataset_trains_and_predicts_with_output_dir(tmp_path):
     finally:
         for folder, _, _ in os.walk(data_path):
             os.chmod(folder, 0o755)
+
+
+def test_tensorboard_shows_the_same_validation_tiles_each_epoch_the_confusion_matrix_and_hparams(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"], "road": ["other"]},
+                                                counts=(8, 5, 1), size=(32, 32), exclusive=True)  # fmt: skip
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({
+        "name": "tb", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
+        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
+        "task": "multiclass", "background": True, "loss": "CrossEntropy", "epochs": 2, "batch_size": 4,
+        "mixed_precision": "none", "tensorboard": {"num_images": 3},
+    }))  # fmt: skip
+    result = run_module("imseg.train", "--data-path", data_path, "--classes-path", classes_path, "--config", config)
+    assert result.returncode == 0, result.stderr
+    metrics = os.path.join(data_path, "im_seg", "out", "tb", "metrics")
+    validation = EventAccumulator(os.path.join(metrics, "validation"), size_guidance={"tensors": 0})
+    validation.Reload()
+    assert {"predictions", "legend", "confusion_matrix", "epoch_mean_iou"} <= set(validation.Tags()["tensors"])
+    assert set(validation.PluginTagToContent("images")) == {"predictions", "legend", "confusion_matrix"}
+    events = validation.Tensors("predictions")
+    assert [e.step for e in events] == [0, 1]  # on the epoch axis of the scalars
+    epochs = [[np.asarray(png_image(png)) for png in tf.make_ndarray(e.tensor_proto)[2:]] for e in events]
+    assert [len(tiles) for tiles in epochs] == [3, 3]  # num_images: 3
+    for first, second in zip(*epochs):
+        assert first.shape == (32, 32 + 4 + 32, 3) == second.shape  # prediction | truth
+        np.testing.assert_array_equal(first[:, 36:], second[:, 36:])  # the same tile's truth both epochs
+    assert [e.step for e in validation.Tensors("confusion_matrix")] == [0, 1]
+    train = EventAccumulator(os.path.join(metrics, "train"), size_guidance={"tensors": 0})
+    train.Reload()
+    assert "epoch_learning_rate" in train.Tags()["tensors"]
+    root = EventAccumulator(metrics, size_guidance={"tensors": 0})
+    root.Reload()
+    assert root.PluginTagToContent("hparams")  # the run's settings for the HParams dashboard
+    assert {"hparams/final_mean_iou", "hparams/best_mean_iou"} <= set(root.Tags()["tensors"])
+
+
+def png_image(data):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data))

@@ -55,7 +55,12 @@ def parse_args(argv=None):
     s.add_argument("-n", type=integer(1), default=16, help="number of tiles (default 16)")
     s.add_argument("--seed", type=int, default=0, help="which tiles are drawn (default 0)")
     s.add_argument("--output", required=True, help="PNG file to write")
-    return p.parse_args(argv)
+    s.add_argument("--augment", action="store_true", help="show each tile beside its augmented version (--config)")
+    s.add_argument("--config", help="the config whose augment settings --augment shows")
+    args = p.parse_args(argv)
+    if getattr(args, "augment", False) and not args.config:
+        s.error("--augment needs --config F (the config whose augment settings to show)")
+    return args
 
 
 def main(argv=None):
@@ -90,7 +95,19 @@ def main(argv=None):
 
         if os.path.isdir(args.output) or args.output.endswith(os.sep):
             raise ConfigError(f"{args.output}: --output names a folder; give the PNG file to write, e.g. sheet.png")
-        n = show(args.data_path, args.split, names, args.n, args.output, seed=args.seed)
+        augment = None
+        if args.augment:
+            from imseg.config import load_config
+            from imseg.tfenv import import_tensorflow
+
+            config = load_config(args.config)
+            import_tensorflow()
+            from imseg.build import augment_kwargs
+
+            augment = augment_kwargs(config, args.config)
+            if augment is None:
+                raise ConfigError(f"{args.config}: key 'augment': no augmentation is switched on; nothing to show")
+        n = show(args.data_path, args.split, names, args.n, args.output, seed=args.seed, augment=augment)
         log(f"imseg-data: wrote {n} tiles to {args.output}")
         return 0
 

@@ -1,24 +1,64 @@
-"""`imseg-data show`: a contact sheet of tiles with their masks drawn in per-class colours."""
+"""`imseg-data show`: a contact sheet of tiles with their masks drawn in per-class colours, and optionally what a
+config's augmentation makes of them."""
 
 import random
+
+import numpy as np
 
 from imseg.annotations import read_annotation
 from imseg.data.images import read_image
 from imseg.layout import list_split
 from imseg.outputs import atomic_path
-from imseg.visualize import class_colours, contact_sheet, overlay
+from imseg.visualize import class_colours, contact_sheet, overlay, side_by_side
+
+IGNORED = np.array([128, 128, 128], np.uint8)  # how ignored pixels are drawn
 
 
-def show(data_path, split, class_names, count, output, seed=0, columns=4):
+def show(data_path, split, class_names, count, output, seed=0, columns=4, augment=None):
+    """Draw `count` tiles of a split (picked with `seed`) into the PNG `output`; returns how many.
+
+    With `augment` (SegmentationAugment arguments, e.g. `imseg.build.augment_kwargs(config)`), each cell shows
+    the tile beside one augmented version of it, as training would see it (draw `seed`); ignored pixels grey.
+    """
     pairs = list_split(data_path, split)
     chosen = sorted(random.Random(seed).sample(range(len(pairs)), min(count, len(pairs))))
     colours = class_colours(class_names)
-    cells = []
+    palette = list(colours.values())
+    tiles = []
     for i in chosen:
         stem, image_path, ann_path = pairs[i]
-        masks = read_annotation(ann_path).transpose(1, 2, 0)
-        cells.append((stem, overlay(read_image(image_path), masks, list(colours.values()))))
-    sheet = contact_sheet(cells, colours, columns=columns, title=f"{data_path} - {split}: {len(cells)} of {len(pairs)}")
+        masks, ignore = read_annotation(ann_path, with_ignore=True)
+        tiles.append((stem, read_image(image_path), masks.transpose(1, 2, 0), ignore == 0))
+    if augment:
+        augmented = _augmented(tiles, augment, seed)
+        cells = [(f"{stem}: tile | augmented", side_by_side(_draw(image, masks, valid, palette), _draw(*aug, palette)))
+                 for (stem, image, masks, valid), aug in zip(tiles, augmented)]  # fmt: skip
+        columns = max(1, columns // 2)
+    else:
+        cells = [(stem, _draw(image, masks, valid, palette)) for stem, image, masks, valid in tiles]
+    title = f"{data_path} - {split}: {len(cells)} of {len(pairs)}" + (" (augmented)" if augment else "")
+    sheet = contact_sheet(cells, colours, columns=columns, title=title)
     with atomic_path(output, suffix=".png") as tmp:
         sheet.save(tmp, format="PNG")
     return len(cells)
+
+
+def _draw(image, masks, valid, palette):
+    drawn = overlay(np.asarray(image, np.uint8), masks > 0.5, palette)
+    drawn[~np.asarray(valid, bool)] = IGNORED
+    return drawn
+
+
+def _augmented(tiles, augment, seed):
+    """Each tile once through SegmentationAugment, in place, with the draws of step `seed`."""
+    import tensorflow as tf
+
+    from imseg.augment import SegmentationAugment
+
+    layer = SegmentationAugment(**{**augment, "multiplier": 0})
+    shapes = {t[1].shape for t in tiles}
+    if len(shapes) > 1:  # tiles of several sizes: one by one
+        return [_augmented([t], augment, seed + i)[0] for i, t in enumerate(tiles)]
+    images, masks, valid = (np.stack([t[k] for t in tiles]).astype("float32") for k in (1, 2, 3))
+    out = layer(images, masks, valid, tf.constant(seed, tf.int64))
+    return list(zip(*(t.numpy() for t in out)))
