@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -397,6 +398,46 @@ def bench_profile(quick):
     )
 
 
+def bench_tensorboard_child(quick):
+    """Train the demo for a few epochs with validation images written every epoch, or never; epoch times."""
+    import csv
+
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    import imseg.demo
+    from imseg.signals import StopSignals
+    from imseg.train import TrainOptions, prepare, train
+
+    every = int(os.environ["IMSEG_BENCH_IMAGES_EVERY"])
+    epochs = 3 if quick else 6
+    with tempfile.TemporaryDirectory() as root:
+        data, classes, config = imseg.demo.write_demo_data(os.path.join(root, "demo"), counts=(256, 64, 1))
+        options = TrainOptions(data_path=data, config_path=config, classes_path=classes,
+                               overrides=(f"epochs={epochs}", f"tensorboard.images_every={every}"))  # fmt: skip
+        prepared = prepare(options)
+        train(options, prepared, StopSignals())
+        with open(prepared.paths.history) as f:
+            seconds = sorted(float(row["seconds"]) for row in csv.DictReader(f))[:-1]  # the first (tracing) is slowest
+    emit("tensorboard.epoch_seconds", statistics.median(seconds), "s", images_every=every, epochs=epochs,
+         tiles=256, images=8)  # fmt: skip
+
+
+def bench_tensorboard(quick):
+    seconds = {}
+    for every in (0, 1):
+        line = _child("tensorboard_child", quick, {**os.environ, "IMSEG_BENCH_IMAGES_EVERY": str(every)})[-1]
+        print(line, flush=True)
+        seconds[every] = json.loads(line)["value"]
+    emit(
+        "tensorboard.images_overhead",
+        seconds[1] / seconds[0] - 1,
+        "fraction",
+        target="a few percent",
+        note="median epoch with 8 validation images written every epoch, against none; demo, 256 tiles of 64 px",
+    )
+
+
 GROUPS = {
     "data": bench_data,
     "train": bench_train,
@@ -405,6 +446,8 @@ GROUPS = {
     "memory": bench_memory,
     "memory_child": bench_memory_child,
     "profile": bench_profile,
+    "tensorboard": bench_tensorboard,
+    "tensorboard_child": bench_tensorboard_child,
 }
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
 
@@ -421,7 +464,9 @@ def _child(group, quick, env=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller inputs: runs in a few minutes on 2 cores")
-    parser.add_argument("--only", nargs="+", choices=["data", "train", "precision", "infer", "memory", "profile"])
+    parser.add_argument(
+        "--only", nargs="+", choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard"]
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -443,7 +488,7 @@ def main():
         quick=args.quick,
     )
     start = time.perf_counter()
-    for group in args.only or ["data", "train", "precision", "infer", "memory", "profile"]:
+    for group in args.only or ["data", "train", "precision", "infer", "memory", "profile", "tensorboard"]:
         if group == "precision":
             rates = {}
             for setting in PRECISION_SETTINGS:
@@ -459,6 +504,8 @@ def main():
             )
         elif group == "memory":
             bench_memory(args.quick)
+        elif group == "tensorboard":
+            bench_tensorboard(args.quick)
         else:
             for line in _child(group, args.quick):
                 print(line, flush=True)
