@@ -40,6 +40,8 @@ class SegmentationAugment(keras.layers.Layer):
         photometric: {name: {"probability": p, "range": r}} for names of `PHOTOMETRIC` (the ranges are the
             config's, see README "Augmentation").
         layers: Keras layers (objects or serialized configs) applied to the images, in order.
+        value_range: (low, high) of the pixels: photometric changes work on the 8-bit scale of this range
+            ((x - low) / (high - low) x 255) and pixels are clipped to it; (0, 255) for 8-bit imagery.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class SegmentationAugment(keras.layers.Layer):
         scale_range=0.0,
         photometric=None,
         layers=None,
+        value_range=(0.0, 255.0),
         **kwargs,
     ):
         # Augment in float32 even under mixed precision: bf16 cannot hold 0-255 pixels exactly.
@@ -73,6 +76,7 @@ class SegmentationAugment(keras.layers.Layer):
         unknown = sorted(set(self.photometric) - set(PHOTOMETRIC))
         if unknown:
             raise ValueError(f"unknown photometric operation {unknown[0]!r}; choose from {', '.join(PHOTOMETRIC)}")
+        self.value_range = (float(value_range[0]), float(value_range[1]))
         self.extra_layers = [
             keras.saving.deserialize_keras_object(x) if isinstance(x, dict) else x for x in layers or ()
         ]
@@ -98,6 +102,10 @@ class SegmentationAugment(keras.layers.Layer):
             return tf.random.stateless_uniform(shape, seed, low, high, alg="philox")
 
         # Photometric first, on real pixels; the zero fill of the geometry below stays zero (and ignored).
+        low, high = self.value_range
+        eight_bit = (low, high) != (0.0, 255.0)
+        if eight_bit:  # the 8-bit scale of this imagery's range, where the ranges of the config are defined
+            images = (images - low) * (255.0 / (high - low))
         if self.channel_shift_range > 0:
             r = self.channel_shift_range
             images = images + draw([batch, 1, 1, 1], shift_seed, -r, r)
@@ -110,6 +118,8 @@ class SegmentationAugment(keras.layers.Layer):
         for layer in self.extra_layers:
             images = tf.cast(layer(images, training=True), "float32")
         images = tf.clip_by_value(images, 0.0, 255.0)
+        if eight_bit:
+            images = images * ((high - low) / 255.0) + low
         # The valid mask travels as one more mask channel, so it moves exactly as the masks do.
         masks = tf.concat([masks, valid[..., None]], axis=-1)
         if self.flip:
@@ -145,6 +155,7 @@ class SegmentationAugment(keras.layers.Layer):
             scale_range=self.scale_range,
             photometric=self.photometric,
             layers=[keras.saving.serialize_keras_object(x) for x in self.extra_layers],
+            value_range=list(self.value_range),
         )
         return config
 

@@ -61,8 +61,20 @@ def preprocess_mode(name):
     return PREPROCESS_MODES[get_constructor(name).__module__.rsplit(".", 1)[-1]]
 
 
-def preprocess_weights(mode):
-    """Kernel (1, 1, 3, 3) and bias (3,) of a 1x1 conv that equals `preprocess_input` in `mode` on 0-255 RGB."""
+def preprocess_weights(mode, channels=3):
+    """Kernel (1, 1, C, C) and bias (C,) of the 1x1 conv that normalises the input bands.
+
+    `mode` is a `preprocess_input` mode of keras.applications on 0-255 RGB ("caffe", "tf", "torch", "none"),
+    or {"mean": [...], "std": [...]} per band: (x - mean) / std.
+    """
+    if isinstance(mode, dict):
+        mean, std = np.asarray(mode["mean"], np.float64), np.asarray(mode["std"], np.float64)
+        kernel, bias = np.diag(1.0 / std), -mean / std
+        return kernel.T.reshape(1, 1, channels, channels).astype("float32"), bias.astype("float32")
+    if mode == "none":
+        return np.eye(channels).reshape(1, 1, channels, channels).astype("float32"), np.zeros(channels, "float32")
+    if channels != 3:
+        raise ValueError(f"preprocessing {mode!r} is for 3-band RGB input, got {channels} bands")
     if mode == "caffe":  # RGB -> BGR, then subtract the ImageNet mean
         kernel, bias = np.eye(3)[::-1], -np.array(_CAFFE_MEAN_BGR)
     elif mode == "tf":  # [-1, 1]
@@ -70,8 +82,6 @@ def preprocess_weights(mode):
     elif mode == "torch":  # [0, 1], then standardise per channel
         std = np.array(_TORCH_STD)
         kernel, bias = np.diag(1.0 / (255.0 * std)), -np.array(_TORCH_MEAN) / std
-    elif mode == "none":
-        kernel, bias = np.eye(3), np.zeros(3)
     else:
         raise ValueError(f"unknown preprocessing mode {mode!r}")
     # Conv kernels map input channel i (rows) to output channel o (columns).
@@ -106,10 +116,17 @@ def make_backbone(config, source="config"):
                 f"{source}: key 'backbone_kwargs.{key}': {fn.__name__} has no such argument"
                 f"{did_you_mean(key, accepted)}; it accepts: {', '.join(sorted(accepted))}"
             )
+    shape = tuple(config.input_shape)
+    bands = shape[2]
     try:
         with warnings.catch_warnings(record=True) as said:  # Keras warns per layer before a failed load fails
             warnings.simplefilter("always")
-            backbone = fn(include_top=False, weights=weights, input_shape=tuple(config.input_shape), **kwargs)
+            if weights is not None and bands != 3:  # RGB weights, adapted to the bands (see transfer_rgb_weights)
+                rgb = fn(include_top=False, weights=weights, input_shape=(*shape[:2], 3), **kwargs)
+                backbone = fn(include_top=False, weights=None, input_shape=shape, **kwargs)
+                transfer_rgb_weights(rgb, backbone, config.rgb_bands)
+            else:
+                backbone = fn(include_top=False, weights=weights, input_shape=shape, **kwargs)
     except ValueError as e:
         if weights not in (None, "imagenet"):
             raise ConfigError(
@@ -141,6 +158,31 @@ def make_backbone(config, source="config"):
     if zero is True or (zero == "auto" and not config.pretrained):
         zero_init_residual(backbone)
     return backbone
+
+
+def transfer_rgb_weights(rgb, target, rgb_bands=(1, 2, 3)):
+    """Copy a pretrained RGB backbone's weights into the same architecture built for C bands.
+
+    Every layer is copied as it is, except the first convolution, whose kernel is adapted as
+    segmentation_models.pytorch does: the red, green and blue filters go to the bands `rgb_bands` (counted
+    from 1), every other band gets the mean of the three, and the whole kernel is scaled by 3 / C so that its
+    response keeps its size. Layers whose weights depend on the band count otherwise (a normalisation of the
+    input) keep their fresh values. Returns the name of the adapted layer.
+    """
+    bands = target.input_shape[-1]
+    adapted = None
+    for source, layer in zip(rgb.layers, target.layers):
+        weights, fresh = source.get_weights(), layer.get_weights()
+        if [w.shape for w in weights] == [w.shape for w in fresh]:
+            layer.set_weights(weights)
+        elif adapted is None and fresh and fresh[0].ndim == 4 and weights[0].shape[2] == 3:
+            kernel = weights[0]  # (height, width, 3, filters)
+            new = np.repeat(kernel.mean(axis=2, keepdims=True), bands, axis=2)
+            for colour, band in enumerate(rgb_bands):
+                new[:, :, band - 1] = kernel[:, :, colour]
+            layer.set_weights([new * (3.0 / bands), *weights[1:]])
+            adapted = layer.name
+    return adapted
 
 
 def zero_init_residual(backbone):

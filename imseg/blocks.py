@@ -119,8 +119,8 @@ def refinenet_graph(
 ):
     """The whole RefineNet as symbolic tensors: (image input, float32 logits, the cut backbone).
 
-    The `preprocess` 1x1 conv holds the backbone's input normalisation; set its weights from
-    `imseg.backbones.preprocess_weights(preprocessing)` once the model is made.
+    The `preprocess` 1x1 conv (bands to bands) holds the input normalisation; set its weights from
+    `imseg.backbones.preprocess_weights(preprocessing, bands)` once the model is made.
     """
     known = {layer.name for layer in backbone.layers}
     for name in (n for block in feature_layers for n in block):
@@ -136,7 +136,7 @@ def refinenet_graph(
     extractor.trainable = backbone.trainable
 
     image = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
-    x = layers.Conv2D(3, 1, trainable=False, dtype="float32", name="preprocess")(image)
+    x = layers.Conv2D(image.shape[-1], 1, trainable=False, dtype="float32", name="preprocess")(image)
     features = extractor(x)
     features = dict(zip(names, features if isinstance(features, (list, tuple)) else [features]))
     y = None

@@ -250,7 +250,10 @@ def build_refinenet(config, class_names, source="config"):
             feature_layers=config.refine_net_blocks,
             num_classes=len(class_names),
             class_names=class_names,
-            preprocessing=preprocess_mode(config.backbone),
+            # auto: the identity until the training split's statistics are known (RefineNet.set_normalization)
+            preprocessing={"imagenet": preprocess_mode(config.backbone), "auto": "none"}.get(
+                config.normalization if isinstance(config.normalization, str) else "", config.normalization
+            ),
             reduce_channel_scale=rn.reduce_channel_scale,
             rcu_kwargs=vars(rn.rcu_kwargs),
             mrf_kwargs=vars(rn.mrf_kwargs),

@@ -296,7 +296,9 @@ class ValidationImages(keras.callbacks.Callback):
 
         images, masks, valid = self.tiles
         with _ema_weights(self.model):
-            logits = np.asarray(self.model.predict_on_batch(images.astype("float32")), np.float32)
+            # A direct call, not predict_on_batch: with several workers only the chief runs this callback, and
+            # a distributed predict would wait forever for the others.
+            logits = np.asarray(keras.ops.convert_to_numpy(self.model(images.astype("float32"))), np.float32)
         palette = drawn_colours(self.class_names)
         pictures = []
         for image, truth, ok, logit in zip(images, masks.astype(bool), valid.astype(bool), logits):

@@ -149,10 +149,27 @@ def _string_list(v):
 
 def _input_shape(v):
     if not (isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(d) and d > 0 for d in v)):
-        raise ValueError("expected [height, width, channels], three positive integers")
-    if v[2] != 3:
-        raise ValueError(f"expected 3 channels (RGB images), got {v[2]}")
+        raise ValueError("expected [height, width, bands], three positive integers")
     return tuple(v)
+
+
+def _band_list(v):
+    if v is None:
+        return None
+    if not (isinstance(v, list) and v and all(_is_int(b) and b >= 1 for b in v) and len(set(v)) == len(v)):
+        raise ValueError("expected null or a list of distinct band numbers counted from 1, e.g. [4, 3, 2]")
+    return tuple(v)
+
+
+def _normalization(v):
+    if v in ("imagenet", "auto"):
+        return v
+    if isinstance(v, dict) and set(v) == {"mean", "std"}:
+        mean, std = v["mean"], v["std"]
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in [*mean, *std])
+        if isinstance(mean, list) and isinstance(std, list) and numbers and len(mean) == len(std) and min(std) > 0:
+            return _frozen({"mean": [float(x) for x in mean], "std": [float(x) for x in std]})
+    raise ValueError('expected "imagenet", "auto" or {mean: [one per band], std: [one per band, > 0]}')
 
 
 def _blocks(v):
@@ -323,7 +340,17 @@ class Config:
         _auto_or_bool,
         'start each backbone residual block as the identity (last BatchNorm scale 0); "auto": when not pretrained',
     )
-    input_shape: tuple = _field((224, 224, 3), _input_shape, "[height, width, 3]; other sizes are resized")
+    input_shape: tuple = _field((224, 224, 3), _input_shape, "[height, width, bands]; other sizes are resized")
+    bands: Any = _field(None, _band_list, "image bands to use, counted from 1, in order; null: all of the tiles'")
+    normalization: Any = _field(
+        "imagenet",
+        _normalization,
+        "imagenet: the backbone's own (3-band 8-bit RGB) | auto: per-band mean and std of the training split | "
+        "{mean: [...], std: [...]}",
+    )
+    rgb_bands: tuple = _field(
+        (1, 2, 3), _band_list, "pretrained with other than 3 bands: the bands the RGB weights go to"
+    )
     classes: tuple = _field((), _string_list, "classes to train on; empty: all of classes.json")
     task: str = _field(
         "multilabel",
@@ -515,6 +542,22 @@ def _check_combinations(config, source, overridden):
     if config.background and config.task != "multiclass":
         raise ConfigError(
             f"{where('background')}: true needs task: multiclass (multilabel learns the absence of every class already)"
+        )
+    bands = config.input_shape[2]
+    if config.bands is not None and len(config.bands) != bands:
+        raise ConfigError(f"{where('bands')}: {len(config.bands)} bands listed, but input_shape has {bands}")
+    if config.normalization == "imagenet" and bands != 3:
+        raise ConfigError(
+            f"{where('normalization')}: imagenet is the backbone's normalisation of 3-band RGB, but "
+            f"input_shape has {bands} bands; use auto (from the training split) or {{mean, std}}"
+        )
+    if isinstance(config.normalization, dict) and len(config.normalization["mean"]) != bands:
+        raise ConfigError(f"{where('normalization')}: {len(config.normalization['mean'])} means and stds, but "
+                          f"input_shape has {bands} bands")  # fmt: skip
+    if len(config.rgb_bands) != 3 or (config.pretrained and bands != 3 and max(config.rgb_bands) > bands):
+        raise ConfigError(
+            f"{where('rgb_bands')}: expected the 3 input bands (of {bands}) that are red, green and "
+            "blue, counted from 1"
         )
     if config.augment.rotate90 and config.input_shape[0] != config.input_shape[1]:
         raise ConfigError(f"{where('augment.rotate90')}: quarter turns need square tiles, but input_shape is "

@@ -25,7 +25,7 @@ from imseg.data.images import GEOTIFF, check_bit_depth, read_image
 from imseg.errors import DataError
 from imseg.layout import list_split
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 RECORDS_PER_SHARD = 1024
 SHUFFLE_BUFFER = 1024
 
@@ -145,11 +145,19 @@ class SplitCache:
         shards, notes, count, sizes = [], set(), 0, set()
         stats = LabelStats(self.num_classes)
         writer = None
+        kind = None  # (bands, dtype) of the split's first image: every image must have the same
         for (stem, image_path, ann_path), (packed, shape) in zip(self.entries, _parse_all(self.entries)):
             image, note = decode_image(image_path)
             if note and note not in notes:
                 notes.add(note)
                 self.log(f"imseg: note: {image_path} is {note}; converting such images to RGB")
+            if kind is None:
+                kind, first = (image.shape[2], image.dtype.name), image_path
+            elif (image.shape[2], image.dtype.name) != kind:
+                raise DataError(
+                    f"{image_path}: {image.shape[2]} band(s) of {image.dtype.name}, but {first} has {kind[0]} of "
+                    f"{kind[1]}; the images of a split must have the same bands and type"
+                )
             if shape[0] != self.num_classes:
                 raise DataError(
                     f"{ann_path}: annotation has {shape[0]} channels, classes.json defines {self.num_classes}"
@@ -166,7 +174,7 @@ class SplitCache:
                 writer = tf.io.TFRecordWriter(os.path.join(folder, shards[-1]))
             writer.write(_example(stem, image, packed))
             sizes.add(image.shape[:2])
-            stats.add(packed, ann_path)
+            stats.add(packed, ann_path, image)
             count += 1
         writer.close()
         return {
@@ -174,6 +182,8 @@ class SplitCache:
             "num_classes": self.num_classes,
             "shards": shards,
             "shape": list(sizes.pop()) if len(sizes) == 1 else None,
+            "bands": kind[0],
+            "dtype": kind[1],
             **stats.as_dict(),
         }
 
@@ -187,20 +197,37 @@ class SplitMeta:
         num_classes: the classes of `classes.json` the records hold.
         shards: the TFRecord files.
         shape: (height, width) when every record has it, else None.
+        bands, dtype: the images' bands and pixel type (uint8, uint16, int16 or float32).
         valid_pixels: pixels that count.
         class_pixels: per class, its valid pixels.
         pair_pixels: per pair of classes, valid pixels labelled with both (the diagonal: `class_pixels`).
         pair_examples: `"i,j"` -> the first annotation file where classes i and j overlap.
+        band_mean, band_std, band_min, band_max: per band, over the valid pixels (`normalization: auto` uses
+            the first two, augmentation of pixel types other than uint8 the range).
     """
 
     count: int
     num_classes: int
     shards: tuple
     shape: "tuple | None"
+    bands: int
+    dtype: str
     valid_pixels: int
     class_pixels: list
     pair_pixels: list
     pair_examples: dict
+    band_mean: list
+    band_std: list
+    band_min: list
+    band_max: list
+
+    def value_range(self, bands=None):
+        """(low, high) of the chosen bands' pixels: 0-255 for 8-bit imagery, else the split's own range."""
+        if self.dtype == "uint8":
+            return 0.0, 255.0
+        chosen = range(self.bands) if bands is None else bands
+        low, high = min(self.band_min[b] for b in chosen), max(self.band_max[b] for b in chosen)
+        return float(low), float(high if high > low else low + 1)
 
 
 class LabelStats:
@@ -212,11 +239,20 @@ class LabelStats:
         self.valid = 0
         self.pairs = np.zeros((num_classes, num_classes), np.int64)
         self.examples = {}
+        self.band_sum = self.band_squares = 0.0
+        self.band_min, self.band_max = np.inf, -np.inf
 
-    def add(self, packed, path):
+    def add(self, packed, path, image):
         planes = self.num_classes + 1
         bits = np.unpackbits(np.frombuffer(packed, np.uint8).reshape(-1, (planes + 7) // 8), axis=-1, count=planes)
-        labels = bits[bits[:, -1] == 0, :-1].astype(np.int64)
+        valid = bits[:, -1] == 0
+        labels = bits[valid, :-1].astype(np.int64)
+        pixels = image.reshape(-1, image.shape[-1])[valid].astype(np.float64)
+        self.band_sum = self.band_sum + pixels.sum(axis=0)
+        self.band_squares = self.band_squares + np.square(pixels).sum(axis=0)
+        if len(pixels):
+            self.band_min = np.minimum(self.band_min, pixels.min(axis=0))
+            self.band_max = np.maximum(self.band_max, pixels.max(axis=0))
         self.valid += len(labels)
         pairs = labels.T @ labels  # diagonal: pixels of each class
         for i, j in zip(*np.nonzero((np.triu(pairs, 1) > 0) & (self.pairs == 0))):
@@ -224,7 +260,14 @@ class LabelStats:
         self.pairs += pairs
 
     def as_dict(self):
+        n = max(self.valid, 1)
+        mean = np.asarray(self.band_sum, np.float64) / n
+        std = np.sqrt(np.maximum(np.asarray(self.band_squares, np.float64) / n - mean**2, 0.0))
         return {
+            "band_mean": np.atleast_1d(mean).tolist(),
+            "band_std": np.atleast_1d(std).tolist(),
+            "band_min": np.atleast_1d(self.band_min).tolist(),
+            "band_max": np.atleast_1d(self.band_max).tolist(),
             "valid_pixels": int(self.valid),
             "class_pixels": np.diag(self.pairs).tolist(),
             "pair_pixels": self.pairs.tolist(),
@@ -260,14 +303,17 @@ _FEATURES = {
 }
 
 
-def _decoder(class_indices, num_classes, size, record_shape=None, task="multilabel", background=False):
-    """Records -> (images (..., h, w, 3), masks (..., h, w, K), valid (..., h, w)), all uint8, at `size`.
+def _decoder(meta, class_indices, size, task="multilabel", background=False, bands=None):
+    """Records -> (images (..., h, w, C) of the split's pixel type, masks (..., h, w, K) and valid (..., h, w)
+    uint8), at `size`.
 
-    The masks hold the chosen classes, plus (multiclass with `background`) a last channel for valid pixels
-    that carry none of them; multiclass without background leaves such pixels out of `valid`.
-    With `record_shape` (every record of the split has that size) it decodes whole batches of records
-    at once; otherwise one record at a time, each resized as needed.
+    `bands` (0-based) selects and orders the images' bands (default: all). The masks hold the chosen
+    classes, plus (multiclass with `background`) a last channel for valid pixels that carry none of them;
+    multiclass without background leaves such pixels out of `valid`. When every record has one size it
+    decodes whole batches of records at once; otherwise one record at a time, each resized as needed.
     """
+    num_classes, record_shape, pixel_type, stored = meta.num_classes, meta.shape, tf.as_dtype(meta.dtype), meta.bands
+    chosen = list(range(stored)) if bands is None else list(bands)
     packed_bytes = (num_classes + 1 + 7) // 8
     # Plane k (a class, or k = num_classes: ignore) is bit 7 - k % 8 of byte k // 8.
     planes = list(class_indices) + [num_classes]
@@ -289,17 +335,21 @@ def _decoder(class_indices, num_classes, size, record_shape=None, task="multilab
                 valid = valid * labelled
         return mask, valid
 
+    def pixels(raw, shape):
+        image = tf.reshape(tf.io.decode_raw(raw, pixel_type), shape + [stored])
+        return image if chosen == list(range(stored)) else tf.gather(image, chosen, axis=-1)
+
     def decode_one(record):
         ex = tf.io.parse_single_example(record, _FEATURES)
         hw = tf.cast(ex["shape"], tf.int32)
-        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [hw[0], hw[1], 3])
+        image = pixels(ex["image"], [hw[0], hw[1]])
         bits = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [hw[0], hw[1], packed_bytes]))
         same = tf.reduce_all(tf.equal(hw, [height, width]))
         image = tf.cond(same, lambda: image, lambda: _resize(image, size, "bilinear"))
         bits = tf.cond(same, lambda: bits, lambda: _resize(bits, size, "nearest"))
         mask, valid = targets(bits)
         return (
-            tf.ensure_shape(image, [height, width, 3]),
+            tf.ensure_shape(image, [height, width, len(chosen)]),
             tf.ensure_shape(mask, [height, width, channels]),
             tf.ensure_shape(valid, [height, width]),
         )
@@ -307,7 +357,7 @@ def _decoder(class_indices, num_classes, size, record_shape=None, task="multilab
     def decode_batch(records):
         ex = tf.io.parse_example(records, _FEATURES)
         h, w = record_shape
-        image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, h, w, 3])
+        image = pixels(ex["image"], [-1, h, w])
         bits = unpack(tf.reshape(tf.io.decode_raw(ex["mask"], tf.uint8), [-1, h, w, packed_bytes]))
         if (h, w) != (height, width):
             image, bits = _resize(image, size, "bilinear"), _resize(bits, size, "nearest")
@@ -317,12 +367,15 @@ def _decoder(class_indices, num_classes, size, record_shape=None, task="multilab
 
 
 def _resize(x, size, method):
+    """Resized, in the same pixel type (integers rounded and kept in their range)."""
     y = tf.image.resize(x, size, method=method)
-    return tf.cast(tf.clip_by_value(tf.round(y), 0, 255), tf.uint8)
+    if x.dtype.is_floating:
+        return tf.cast(y, x.dtype)
+    return tf.cast(tf.clip_by_value(tf.round(y), x.dtype.min, x.dtype.max), x.dtype)
 
 
 def make_dataset(
-    meta: dict,
+    meta: "SplitMeta",
     class_indices: list,
     input_shape: tuple,
     batch_size: int,
@@ -331,11 +384,13 @@ def make_dataset(
     task: str = "multilabel",
     background: bool = False,
     first_epoch: int = 0,
+    bands: "list | None" = None,
 ) -> tf.data.Dataset:
-    """Stream a cached split as batches of uint8 (images, masks, valid); the last partial batch is kept.
+    """Stream a cached split as batches of (images, masks, valid); the last partial batch is kept.
 
     Args:
         meta: a split's metadata from `load_splits` / `load_split`.
+        bands: 0-based bands of the images to keep, in order (default: all).
         class_indices: the `classes.json` channels to train on, in output order.
         input_shape: (height, width, ...) the images and masks are resized to.
         batch_size: images per batch.
@@ -344,7 +399,8 @@ def make_dataset(
         task, background: as the config's keys (the multiclass background channel, the valid mask).
 
     Returns:
-        A `tf.data.Dataset` of (images (N, h, w, 3), masks (N, h, w, K), valid (N, h, w)).
+        A `tf.data.Dataset` of (images (N, h, w, C) in the split's pixel type, masks (N, h, w, K) uint8,
+        valid (N, h, w) uint8).
 
     `masks` has one channel per chosen class (plus the background channel for `task="multiclass"` with
     `background`); `valid` (N, h, w) is 1 where a pixel counts. Keras reads the triple as
@@ -357,7 +413,7 @@ def make_dataset(
     are shuffled, so memory does not grow with the dataset.
     """
     record_shape = meta.shape
-    decode = _decoder(class_indices, meta.num_classes, tuple(input_shape[:2]), record_shape, task, background)
+    decode = _decoder(meta, class_indices, tuple(input_shape[:2]), task, background, bands)
 
     def one_pass(epoch=None):
         """The split once: in file order (`epoch` None) or in the permutation of (seed, epoch)."""
@@ -460,11 +516,21 @@ def check_exclusive(meta, class_indices, names, split):
                 )
 
 
-def split_check(task, class_indices, names):
-    """The `check` of `load_splits` that a task needs: multiclass refuses overlapping labels."""
-    if task != "multiclass":
-        return None
-    return lambda split, meta: check_exclusive(meta, class_indices, names, split)
+def split_check(task, class_indices, names, channels=None, bands=None):
+    """The `check` of `load_splits` for a model: the images have the bands it takes (`channels` of them, or
+    the 0-based `bands` chosen), and multiclass refuses overlapping labels."""
+
+    def check(split, meta):
+        if bands is not None and max(bands) >= meta.bands:
+            raise DataError(f"split '{split}': band {max(bands) + 1} is chosen (bands), but its images have "
+                            f"{meta.bands} band(s)")  # fmt: skip
+        if channels is not None and bands is None and meta.bands != channels:
+            raise DataError(f"split '{split}': its images have {meta.bands} band(s), but input_shape takes "
+                            f"{channels}; set input_shape's last number to {meta.bands}, or choose bands")  # fmt: skip
+        if task == "multiclass":
+            check_exclusive(meta, class_indices, names, split)
+
+    return check
 
 
 def class_frequencies(meta, class_indices, task="multilabel", background=False):

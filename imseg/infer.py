@@ -13,6 +13,7 @@ Split mode writes to `D/im_seg/out/<name>/preds/<split>/`; `--images` mode write
 """
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import numpy as np
 
 from imseg.cli import ArgumentParser, integer, log, number, run
 from imseg.config import BACKGROUND
-from imseg.errors import ConfigError
+from imseg.errors import ConfigError, DataError
 
 SHEET_SIZE = 16  # images in a split's sheet.png
 NOT_COUNTED = 255  # class-index images: a pixel that is ignored (splits) or nodata (images)
@@ -52,6 +53,7 @@ class Predictor:
     name: str = None
     batch_size: int = 8
     config: object = None
+    bands: tuple = None
 
 
 def parse_args(argv=None):
@@ -69,7 +71,19 @@ def parse_args(argv=None):
     )
     p.add_argument("--batch-size", type=integer(1), help="images or tiles per batch (default: the config's)")
     p.add_argument("--save-probs", action="store_true", help="also write float16 probabilities (.npy)")
+    p.add_argument(
+        "--bands", type=integer(1), nargs="+", help="image bands to read, counted from 1 (default: the model's)"
+    )
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="flip: average each tile's logits over its four flips (4x the work)")  # fmt: skip
+    p.add_argument("--vectorize", action="store_true", help="also write <stem>.geojson: the regions as polygons")
+    p.add_argument("--simplify", type=number(0, 100), default=1.0, help="polygon tolerance in pixels (default 1)")
+    p.add_argument("--min-area", type=number(0, 1e12), default=0.0, help="drop regions under this many m2 (default 0)")
+    p.add_argument("--vector-crs", choices=("wgs84", "image"), default="wgs84",
+                   help="polygons in WGS84 (RFC 7946, default) or the image's CRS")  # fmt: skip
     args = p.parse_args(argv)
+    if args.vectorize and not args.images:
+        p.error("--vectorize turns predicted images into polygons; give --images (GeoTIFF scenes)")
     if args.images and args.split:
         p.error("--split predicts a dataset split, --images predicts image files; give one of them")
     if args.images and not args.output:
@@ -116,6 +130,7 @@ def load_predictor(model_path=None, config_path=None, data_path=None, classes_pa
             "threshold": config.threshold,
             "name": config.name,
             "batch_size": config.batch_size,
+            "bands": config.bands,
         }
     elif trained:
         classes = trained
@@ -130,6 +145,7 @@ def load_predictor(model_path=None, config_path=None, data_path=None, classes_pa
             "task": record.get("task", "multilabel"),
             "threshold": record.get("threshold", 0.0),
             "name": record.get("name"),
+            "bands": tuple(record["bands"]) if record.get("bands") else None,
         }
     else:
         raise ConfigError(
@@ -156,7 +172,15 @@ def _best_json(model_path):
 
 
 def predict_split(
-    predictor, data_path, split="val", classes_path=None, output_dir=None, batch_size=None, save_probs=False, log=log
+    predictor,
+    data_path,
+    split="val",
+    classes_path=None,
+    output_dir=None,
+    batch_size=None,
+    save_probs=False,
+    tta="none",
+    log=log,
 ):
     """Predict a split of an AIR dataset and score it; writes `<run>/preds/<split>/` (see the module docstring).
 
@@ -168,6 +192,7 @@ def predict_split(
         output_dir: where the run folder is (default `D/im_seg/out`).
         batch_size: images per prediction call (default: the config's).
         save_probs: also write float16 probabilities.
+        tta: "flip" averages each image's logits over its four flips.
         log: called with each line to report.
 
     Returns:
@@ -184,7 +209,9 @@ def predict_split(
     entries = list_split(data_path, split)
     out = os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
     with output_folder(out, "imseg-infer"):
-        meta = load_split(data_path, split, len(all_names), log, split_check(config.task, indices, names))
+        bands = [b - 1 for b in config.bands] if config.bands else None
+        check = split_check(config.task, indices, names, config.input_shape[2], bands)
+        meta = load_split(data_path, split, len(all_names), log, check)
         ds = make_dataset(
             meta,
             indices,
@@ -193,8 +220,9 @@ def predict_split(
             training=False,
             task=config.task,
             background=config.background,
+            bands=bands,
         )
-        summary = _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, log)
+        summary = _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, tta, log)
     log(
         f"imseg-infer: {meta.count} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
         + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None)
@@ -203,10 +231,10 @@ def predict_split(
     return summary
 
 
-def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, log):
+def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, tta, log):
     from imseg.metrics import KINDS, counts_from_masks, scores_from_counts
     from imseg.outputs import write_json, write_png, write_text
-    from imseg.predict import predict_masks
+    from imseg.predict import predict_masks, predict_tiles
     from imseg.progress import progress
     from imseg.visualize import class_colours, contact_sheet, drawn_colours, hex_colour, legend, overlay
 
@@ -220,7 +248,7 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
     shown = set(np.linspace(0, meta.count - 1, min(SHEET_SIZE, meta.count)).round().astype(int).tolist())
     ids = iter(enumerate(entry[0] for entry in entries))
     for images, masks, valid in progress(ds, f"predicting {split}", unit="batches", total=int(ds.cardinality())):
-        logits = np.asarray(model.predict_on_batch(images), np.float32)
+        logits = predict_tiles(model, images.numpy(), tta)
         for image, truth, ok, logit in zip(
             images.numpy(), masks.numpy().astype(bool), valid.numpy().astype(bool), logits
         ):
@@ -258,6 +286,7 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, lo
         "model": os.path.abspath(predictor.path),
         "task": task,
         "threshold": threshold,
+        "tta": tta,
         "classes": names,
         "colours": {n: hex_colour(c) for n, c in colours.items()},
         "mean_iou": _number(scores["mean_iou"]),
@@ -292,9 +321,8 @@ def _make_dirs(out, names, probs, task):
         os.makedirs(os.path.join(out, "probs"), exist_ok=True)
 
 
-def _write_prediction(
-    out, stem, image, predicted, names, palette, save_probs, logits, truth=None, geo=None, task="multilabel", valid=None
-):
+def _write_prediction(out, stem, image, predicted, names, palette, save_probs, logits, truth=None, task="multilabel",
+                      valid=None):  # fmt: skip
     """Masks (and for multiclass the class-index image), overlay and probabilities of one image.
 
     `predicted` (h, w, K) is already off where `valid` (h, w) is false.
@@ -307,19 +335,13 @@ def _write_prediction(
     for k, name in enumerate(names):
         if name == BACKGROUND:
             continue
-        mask = predicted[..., k].astype(np.uint8) * 255
-        folder = os.path.join(out, "masks", class_folder(name))
-        if geo is not None:
-            _write_geotiff(os.path.join(folder, stem + ".tif"), mask, geo, valid)
-        else:
-            write_png(os.path.join(folder, stem + ".png"), mask)
+        write_png(
+            os.path.join(out, "masks", class_folder(name), stem + ".png"), predicted[..., k].astype(np.uint8) * 255
+        )
     if task == "multiclass":
         index = np.where(valid, predicted.argmax(-1), NOT_COUNTED).astype(np.uint8)
-        if geo is not None:
-            _write_geotiff(os.path.join(out, "classes", stem + ".tif"), index, geo, valid)
-        else:
-            write_png(os.path.join(out, "classes", stem + ".png"), index)
-    drawn = overlay(image, predicted, palette)
+        write_png(os.path.join(out, "classes", stem + ".png"), index)
+    drawn = overlay(_displayable(image), predicted, palette)
     if truth is not None:
         drawn = np.concatenate([drawn, np.full((drawn.shape[0], 4, 3), 255, np.uint8), truth], axis=1)
     write_png(os.path.join(out, "overlays", stem + ".png"), drawn)
@@ -329,18 +351,12 @@ def _write_prediction(
     return drawn
 
 
-def _write_geotiff(path, mask, profile, valid):
-    """A one-band uint8 GeoTIFF with the input's georeference; pixels outside `valid` are masked (nodata)."""
-    import rasterio
-
-    from imseg.outputs import atomic_path
-
-    with atomic_path(path, suffix=".tif") as tmp:
-        meta = {**profile, "count": 1, "dtype": "uint8", "driver": "GTiff", "compress": "deflate"}
-        with rasterio.open(tmp, "w", **meta) as dst:
-            dst.write(mask, 1)
-            if not valid.all():
-                dst.write_mask(valid.astype(np.uint8) * 255)
+def _displayable(image):
+    """8-bit RGB for overlays: other pixel types scaled by their range, one band repeated, extra bands dropped."""
+    if image.dtype != np.uint8:
+        low, high = np.percentile(image, [1, 99]) if image.size else (0, 1)
+        image = (np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+    return np.repeat(image[..., :1], 3, axis=-1) if image.shape[-1] < 3 else image[..., :3]
 
 
 def image_files(paths):
@@ -361,8 +377,24 @@ def image_files(paths):
     return found
 
 
-def predict_images(predictor, paths, output, overlap=0.25, batch_size=None, save_probs=False, log=log):
+def predict_images(
+    predictor,
+    paths,
+    output,
+    overlap=0.25,
+    batch_size=None,
+    save_probs=False,
+    log=log,
+    tta="none",
+    vectorize=False,
+    simplify=1.0,
+    min_area=0.0,
+    vector_crs="wgs84",
+):
     """Predict image files of any size with a sliding window; writes masks, overlays and a summary to `output`.
+
+    GeoTIFF scenes are read window by window and written strip by strip as tiled GeoTIFFs with their CRS and
+    transform (`imseg.geo.raster`), so their size is not bounded by memory; other images are read whole.
 
     Args:
         predictor: from `load_predictor`.
@@ -370,64 +402,44 @@ def predict_images(predictor, paths, output, overlap=0.25, batch_size=None, save
         output: the output folder (created; an existing one is written into).
         overlap: the fraction of a tile shared with its neighbour, 0 to 0.5.
         batch_size: tiles per prediction call (default: the predictor's).
-        save_probs: also write float16 probabilities.
+        save_probs: also write probabilities.
         log: called with each line to report.
+        tta: "flip" averages each tile's logits over its four flips.
+        vectorize: also write `<stem>.geojson`, the predicted regions as polygons (georeferenced GeoTIFFs).
+        simplify, min_area, vector_crs: see `imseg.geo.polygons.vectorize`.
 
     Returns:
         The summary (also written as `summary.json`).
     """
-    from imseg.data.images import GEOTIFF, read_image
+    from imseg.data.images import GEOTIFF
     from imseg.outputs import output_folder, write_json, write_png
-    from imseg.predict import predict_image, predict_masks
-    from imseg.progress import Progress
-    from imseg.visualize import class_colours, drawn_colours, hex_colour, legend
+    from imseg.visualize import class_colours, hex_colour, legend
 
     files = image_files(paths)
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     if len(set(stems)) != len(stems):
         raise ConfigError("two input images share a file name; predict them into separate --output folders")
-    names, task, threshold = list(predictor.classes), predictor.task, predictor.threshold
+    if vectorize:
+        plain = [f for f in files if not f.lower().endswith(GEOTIFF)]
+        if plain:
+            raise ConfigError(f"{plain[0]}: --vectorize needs georeferenced GeoTIFF input (polygons need a CRS)")
+    names = list(predictor.classes)
     colours = class_colours(names)
+    batch_size = batch_size or predictor.batch_size
     with output_folder(output, "imseg-infer"):
-        _make_dirs(output, names, save_probs, task)
+        _make_dirs(output, names, save_probs, predictor.task)
         written = {}
         for path, stem in zip(files, stems):
-            image, valid = read_image(path, with_valid=True)
-            geo = _georeference(path) if path.lower().endswith(GEOTIFF) else None
-            logits = predict_image(
-                predictor.model,
-                image,
-                overlap=overlap,
-                batch_size=batch_size or predictor.batch_size,
-                output="logits",
-                progress=Progress(f"predicting {stem}", unit="tiles"),
-            )
-            predicted = predict_masks(logits, task, threshold) & valid[..., None]
-            _write_prediction(
-                output,
-                stem,
-                image,
-                predicted,
-                names,
-                drawn_colours(names),
-                save_probs,
-                logits,
-                geo=geo,
-                task=task,
-                valid=valid,
-            )
-            written[stem] = {
-                "source": os.path.abspath(path),
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "georeferenced": geo is not None,
-                "nodata_pixels": int((~valid).sum()),
-            }
+            predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
+            written[stem] = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta)
+            if vectorize:
+                written[stem]["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs)
         summary = {
             "classes": names,
-            "task": task,
-            "threshold": threshold,
+            "task": predictor.task,
+            "threshold": predictor.threshold,
             "overlap": overlap,
+            "tta": tta,
             "model": os.path.abspath(predictor.path),
             "colours": {n: hex_colour(c) for n, c in colours.items()},
             "images": written,
@@ -438,13 +450,47 @@ def predict_images(predictor, paths, output, overlap=0.25, batch_size=None, save
     return summary
 
 
-def _georeference(path):
-    try:
-        import rasterio
-    except ImportError:
-        return None  # read_image has already asked for rasterio if it was needed
-    with rasterio.open(path) as src:
-        return {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_probs, tta):
+    """An image read whole (JPEG, PNG): masks as PNG, an overlay, probabilities as .npy."""
+    from imseg.data.images import read_image
+    from imseg.predict import predict_image, predict_masks
+    from imseg.progress import Progress
+    from imseg.visualize import drawn_colours
+
+    image, valid = read_image(path, with_valid=True, bands=predictor.bands)
+    if image.shape[-1] != predictor.model.input_shape[-1]:
+        raise DataError(f"{path}: {image.shape[-1]} band(s), but the model takes "
+                        f"{predictor.model.input_shape[-1]}; choose them with --bands")  # fmt: skip
+    logits = predict_image(predictor.model, image, overlap=overlap, batch_size=batch_size, output="logits",
+                           progress=Progress(f"predicting {stem}", unit="tiles"), tta=tta)  # fmt: skip
+    names = list(predictor.classes)
+    predicted = predict_masks(logits, predictor.task, predictor.threshold) & valid[..., None]
+    _write_prediction(output, stem, image, predicted, names, drawn_colours(names), save_probs, logits,
+                      task=predictor.task, valid=valid)  # fmt: skip
+    return {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
+            "georeferenced": False, "nodata_pixels": int((~valid).sum())}  # fmt: skip
+
+
+def _predict_scene(predictor, path, output, stem, overlap, batch_size, save_probs, tta):
+    """A GeoTIFF, window by window: masks as tiled GeoTIFFs, an overlay preview."""
+    from imseg.geo.raster import predict_raster
+    from imseg.outputs import write_png
+    from imseg.progress import Progress
+    from imseg.visualize import drawn_colours
+
+    names = list(predictor.classes)
+    result = predict_raster(predictor.model, path, output, stem, names, predictor.task, predictor.threshold,
+                            predictor.bands, overlap, batch_size, tta, save_probs,
+                            Progress(f"predicting {stem}", unit="tiles"), palette=drawn_colours(names))  # fmt: skip
+    write_png(os.path.join(output, "overlays", stem + ".png"), result.pop("preview"))
+    return {"source": os.path.abspath(path), **result}
+
+
+def _vectorize(output, stem, names, simplify, min_area, vector_crs):
+    from imseg.geo.polygons import vectorize
+
+    masks = {n: os.path.join(output, "masks", class_folder(n), stem + ".tif") for n in names if n != BACKGROUND}
+    return vectorize(masks, os.path.join(output, stem + ".geojson"), simplify, min_area, vector_crs)
 
 
 def main(argv=None):
@@ -454,6 +500,8 @@ def main(argv=None):
         if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
             raise ConfigError(f"{args.output}: --output names a file; give a folder (it is created if needed)")
         predictor = load_predictor(args.model, args.config, args.data_path, args.classes_path, args.output_dir)
+        if args.bands:
+            predictor = dataclasses.replace(predictor, bands=tuple(args.bands))
         if args.images:
             predict_images(
                 predictor,
@@ -462,6 +510,11 @@ def main(argv=None):
                 overlap=args.overlap,
                 batch_size=args.batch_size,
                 save_probs=args.save_probs,
+                tta=args.tta,
+                vectorize=args.vectorize,
+                simplify=args.simplify,
+                min_area=args.min_area,
+                vector_crs=args.vector_crs,
             )
         else:
             predict_split(
@@ -472,6 +525,7 @@ def main(argv=None):
                 output_dir=args.output_dir,
                 batch_size=args.batch_size,
                 save_probs=args.save_probs,
+                tta=args.tta,
             )
 
     return run("imseg-infer", work)

@@ -34,7 +34,8 @@ class RefineNet(keras.Model):
         feature_layers: blocks of backbone layer names, e.g. `[["conv5_block3_out", "conv4_block6_out"], ...]`.
         num_classes: output channels.
         class_names: their names (kept in the config).
-        preprocessing: the backbone's input normalisation ("caffe", "tf", "torch" or "none").
+        preprocessing: the input normalisation: a keras.applications mode ("caffe", "tf", "torch", "none") or
+            {"mean": [...], "std": [...]} per band.
         reduce_channel_scale, rcu_kwargs, mrf_kwargs, crp_kwargs: the RefineNet blocks' options
             (see `imseg.blocks`).
         augment: keyword arguments of `SegmentationAugment`, or None for no augmentation.
@@ -73,7 +74,7 @@ class RefineNet(keras.Model):
             crp_kwargs,
         )
         super().__init__(inputs=image, outputs=logits, **kwargs)
-        self.get_layer("preprocess").set_weights(preprocess_weights(preprocessing))
+        self.get_layer("preprocess").set_weights(preprocess_weights(preprocessing, self.input_shape[-1]))
 
         self.backbone = extractor
         self.feature_layers = feature_layers
@@ -136,6 +137,17 @@ class RefineNet(keras.Model):
     def test_step(self, data):
         logs = super().test_step(self._batch(data))
         return _per_worker_logs(logs, self.distribute_strategy)
+
+    def set_normalization(self, mean, std):
+        """Normalise the input bands as (x - mean) / std (the `preprocess` layer), e.g. from the training split."""
+        self.preprocessing = {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+        self.get_layer("preprocess").set_weights(preprocess_weights(self.preprocessing, self.input_shape[-1]))
+
+    def set_value_range(self, low, high):
+        """The pixels' range, which augmentation works in (see SegmentationAugment's `value_range`)."""
+        if self.augmenter is not None:
+            self.augment = {**self.augment, "value_range": [float(low), float(high)]}
+            self.augmenter.value_range = (float(low), float(high))
 
     def swap_ema_weights(self):
         """Exchange the weights and their moving averages (no-op without `ema_decay`)."""

@@ -2,13 +2,17 @@
 
 Tiles overlap by a fraction of their size; each tile's logits are weighted by a window that is 1 in
 the middle and falls smoothly towards the tile's edges, and every pixel gets the weighted mean of the
-tiles that cover it. Tiles are predicted row by row in batches, and only two rows of tiles are held
-as running sums, so working memory grows with the image's width, never with its height.
+tiles that cover it. `stream_logits` does the work for any source of pixels: tiles are predicted row by
+row in batches, and only two rows of tiles are held as running sums, for a block of columns at a time, so
+working memory grows with neither the image's height nor (beyond the block) its width. `predict_image` runs
+it over an array in memory; `imseg.geo.raster` over a GeoTIFF window by window.
 """
 
 import math
 
 import numpy as np
+
+TTA = ("none", "flip")
 
 
 def tile_starts(length, tile, stride):
@@ -50,6 +54,61 @@ def probabilities(logits: np.ndarray, task: str = "multilabel") -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
+def predict_tiles(model, tiles, tta="none"):
+    """Logits of a batch of tiles; with `tta="flip"` the mean of the logits of the tiles as they are and flipped
+    horizontally, vertically and both (each flipped back)."""
+    logits = np.asarray(model.predict_on_batch(tiles), np.float32)
+    if tta == "flip":
+        for axes in ((2,), (1,), (1, 2)):
+            logits += np.flip(np.asarray(model.predict_on_batch(np.flip(tiles, axes)), np.float32), axes)
+        logits /= 4
+    return logits
+
+
+def stream_logits(model, read, height, width, overlap=0.25, batch_size=8, tta="none", progress=None, block=None):
+    """Blended logits of an (height, width) image, in pieces: yields (y, x, logits (rows, cols, K)).
+
+    `read(y0, y1, x0, x1)` returns the pixels of that window as (y1 - y0, x1 - x0, C), zeros outside the image.
+    Columns are done in blocks of about `block` pixels (default: all at once); each block takes every tile that
+    touches it, so the result is the same as in one piece. The image must be at least one tile large.
+    """
+    th, tw = model.input_shape[1:3]
+    classes = model.output_shape[-1]
+    oy, ox = int(round(overlap * th)), int(round(overlap * tw))
+    ys, xs = tile_starts(height, th, th - oy), tile_starts(width, tw, tw - ox)
+    weight = np.outer(blend_window(th, oy), blend_window(tw, ox))[..., None]
+    block = max(block or width, tw)
+    blocks = []
+    for bx0 in range(0, width, block):
+        bx1 = min(bx0 + block, width)
+        blocks.append((bx0, bx1, [x for x in xs if x < bx1 and x + tw > bx0]))  # every tile reaching the block
+    done, total = 0, len(ys) * sum(len(tiles_x) for _, _, tiles_x in blocks)
+    for bx0, bx1, tiles_x in blocks:
+        cx0, cx1 = tiles_x[0], tiles_x[-1] + tw
+        # Running sums over the rows [top, top + th) that tiles still to come may touch.
+        top = 0
+        acc = np.zeros((th, cx1 - cx0, classes), np.float32)
+        norm = np.zeros((th, cx1 - cx0, 1), np.float32)
+        for y in ys:
+            if y > top:  # rows above y are final: no later tile reaches them
+                shift = y - top
+                yield top, bx0, (acc[:shift] / norm[:shift])[:, bx0 - cx0 : bx1 - cx0]
+                acc = np.concatenate([acc[shift:], np.zeros((shift, cx1 - cx0, classes), np.float32)])
+                norm = np.concatenate([norm[shift:], np.zeros((shift, cx1 - cx0, 1), np.float32)])
+                top = y
+            strip = read(y, y + th, cx0, cx1)
+            for start in range(0, len(tiles_x), batch_size):
+                batch_xs = tiles_x[start : start + batch_size]
+                tiles = np.stack([strip[:, x - cx0 : x - cx0 + tw] for x in batch_xs]).astype(np.float32)
+                for x, tile_logits in zip(batch_xs, predict_tiles(model, tiles, tta)):
+                    acc[:, x - cx0 : x - cx0 + tw] += weight * tile_logits
+                    norm[:, x - cx0 : x - cx0 + tw] += weight
+                done += len(batch_xs)
+                if progress:
+                    progress(done, total)
+        yield top, bx0, (acc / norm)[: height - top, bx0 - cx0 : bx1 - cx0]
+
+
 def predict_image(
     model,
     image: np.ndarray,
@@ -59,12 +118,13 @@ def predict_image(
     threshold: float = 0.0,
     progress=None,
     task: str = "multilabel",
+    tta: str = "none",
 ) -> np.ndarray:
-    """Predict a (H, W, 3) 0-255 image of any size with a model of fixed input size.
+    """Predict an (H, W, C) image of any size with a model of fixed input size (C: the bands it takes).
 
     Args:
         model: a Keras model returning logits (N, h, w, K), such as imseg's `best.keras`.
-        image: (H, W, 3) array of 0-255 values.
+        image: (H, W, C) array of pixel values (0-255 for 8-bit RGB).
         overlap: the fraction of a tile shared with its neighbour (0 to 0.5).
         batch_size: tiles per prediction call.
         output: `"probabilities"` (float32: sigmoid per class, or softmax for `task="multiclass"`),
@@ -72,6 +132,7 @@ def predict_image(
         threshold: the multilabel decision threshold on logits for `output="masks"`.
         progress: if given, called with the number of tiles done and the total.
         task: `"multilabel"` or `"multiclass"`, as the model was trained.
+        tta: `"flip"` averages the logits over the four flips of each tile (4 times the work).
 
     Returns:
         (H, W, K). Images smaller than the model's input are zero-padded, never resized.
@@ -80,53 +141,34 @@ def predict_image(
         raise ValueError(f"output must be 'probabilities', 'logits' or 'masks', got {output!r}")
     if not 0 <= overlap <= 0.5:
         raise ValueError(f"overlap must be a fraction between 0 and 0.5, got {overlap}")
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
     image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    bands = model.input_shape[-1]
+    if image.ndim != 3 or image.shape[-1] != bands:
+        raise ValueError(f"expected an (H, W, {bands}) image, as the model takes, got shape {image.shape}")
     th, tw = model.input_shape[1:3]
     height, width = image.shape[:2]
     if height < th or width < tw:  # pad, never distort
-        padded = np.zeros((max(height, th), max(width, tw), 3), image.dtype)
+        padded = np.zeros((max(height, th), max(width, tw), bands), image.dtype)
         padded[:height, :width] = image
-        return predict_image(model, padded, overlap, batch_size, output, threshold, progress, task)[:height, :width]
-    oy, ox = int(round(overlap * th)), int(round(overlap * tw))
-    ys, xs = tile_starts(height, th, th - oy), tile_starts(width, tw, tw - ox)
-    weight = np.outer(blend_window(th, oy), blend_window(tw, ox))[..., None]
-    classes = model.output_shape[-1]
-    result = np.zeros((height, width, classes), bool if output == "masks" else np.float32)
+        return predict_image(model, padded, overlap, batch_size, output, threshold, progress, task, tta)[
+            :height, :width
+        ]
+    result = np.zeros((height, width, model.output_shape[-1]), bool if output == "masks" else np.float32)
 
-    # Running sums over the rows [top, top + th) that tiles still to come may touch.
-    top = 0
-    acc = np.zeros((th, width, classes), np.float32)
-    norm = np.zeros((th, width, 1), np.float32)
-    done, total = 0, len(ys) * len(xs)
-    for y in ys:
-        if y > top:  # rows above y are final: no later tile reaches them
-            shift = y - top
-            _finish(result, top, acc[:shift], norm[:shift], output, threshold, task)
-            acc = np.concatenate([acc[shift:], np.zeros((shift, width, classes), np.float32)])
-            norm = np.concatenate([norm[shift:], np.zeros((shift, width, 1), np.float32)])
-            top = y
-        for start in range(0, len(xs), batch_size):
-            batch_xs = xs[start : start + batch_size]
-            tiles = np.stack([image[y : y + th, x : x + tw] for x in batch_xs]).astype(np.float32)
-            logits = np.asarray(model.predict_on_batch(tiles), np.float32)
-            for x, tile_logits in zip(batch_xs, logits):
-                acc[:, x : x + tw] += weight * tile_logits
-                norm[:, x : x + tw] += weight
-            done += len(batch_xs)
-            if progress:
-                progress(done, total)
-    _finish(result, top, acc, norm, output, threshold, task)
+    def read(y0, y1, x0, x1):
+        return image[y0:y1, x0:x1]
+
+    for y, x, logits in stream_logits(model, read, height, width, overlap, batch_size, tta, progress):
+        result[y : y + len(logits), x : x + logits.shape[1]] = finish(logits, output, threshold, task)
     return result
 
 
-def _finish(result, top, acc, norm, output, threshold, task):
-    logits = acc / norm
-    rows = slice(top, top + len(logits))
+def finish(logits, output="probabilities", threshold=0.0, task="multilabel"):
+    """Blended logits as the `output` asks: themselves, masks or probabilities."""
     if output == "logits":
-        result[rows] = logits
-    elif output == "masks":
-        result[rows] = predict_masks(logits, task, threshold)
-    else:
-        result[rows] = probabilities(logits, task)
+        return logits
+    if output == "masks":
+        return predict_masks(logits, task, threshold)
+    return probabilities(logits, task)

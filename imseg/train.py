@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from imseg import __version__
 from imseg.cli import ArgumentParser, log, run
-from imseg.errors import ConfigError
+from imseg.errors import ConfigError, DataError
 from imseg.tfenv import import_tensorflow
 
 
@@ -156,10 +156,19 @@ def prepare(options, strategy=None):
         steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
         model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
         details["chief"] = chief
-        train_meta, val_meta = load_splits(
-            data_path, ["train", "val"], len(all_names), log, split_check(config.task, indices, names)
-        )
+        bands = [b - 1 for b in config.bands] if config.bands else None
+        check = split_check(config.task, indices, names, config.input_shape[2], bands)
+        train_meta, val_meta = load_splits(data_path, ["train", "val"], len(all_names), log, check)
+        if (train_meta.bands, train_meta.dtype) != (val_meta.bands, val_meta.dtype):
+            raise DataError(f"{data_path}: train images have {train_meta.bands} band(s) of {train_meta.dtype}, val "
+                            f"images {val_meta.bands} of {val_meta.dtype}")  # fmt: skip
         set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
+        chosen = bands if bands is not None else list(range(train_meta.bands))
+        if config.normalization == "auto":  # the training split's own statistics, kept in the model
+            model.set_normalization([train_meta.band_mean[b] for b in chosen],
+                                    [train_meta.band_std[b] or 1.0 for b in chosen])  # fmt: skip
+        model.set_value_range(*train_meta.value_range(chosen))
+        details.update(pixels=train_meta.dtype, normalization=model.preprocessing)
     except BaseException:
         if lock:  # nothing written: not even the run folder the lock needed
             lock.release()
@@ -268,7 +277,8 @@ def _train(options, prepared, signals):
         paths.remove_stale_temporaries()
         write_json(paths.config, {**prepared.resolved, "resolved": details})
 
-    target = {"task": config.task, "background": config.background}
+    bands = [b - 1 for b in config.bands] if config.bands else None
+    target = {"task": config.task, "background": config.background, "bands": bands}
     val_ds = make_dataset(
         prepared.val_meta, prepared.indices, config.input_shape, config.batch_size, training=False, **target
     )
@@ -297,6 +307,7 @@ def _train(options, prepared, signals):
             "threshold": config.threshold,
             "name": config.name,
             "input_shape": list(config.input_shape),
+            "bands": list(config.bands) if config.bands else None,
             "imseg": __version__,
         },
     )

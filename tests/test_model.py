@@ -70,6 +70,10 @@ def test_refinenet_round_trips_through_config_and_keras_file(tmp_path):
         "rotate_range": 10.0,
         "flip": True,
         "channel_shift_range": 0.0,
+        "rotate90": False,
+        "scale_range": 0.0,
+        "photometric": {},
+        "layers": [],
         "multiplier": 1,
         "seed": 0,
     }

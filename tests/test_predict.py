@@ -69,12 +69,34 @@ def test_working_memory_does_not_grow_with_the_image_height():
     model = conv_model(classes=4)
     small, tall = _extra_memory(model, 400, 600), _extra_memory(model, 1600, 600)
     assert tall < 1.1 * small + 100_000
-    # ... and is a few rows of tiles: running sums and weights for two tile rows, plus one batch.
-    assert tall < 3 * 32 * 600 * 4 * 4 + 8 * 32 * 32 * 3 * 4 + 200_000
+    # ... and is a few rows of tiles: running sums and weights for two tile rows, a finished strip, one batch.
+    assert tall < 4 * 32 * 600 * 4 * 4 + 8 * 32 * 32 * 3 * 4 + 200_000
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="overlap"):
         predict_image(conv_model(), np.zeros((40, 40, 3)), overlap=0.8)
-    with pytest.raises(ValueError, match="RGB"):
+    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) image"):
         predict_image(conv_model(), np.zeros((40, 40)))
+
+
+def test_column_blocks_and_flip_tta_give_the_same_blend():
+    from imseg.predict import stream_logits
+
+    rng = np.random.default_rng(5)
+    model = conv_model(kernel=rng.normal(0, 0.01, (1, 1, 3, 2)).astype(np.float32), classes=2)
+    image = rng.integers(0, 255, (70, 150, 3)).astype(np.float32)
+
+    def assemble(block, tta="none"):
+        out = np.zeros((70, 150, 2), np.float32)
+        read = lambda y0, y1, x0, x1: image[y0:y1, x0:x1]  # noqa: E731
+        for y, x, logits in stream_logits(model, read, 70, 150, overlap=0.25, batch_size=3, tta=tta, block=block):
+            out[y : y + len(logits), x : x + logits.shape[1]] = logits
+        return out
+
+    whole = assemble(None)
+    assert whole.std() > 0.1  # the logits follow the image, so blocks and blending matter
+    np.testing.assert_allclose(assemble(40), whole, atol=1e-5)  # blocks narrower than two tiles
+    np.testing.assert_allclose(whole, predict_image(model, image, output="logits", batch_size=3), atol=1e-6)
+    # A 1x1 conv commutes with flips: test-time flips change nothing but the work done.
+    np.testing.assert_allclose(assemble(None, "flip"), whole, atol=1e-4)

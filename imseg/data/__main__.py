@@ -11,12 +11,22 @@ def parse_args(argv=None):
     p = ArgumentParser(prog="imseg-data", description="Build, check and look at AIR im_seg datasets.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    c = sub.add_parser("convert", help="images + masks -> AIR im_seg tiles")
+    c = sub.add_parser("convert", help="images + masks (or vector labels) -> AIR im_seg tiles")
     c.add_argument("--images", action="append", required=True, help="folder of images (repeat, paired with --masks)")
-    c.add_argument("--masks", action="append", required=True, help="folder of masks with the images' file stems")
+    c.add_argument("--masks", action="append", help="folder of masks with the images' file stems")
+    c.add_argument(
+        "--vectors",
+        action="append",
+        metavar="CLASS=FILE",
+        help="instead of masks: burn the features of FILE (GeoJSON, GeoPackage) into class CLASS (repeatable)",
+    )
+    c.add_argument(
+        "--line-width", action="append", metavar="CLASS=METRES", help="width of CLASS's line features (default 6)"
+    )
+    c.add_argument("--vectors-ignore", action="append", metavar="FILE", help="features that mark ignored pixels")
+    c.add_argument("--bands", type=integer(1), nargs="+", help="GeoTIFF bands to keep, counted from 1, in order")
     c.add_argument(
         "--mask-type",
-        required=True,
         choices=("color", "index", "binary"),
         help="color: RGB masks; index: one-channel class indices; binary: one subfolder per class",
     )
@@ -68,7 +78,7 @@ def main(argv=None):
 
     def work():
         if args.command == "convert":
-            from imseg.data.convert import convert
+            from imseg.data.convert import convert, parse_assignments
 
             convert(
                 args.images,
@@ -81,6 +91,10 @@ def main(argv=None):
                 split=args.split,
                 seed=args.seed,
                 annotation_format=args.format,
+                bands=args.bands,
+                vectors=parse_assignments(args.vectors, "vectors"),
+                line_widths=dict(parse_assignments(args.line_width, "line-width", number=True)),
+                vectors_ignore=args.vectors_ignore,
                 log=log,
             )
             return 0

@@ -19,7 +19,7 @@ import numpy as np
 
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
-from imseg.data.images import read_image, read_mask, write_image
+from imseg.data.images import georeference, read_image, read_mask, tile_extension, write_image
 from imseg.errors import ConfigError, DataError
 from imseg.layout import IMAGE_EXTENSIONS
 
@@ -159,23 +159,46 @@ def split_sources(count, fractions, seed):
     }
 
 
+def parse_assignments(items, what, number=False):
+    """["CLASS=VALUE", ...] of --vectors / --line-width -> [(class name, value)]; errors name the option."""
+    pairs = []
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"--{what} {item}: expected CLASS=" + ("METRES" if number else "FILE"))
+        if number:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"--{what} {item}: expected a width in metres, got {value!r}") from None
+            if not value > 0:
+                raise ConfigError(f"--{what} {item}: expected a width in metres > 0")
+        pairs.append((class_name(name), value))
+    return pairs
+
+
 def convert(
     images,
-    masks,
-    mask_type,
-    output,
-    tile_size,
+    masks=None,
+    mask_type=None,
+    output=None,
+    tile_size=None,
     class_map=None,
     overlap=0,
     split=(0.8, 0.1, 0.1),
     seed=0,
     annotation_format="json",
+    bands=None,
+    vectors=None,
+    line_widths=None,
+    vectors_ignore=None,
     log=print,
 ):
-    """Build an AIR `im_seg` dataset of tiles at `output` from folders of images and masks.
+    """Build an AIR `im_seg` dataset of tiles at `output` from folders of images with masks or vector labels.
 
     Args:
-        images, masks: lists of folders, paired in order; each image needs a mask with its file stem.
+        images: folders of images (JPEG, PNG, GeoTIFF).
+        masks: folders of masks, paired in order with `images`; each image needs a mask with its file stem.
         mask_type: "color" (RGB masks and a class map of "#RRGGBB" colours), "index" (one-channel masks and a
             class map of indices) or "binary" (one subfolder of masks per class).
         output: the dataset root to create (new, or an empty folder).
@@ -183,6 +206,10 @@ def convert(
         class_map: the class map file (color and index masks).
         split: fractions of source images for train, val and test; `seed` draws them.
         annotation_format: "json" (AIR) or "npz" (compact).
+        bands: GeoTIFF bands to keep, counted from 1, in order (default: all but alpha).
+        vectors: instead of masks, [(class, vector file)]: features burnt into georeferenced images.
+        line_widths: {class: metres} for line features (default 6).
+        vectors_ignore: vector files whose features mark ignored pixels.
         log: called with each line to report.
 
     Returns:
@@ -193,21 +220,14 @@ def convert(
     fractions = list(split)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(f"--split needs three fractions >= 0 that sum to 1 (train val test), got {fractions}")
-    if mask_type == "binary":
-        class_dirs = sorted(d for d in os.listdir(masks[0]) if os.path.isdir(os.path.join(masks[0], d)))
-        if not class_dirs:
-            raise ConfigError(f"{masks[0]}: --mask-type binary needs one subfolder per class")
-        table, names = None, sorted({class_name(c) for c in class_dirs})
-        names_by_dir = {class_name(c): c for c in class_dirs}
+    if vectors:
+        if masks:
+            raise ConfigError("give --masks or --vectors, not both")
+        names, sources, labels = _vector_labels(images, vectors, line_widths, vectors_ignore, log)
     else:
-        if not class_map:
-            raise ConfigError(f"--mask-type {mask_type} needs --class-map FILE")
-        table = load_class_map(class_map, mask_type)
-        class_dirs, names_by_dir = None, None
-        names = sorted({v for v in table.values() if v not in (IGNORE, BACKGROUND)})
-        if not names:
-            raise ConfigError(f'{class_map}: maps every value to "{BACKGROUND}" or "{IGNORE}"; name at least one class')
-    sources = pair_sources(images, masks, mask_type, class_dirs)
+        if not masks or not mask_type:
+            raise ConfigError("give --masks with --mask-type, or --vectors CLASS=FILE")
+        names, sources, labels = _mask_labels(images, masks, mask_type, class_map)
     output = os.path.abspath(output)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise ConfigError(f"{output}: output exists and is not an empty folder; choose a new one")
@@ -222,9 +242,7 @@ def convert(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
     try:
-        counts = _write_tiles(
-            sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap, annotation_format, tmp
-        )
+        counts = _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, tmp)
         classes = collections.defaultdict(list)
         for n in names:
             sup, sub = n.split(":", 1)
@@ -244,19 +262,26 @@ def convert(
     return counts
 
 
-def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_size, overlap, annotation_format, root):
-    from imseg.progress import progress
+def _mask_labels(images, masks, mask_type, class_map):
+    """(class names, [(image, mask)], labels(source, image) -> (annotation, ignored)) for mask folders."""
+    if mask_type == "binary":
+        class_dirs = sorted(d for d in os.listdir(masks[0]) if os.path.isdir(os.path.join(masks[0], d)))
+        if not class_dirs:
+            raise ConfigError(f"{masks[0]}: --mask-type binary needs one subfolder per class")
+        table, names = None, sorted({class_name(c) for c in class_dirs})
+        names_by_dir = {class_name(c): c for c in class_dirs}
+    else:
+        if not class_map:
+            raise ConfigError(f"--mask-type {mask_type} needs --class-map FILE")
+        table = load_class_map(class_map, mask_type)
+        class_dirs, names_by_dir = None, None
+        names = sorted({v for v in table.values() if v not in (IGNORE, BACKGROUND)})
+        if not names:
+            raise ConfigError(f'{class_map}: maps every value to "{BACKGROUND}" or "{IGNORE}"; name at least one class')
+    sources = pair_sources(images, masks, mask_type, class_dirs)
 
-    path_map, counts = {}, {}
-    ext = ".npz" if annotation_format == "npz" else ".json"
-    number = 0
-    split_of = {i: s for s, members in splits.items() for i in members}
-    for split in ("train", "val", "test"):
-        for sub in ("images", "annotations"):
-            os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
-        counts[split] = 0
-    for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
-        image, has_data = read_image(image_path, with_valid=True)
+    def labels(source, image):
+        image_path, mask_path = source
         if mask_type == "binary":
             mask = {n: read_mask(mask_path[names_by_dir[n]], "index") for n in names}
             shapes = {n: m.shape[:2] for n, m in mask.items()}
@@ -270,14 +295,72 @@ def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_si
                     f"{path}: mask is {shape[1]}x{shape[0]} (width x height) but its image {image_path} "
                     f"is {image.shape[1]}x{image.shape[0]}"
                 )
-        annotation, ignored = to_annotation(mask, mask_type, table, names, mask_path)
+        return to_annotation(mask, mask_type, table, names, mask_path)
+
+    return names, sources, labels
+
+
+def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
+    """(class names, [(image, None)], labels) for vector files burnt into georeferenced images."""
+    from imseg.geo.vectors import burn, read_vectors
+
+    files = {}
+    for name, path in vectors:
+        files.setdefault(name, []).append(read_vectors(path))
+    ignore = [read_vectors(path) for path in vectors_ignore or ()]
+    names = sorted(files)
+    unknown = sorted(set(line_widths or {}) - set(names))
+    if unknown:
+        raise ConfigError(f"--line-width {unknown[0]}: no --vectors for this class; classes: {', '.join(names)}")
+    sources = []
+    for folder in images:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{folder}: folder not found")
+        sources += [(path, None) for path in _files_by_stem(folder).values()]
+    if not sources:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
+
+    def labels(source, image):
+        georef = georeference(source[0])
+        if georef is None:
+            raise DataError(f"{source[0]}: not georeferenced (no CRS or transform), so vector labels cannot be placed")
+        layers = [[(geometries, crs) for geometries, crs in files[n]] for n in names]
+        annotation, ignored, counts, points = burn(layers, ignore, georef, image.shape[:2], line_widths, names)
+        found = ", ".join(f"{counts[k]} {n}" for k, n in enumerate(names))
+        if not any(counts):
+            log(f"imseg-data: note: {source[0]}: no feature of any vector file overlaps it")
+        else:
+            log(
+                f"imseg-data: {os.path.basename(source[0])}: {found}"
+                + (f"; {points} point(s) left out" if points else "")
+            )
+        return annotation, ignored
+
+    return names, sources, labels
+
+
+def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, root):
+    from imseg.progress import progress
+
+    path_map, counts = {}, {}
+    ext = ".npz" if annotation_format == "npz" else ".json"
+    number = 0
+    split_of = {i: s for s, members in splits.items() for i in members}
+    for split in ("train", "val", "test"):
+        for sub in ("images", "annotations"):
+            os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
+        counts[split] = 0
+    for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
+        image, has_data = read_image(image_path, with_valid=True, bands=bands)
+        georef = georeference(image_path)
+        annotation, ignored = labels((image_path, mask_path), image)
         ignored |= ~has_data
         split = split_of[i]
         h, w = image.shape[:2]
         t = tile_size
         for y in tile_origins(h, t, overlap):
             for x in tile_origins(w, t, overlap):
-                tile = np.zeros((t, t, 3), np.uint8)
+                tile = np.zeros((t, t, image.shape[2]), image.dtype)
                 ann = np.zeros((len(names), t, t), np.uint8)
                 ignore = np.ones((t, t), np.uint8)  # the zero padding of edge tiles carries no label
                 part = image[y : y + t, x : x + t]
@@ -286,8 +369,13 @@ def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_si
                 ignore[: part.shape[0], : part.shape[1]] = ignored[y : y + t, x : x + t]
                 tile_id = str(number)
                 folder = os.path.join(root, "im_seg", split)
-                write_image(os.path.join(folder, "images", tile_id + ".jpg"), tile)
-                write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, tile_id + ".jpg", ignore)
+                name = tile_id + tile_extension(tile)
+                tile_georef = None
+                if georef:  # the tile's own transform: the source's, moved to the tile's corner
+                    corner = georef["transform"] * type(georef["transform"]).translation(x, y)
+                    tile_georef = {"crs": georef["crs"], "transform": corner}
+                write_image(os.path.join(folder, "images", name), tile, tile_georef)
+                write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, name, ignore)
                 path_map[tile_id] = {
                     "split": split,
                     "image": os.path.abspath(image_path),
@@ -296,6 +384,9 @@ def _write_tiles(sources, splits, mask_type, table, names, names_by_dir, tile_si
                     "width": t,
                     "height": t,
                 }
+                if tile_georef:
+                    path_map[tile_id]["crs"] = tile_georef["crs"].to_string()
+                    path_map[tile_id]["transform"] = list(tile_georef["transform"])[:6]
                 counts[split] += 1
                 number += 1
     with open(os.path.join(root, "im_seg", "path_map.json"), "w", encoding="utf-8") as f:

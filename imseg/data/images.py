@@ -10,7 +10,7 @@ from imseg.errors import ConfigError, DataError
 
 GEOTIFF = (".tif", ".tiff")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-EIGHT_BIT = "imseg reads 8-bit imagery (rescale it to 0-255 first)"
+EIGHT_BIT = "PNG and JPEG must be 8-bit (give 16-bit and float imagery as GeoTIFF, which imseg reads exactly)"
 
 
 def check_bit_depth(path, header):
@@ -39,19 +39,29 @@ def _rasterio():
     return rasterio
 
 
-def read_image(path, with_valid=False):
-    """(h, w, 3) uint8 RGB; grayscale is repeated, alpha dropped, GeoTIFF bands 1-3 read.
+PIXEL_TYPES = ("uint8", "uint16", "int16", "float32")  # read exactly; float64 is read as float32
+
+
+def read_image(path, with_valid=False, bands=None):
+    """An image as (h, w, C): GeoTIFF bands in their own pixel type (default: every band but alpha), JPEG and
+    PNG as 8-bit RGB (grayscale repeated, alpha dropped). `bands` (1-based) selects and orders the bands.
 
     With `with_valid`, returns (image, valid) where `valid` (h, w) bool is false where the image has no
     data: GeoTIFF nodata or internal mask, or a transparent pixel of an image with alpha.
     """
     if path.lower().endswith(GEOTIFF):
-        with _rasterio().open(path) as src:
-            bands = src.read(list(range(1, min(src.count, 3) + 1)))
+        rasterio = _rasterio()
+        with rasterio.open(path) as src:
+            alpha = {i + 1 for i, c in enumerate(src.colorinterp) if c == rasterio.enums.ColorInterp.alpha}
+            chosen = list(bands) if bands else [b for b in range(1, src.count + 1) if b not in alpha]
+            _check_bands(path, chosen, src.count)
+            array = np.moveaxis(src.read(chosen), 0, -1)
             valid = src.dataset_mask() > 0 if with_valid else None
-        array = np.moveaxis(bands, 0, -1)
-        if array.dtype != np.uint8:
-            raise DataError(f"{path}: {array.dtype} GeoTIFF; {EIGHT_BIT}")
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        if array.dtype.name not in PIXEL_TYPES:
+            raise DataError(f"{path}: {array.dtype} pixels; imseg reads {', '.join(PIXEL_TYPES)} rasters")
+        return (array, valid) if with_valid else array
     else:
         try:
             with open(path, "rb") as f:
@@ -66,9 +76,18 @@ def read_image(path, with_valid=False):
             raise DataError(f"{path}: unreadable image: {e}") from None
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
+    if bands:
+        _check_bands(path, bands, 3)
+        array = array[..., [b - 1 for b in bands]]
     if not with_valid:
         return array
     return array, np.ones(array.shape[:2], bool) if valid is None else valid
+
+
+def _check_bands(path, bands, count):
+    wrong = [b for b in bands if not 1 <= b <= count]
+    if wrong:
+        raise DataError(f"{path}: band {wrong[0]} asked for (bands: {list(bands)}), but the image has {count} band(s)")
 
 
 def read_mask(path, mask_type):
@@ -88,10 +107,33 @@ def read_mask(path, mask_type):
         raise DataError(f"{path}: unreadable mask: {e}") from None
 
 
-def write_image(path, array):
-    """Write a tile: JPEG (quality 95) for .jpg, PNG otherwise."""
+def georeference(path):
+    """{"crs", "transform"} of a georeferenced GeoTIFF (rasterio objects), else None."""
+    if not path.lower().endswith(GEOTIFF):
+        return None
+    with _rasterio().open(path) as src:
+        if src.crs is None or src.transform.is_identity:
+            return None
+        return {"crs": src.crs, "transform": src.transform}
+
+
+def tile_extension(image):
+    """The AIR layout keeps JPEG for 3-band 8-bit tiles; other bands and pixel types go to GeoTIFF."""
+    return ".jpg" if image.dtype == np.uint8 and image.shape[-1] == 3 else ".tif"
+
+
+def write_image(path, array, georef=None):
+    """Write a tile: JPEG (quality 95) for .jpg, GeoTIFF for .tif (any bands and pixel type, with `georef`'s
+    CRS and transform when given), PNG otherwise."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in GEOTIFF:
+        profile = {"driver": "GTiff", "height": array.shape[0], "width": array.shape[1], "count": array.shape[2],
+                   "dtype": array.dtype.name, "compress": "deflate", **(georef or {})}  # fmt: skip
+        with _rasterio().open(path, "w", **profile) as dst:
+            dst.write(np.moveaxis(array, -1, 0))
+        return
     img = Image.fromarray(array)
-    if os.path.splitext(path)[1].lower() in (".jpg", ".jpeg"):
+    if ext in (".jpg", ".jpeg"):
         img.save(path, quality=95)
     else:
         img.save(path)

@@ -1,0 +1,149 @@
+"""GeoTIFF scenes of any size, predicted window by window and written strip by strip.
+
+The scene is read in windows of one row of tiles (rasterio, boundless reads pad the edges with zeros) and
+columns in blocks, blended as `imseg.predict.stream_logits` does, and the masks are written as tiled,
+compressed GeoTIFFs with the scene's CRS and transform as each strip is final; pixels without data (nodata,
+internal mask, alpha) stay nodata in every output. Working memory depends on the model, the tile size and the
+column block, neither on the scene's height nor its width.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from imseg.config import BACKGROUND
+from imseg.errors import DataError
+from imseg.geo import require
+
+BLOCK = 4096  # columns predicted at a time
+PREVIEW = 2048  # the longest side of the overlay preview, in pixels
+
+
+def class_folder(name):
+    return name.replace(":", "-")
+
+
+def predict_raster(
+    model,
+    path,
+    output,
+    stem,
+    classes,
+    task="multilabel",
+    threshold=0.0,
+    bands=None,
+    overlap=0.25,
+    batch_size=8,
+    tta="none",
+    save_probs=False,
+    progress=None,
+    block=BLOCK,
+    palette=None,
+):
+    """Predict the GeoTIFF `path` into `output` (masks/<class>/<stem>.tif, for multiclass classes/<stem>.tif,
+    with `save_probs` probs/<stem>.tif as float32 bands) and return {"height", "width", "georeferenced",
+    "nodata_pixels", "preview": an RGB overlay of the prediction at most PREVIEW pixels long}."""
+    rasterio, _ = require()
+    from rasterio.windows import Window
+
+    from imseg.predict import predict_masks, probabilities, stream_logits
+    from imseg.visualize import overlay
+
+    th, tw = model.input_shape[1:3]
+    with rasterio.open(path) as src:
+        alpha = {i + 1 for i, c in enumerate(src.colorinterp) if c == rasterio.enums.ColorInterp.alpha}
+        chosen = list(bands) if bands else [b for b in range(1, src.count + 1) if b not in alpha]
+        if max(chosen) > src.count:
+            raise DataError(f"{path}: band {max(chosen)} asked for, but the image has {src.count} band(s)")
+        if len(chosen) != model.input_shape[-1]:
+            raise DataError(f"{path}: {len(chosen)} band(s), but the model takes {model.input_shape[-1]}; choose "
+                            "them with --bands")  # fmt: skip
+        height, width = src.height, src.width
+        profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint8",
+                   "crs": src.crs, "transform": src.transform, "tiled": True, "blockxsize": 256,
+                   "blockysize": 256, "compress": "deflate"}  # fmt: skip
+        targets = {}
+        for k, name in enumerate(classes):
+            if name != BACKGROUND:
+                targets[k] = os.path.join(output, "masks", class_folder(name), stem + ".tif")
+        outputs = {key: rasterio.open(_tmp(p), "w", **profile) for key, p in targets.items()}
+        if task == "multiclass":
+            targets["classes"] = os.path.join(output, "classes", stem + ".tif")
+            outputs["classes"] = rasterio.open(_tmp(targets["classes"]), "w", **{**profile, "nodata": 255})
+        if save_probs:
+            targets["probs"] = os.path.join(output, "probs", stem + ".tif")
+            outputs["probs"] = rasterio.open(_tmp(targets["probs"]), "w",
+                                             **{**profile, "count": len(classes), "dtype": "float32"})  # fmt: skip
+        factor = max(1, math.ceil(max(height, width) / PREVIEW))
+        preview = np.zeros((math.ceil(height / factor), math.ceil(width / factor), 3), np.uint8)
+        display = _display_scale(src, chosen[:3])
+        nodata = 0
+        try:
+
+            def read(y0, y1, x0, x1):
+                window = Window(x0, y0, x1 - x0, y1 - y0)
+                return np.moveaxis(src.read(chosen, window=window, boundless=True, fill_value=0), 0, -1)
+
+            padded = (max(height, th), max(width, tw))  # a scene smaller than a tile is padded, never resized
+            for y, x, logits in stream_logits(model, read, *padded, overlap, batch_size, tta, progress, block):
+                rows, cols = min(len(logits), height - y), min(logits.shape[1], width - x)
+                if rows <= 0 or cols <= 0:
+                    continue
+                logits = logits[:rows, :cols]
+                window = Window(x, y, cols, rows)
+                valid = src.dataset_mask(window=window) > 0
+                nodata += int((~valid).sum())
+                predicted = predict_masks(logits, task, threshold) & valid[..., None]
+                for key, dst in outputs.items():
+                    if key == "classes":
+                        dst.write(np.where(valid, predicted.argmax(-1), 255).astype(np.uint8), 1, window=window)
+                    elif key == "probs":
+                        dst.write(np.moveaxis(probabilities(logits, task), -1, 0), window=window)
+                    else:
+                        dst.write(predicted[..., key].astype(np.uint8) * 255, 1, window=window)
+                    if not valid.all():
+                        dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+                # The preview: every factor-th pixel of the scene's grid that falls in this window.
+                ys = np.arange(-y % factor, rows, factor)
+                xs = np.arange(-x % factor, cols, factor)
+                if len(ys) and len(xs):
+                    pixels = read(y, y + rows, x, x + cols)[np.ix_(ys, xs)][..., : len(display)]
+                    shown = _to_rgb(pixels, display)
+                    drawn = overlay(shown, predicted[np.ix_(ys, xs)], palette or [None] * len(classes))
+                    preview[np.ix_((y + ys) // factor, (x + xs) // factor)] = drawn
+        except BaseException:
+            for dst in outputs.values():
+                dst.close()
+            for key in outputs:
+                os.remove(_tmp(targets[key]))
+            raise
+        for dst in outputs.values():
+            dst.close()
+        for target in targets.values():  # each file appears whole or not at all
+            os.replace(_tmp(target), target)
+        return {"height": height, "width": width, "georeferenced": src.crs is not None, "nodata_pixels": nodata,
+                "preview": preview}  # fmt: skip
+
+
+def _tmp(path):
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp.tif")
+
+
+def _display_scale(src, bands):
+    """(low, high) per band that map it to 0-255 for the preview: 0-255 for 8-bit, else the band's range."""
+    if src.dtypes[0] == "uint8":
+        return [(0.0, 255.0)] * len(bands)
+    scales = []
+    for band in bands:
+        stats = src.statistics(band, approx=True)
+        scales.append((float(stats.min), float(stats.max if stats.max > stats.min else stats.min + 1)))
+    return scales
+
+
+def _to_rgb(pixels, scales):
+    scaled = np.stack(
+        [np.clip((pixels[..., i] - lo) / (hi - lo) * 255, 0, 255) for i, (lo, hi) in enumerate(scales)], axis=-1
+    ).astype(np.uint8)
+    return np.repeat(scaled[..., :1], 3, axis=-1) if scaled.shape[-1] < 3 else scaled[..., :3]
