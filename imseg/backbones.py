@@ -143,6 +143,8 @@ def make_backbone(config, source="config"):
             "backbone_kwargs.weights to the local .h5 file, or set pretrained: false"
         ) from None
     for warning in said:  # a backbone that was built: its warnings as Keras gave them
+        if bands != 3 and "input channels" in str(warning.message):
+            continue  # "usually expects 1 or 3 input channels": multispectral input is meant
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     backbone.trainable = config.backbone_trainable
     momentum = config.bn_momentum

@@ -263,14 +263,16 @@ class ValidationImages(keras.callbacks.Callback):
         tiles: (images, masks, valid) arrays of the tiles to show.
         class_names: the output channels; `task`, `threshold`: how logits become masks.
         every: epochs between two writes.
+        value_range: (low, high) of the pixels, drawn as 0-255 (16-bit and multispectral imagery).
     """
 
-    def __init__(self, log_dir, tiles, class_names, task="multilabel", threshold=0.0, every=1):
+    def __init__(self, log_dir, tiles, class_names, task="multilabel", threshold=0.0, every=1, value_range=(0, 255)):
         super().__init__()
         self.log_dir = log_dir
         self.tiles = tiles
         self.class_names = list(class_names)
         self.task, self.threshold, self.every = task, threshold, every
+        self.value_range = tuple(value_range)
         self._writer = None
 
     def _write(self, fn):
@@ -292,7 +294,7 @@ class ValidationImages(keras.callbacks.Callback):
         if (epoch + 1) % self.every:
             return
         from imseg.predict import predict_masks
-        from imseg.visualize import drawn_colours, overlay, side_by_side
+        from imseg.visualize import displayable, drawn_colours, overlay, side_by_side
 
         images, masks, valid = self.tiles
         with _ema_weights(self.model):
@@ -303,7 +305,7 @@ class ValidationImages(keras.callbacks.Callback):
         pictures = []
         for image, truth, ok, logit in zip(images, masks.astype(bool), valid.astype(bool), logits):
             predicted = predict_masks(logit, self.task, self.threshold) & ok[..., None]
-            image = image.astype(np.uint8)
+            image = displayable(image, self.value_range)
             pictures.append(
                 side_by_side(overlay(image, predicted, palette), overlay(image, truth & ok[..., None], palette))
             )

@@ -516,16 +516,29 @@ def check_exclusive(meta, class_indices, names, split):
                 )
 
 
-def split_check(task, class_indices, names, channels=None, bands=None):
+def chosen_bands(config, tile_bands):
+    """The 0-based image bands a model of `config` reads from tiles of `tile_bands` bands, or None for all:
+    the config's `bands`, else the first 3 when a pretrained RGB backbone meets tiles of more bands."""
+    if config.bands:
+        return [b - 1 for b in config.bands]
+    if config.pretrained and config.input_shape[2] == 3 and tile_bands > 3:
+        return [0, 1, 2]
+    return None
+
+
+def split_check(task, class_indices, names, channels=None, bands=None, rgb_default=False, data_path=None):
     """The `check` of `load_splits` for a model: the images have the bands it takes (`channels` of them, or
-    the 0-based `bands` chosen), and multiclass refuses overlapping labels."""
+    the 0-based `bands` chosen, or with `rgb_default` their first 3), and multiclass refuses overlapping labels.
+    Messages name the split's image folder under `data_path`."""
 
     def check(split, meta):
+        where = os.path.join(data_path, "im_seg", split, "images") if data_path else f"split '{split}'"
         if bands is not None and max(bands) >= meta.bands:
-            raise DataError(f"split '{split}': band {max(bands) + 1} is chosen (bands), but its images have "
+            raise DataError(f"{where}: band {max(bands) + 1} is chosen (bands), but the images have "
                             f"{meta.bands} band(s)")  # fmt: skip
-        if channels is not None and bands is None and meta.bands != channels:
-            raise DataError(f"split '{split}': its images have {meta.bands} band(s), but input_shape takes "
+        first_three = rgb_default and channels == 3 and meta.bands > 3
+        if channels is not None and bands is None and meta.bands != channels and not first_three:
+            raise DataError(f"{where}: the images have {meta.bands} band(s), but input_shape takes "
                             f"{channels}; set input_shape's last number to {meta.bands}, or choose bands")  # fmt: skip
         if task == "multiclass":
             check_exclusive(meta, class_indices, names, split)

@@ -130,7 +130,7 @@ def load_predictor(model_path=None, config_path=None, data_path=None, classes_pa
             "threshold": config.threshold,
             "name": config.name,
             "batch_size": config.batch_size,
-            "bands": config.bands,
+            "bands": config.bands or (tuple(record["bands"]) if record.get("bands") else None),
         }
     elif trained:
         classes = trained
@@ -199,7 +199,7 @@ def predict_split(
         The summary (also written as `summary.json`).
     """
     from imseg.classes import default_classes_path, load_class_names, select_classes
-    from imseg.dataset import load_split, make_dataset, split_check
+    from imseg.dataset import chosen_bands, load_split, make_dataset, split_check
     from imseg.layout import list_split
     from imseg.outputs import RunPaths, output_folder
 
@@ -210,8 +210,9 @@ def predict_split(
     out = os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
     with output_folder(out, "imseg-infer"):
         bands = [b - 1 for b in config.bands] if config.bands else None
-        check = split_check(config.task, indices, names, config.input_shape[2], bands)
+        check = split_check(config.task, indices, names, config.input_shape[2], bands, config.pretrained, data_path)
         meta = load_split(data_path, split, len(all_names), log, check)
+        bands = chosen_bands(config, meta.bands)
         ds = make_dataset(
             meta,
             indices,
@@ -222,7 +223,7 @@ def predict_split(
             background=config.background,
             bands=bands,
         )
-        summary = _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, tta, log)
+        summary = _predict_split_into(out, predictor, ds, meta, bands, entries, split, save_probs, tta, log)
     log(
         f"imseg-infer: {meta.count} images of '{split}': mean IoU {summary['mean_iou']:.4f}; "
         + ", ".join(f"{n} {summary['iou'][n]:.4f}" for n in names if summary["iou"][n] is not None)
@@ -231,14 +232,15 @@ def predict_split(
     return summary
 
 
-def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, tta, log):
+def _predict_split_into(out, predictor, ds, meta, bands, entries, split, save_probs, tta, log):
     from imseg.metrics import KINDS, counts_from_masks, scores_from_counts
     from imseg.outputs import write_json, write_png, write_text
     from imseg.predict import predict_masks, predict_tiles
     from imseg.progress import progress
-    from imseg.visualize import class_colours, contact_sheet, drawn_colours, hex_colour, legend, overlay
+    from imseg.visualize import class_colours, contact_sheet, displayable, drawn_colours, hex_colour, legend, overlay
 
     names, model, task, threshold = list(predictor.classes), predictor.model, predictor.task, predictor.threshold
+    value_range = meta.value_range(bands)  # one for all images, so that their overlays compare
     colours = class_colours(names)
     palette = drawn_colours(names)
     _make_dirs(out, names, save_probs, task)
@@ -249,10 +251,11 @@ def _predict_split_into(out, predictor, ds, meta, entries, split, save_probs, tt
     ids = iter(enumerate(entry[0] for entry in entries))
     for images, masks, valid in progress(ds, f"predicting {split}", unit="batches", total=int(ds.cardinality())):
         logits = predict_tiles(model, images.numpy(), tta)
-        for image, truth, ok, logit in zip(
+        for pixels, truth, ok, logit in zip(
             images.numpy(), masks.numpy().astype(bool), valid.numpy().astype(bool), logits
         ):
             index, stem = next(ids)
+            image = displayable(pixels, value_range)
             predicted = predict_masks(logit, task, threshold)
             counts = np.stack(counts_from_masks(truth, predicted, ok)).astype(np.int64)
             totals += counts
@@ -329,7 +332,7 @@ def _write_prediction(out, stem, image, predicted, names, palette, save_probs, l
     """
     from imseg.outputs import atomic_path, write_png
     from imseg.predict import probabilities
-    from imseg.visualize import overlay
+    from imseg.visualize import displayable, overlay
 
     valid = np.ones(predicted.shape[:2], bool) if valid is None else valid
     for k, name in enumerate(names):
@@ -341,7 +344,7 @@ def _write_prediction(out, stem, image, predicted, names, palette, save_probs, l
     if task == "multiclass":
         index = np.where(valid, predicted.argmax(-1), NOT_COUNTED).astype(np.uint8)
         write_png(os.path.join(out, "classes", stem + ".png"), index)
-    drawn = overlay(_displayable(image), predicted, palette)
+    drawn = overlay(displayable(image), predicted, palette)
     if truth is not None:
         drawn = np.concatenate([drawn, np.full((drawn.shape[0], 4, 3), 255, np.uint8), truth], axis=1)
     write_png(os.path.join(out, "overlays", stem + ".png"), drawn)
@@ -349,14 +352,6 @@ def _write_prediction(out, stem, image, predicted, names, palette, save_probs, l
         with atomic_path(os.path.join(out, "probs", stem + ".npy"), suffix=".npy") as tmp:
             np.save(tmp, probabilities(logits, task).astype(np.float16))
     return drawn
-
-
-def _displayable(image):
-    """8-bit RGB for overlays: other pixel types scaled by their range, one band repeated, extra bands dropped."""
-    if image.dtype != np.uint8:
-        low, high = np.percentile(image, [1, 99]) if image.size else (0, 1)
-        image = (np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
-    return np.repeat(image[..., :1], 3, axis=-1) if image.shape[-1] < 3 else image[..., :3]
 
 
 def image_files(paths):
@@ -423,6 +418,12 @@ def predict_images(
         plain = [f for f in files if not f.lower().endswith(GEOTIFF)]
         if plain:
             raise ConfigError(f"{plain[0]}: --vectorize needs georeferenced GeoTIFF input (polygons need a CRS)")
+    scenes = [f for f in files if f.lower().endswith(GEOTIFF)]
+    if scenes:  # before anything is written: every scene's bands fit the model (and have a CRS for polygons)
+        from imseg.geo.raster import scene_bands
+
+        for path in scenes:
+            scene_bands(path, predictor.bands, predictor.model.input_shape[-1], georeferenced=vectorize)
     names = list(predictor.classes)
     colours = class_colours(names)
     batch_size = batch_size or predictor.batch_size

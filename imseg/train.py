@@ -141,7 +141,7 @@ def prepare(options, strategy=None):
     import_tensorflow()  # only now, after the cheap checks
     from imseg.build import build_model, set_head_priors
     from imseg.classes import output_names
-    from imseg.dataset import class_frequencies, load_splits, split_check
+    from imseg.dataset import chosen_bands, class_frequencies, load_splits, split_check
     from imseg.distribute import is_chief, make_strategy
 
     strategy = strategy or make_strategy()
@@ -157,8 +157,12 @@ def prepare(options, strategy=None):
         model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
         details["chief"] = chief
         bands = [b - 1 for b in config.bands] if config.bands else None
-        check = split_check(config.task, indices, names, config.input_shape[2], bands)
+        check = split_check(config.task, indices, names, config.input_shape[2], bands, config.pretrained, data_path)
         train_meta, val_meta = load_splits(data_path, ["train", "val"], len(all_names), log, check)
+        bands = chosen_bands(config, train_meta.bands)
+        if bands is not None and not config.bands:
+            log(f"imseg: the tiles have {train_meta.bands} bands; the pretrained RGB backbone reads bands 1-3 "
+                "(choose others with bands)")  # fmt: skip
         if (train_meta.bands, train_meta.dtype) != (val_meta.bands, val_meta.dtype):
             raise DataError(f"{data_path}: train images have {train_meta.bands} band(s) of {train_meta.dtype}, val "
                             f"images {val_meta.bands} of {val_meta.dtype}")  # fmt: skip
@@ -168,7 +172,11 @@ def prepare(options, strategy=None):
             model.set_normalization([train_meta.band_mean[b] for b in chosen],
                                     [train_meta.band_std[b] or 1.0 for b in chosen])  # fmt: skip
         model.set_value_range(*train_meta.value_range(chosen))
-        details.update(pixels=train_meta.dtype, normalization=model.preprocessing)
+        details.update(
+            pixels=train_meta.dtype,
+            normalization=model.preprocessing,
+            bands=[b + 1 for b in bands] if bands is not None else None,
+        )
     except BaseException:
         if lock:  # nothing written: not even the run folder the lock needed
             lock.release()
@@ -277,7 +285,7 @@ def _train(options, prepared, signals):
         paths.remove_stale_temporaries()
         write_json(paths.config, {**prepared.resolved, "resolved": details})
 
-    bands = [b - 1 for b in config.bands] if config.bands else None
+    bands = [b - 1 for b in details["bands"]] if details["bands"] else None
     target = {"task": config.task, "background": config.background, "bands": bands}
     val_ds = make_dataset(
         prepared.val_meta, prepared.indices, config.input_shape, config.batch_size, training=False, **target
@@ -307,7 +315,7 @@ def _train(options, prepared, signals):
             "threshold": config.threshold,
             "name": config.name,
             "input_shape": list(config.input_shape),
-            "bands": list(config.bands) if config.bands else None,
+            "bands": details["bands"],
             "imseg": __version__,
         },
     )
@@ -360,10 +368,9 @@ def _train(options, prepared, signals):
         callbacks += [checkpoint, hparams, logger, tensorboard, ResumeState(paths.resume, checkpoint, early)]
         if config.tensorboard.images_every:
             tiles = spread_tiles(val_ds, prepared.val_meta.count, config.tensorboard.num_images)
-            every = config.tensorboard.images_every
-            callbacks.append(
-                ValidationImages(paths.metrics, tiles, prepared.outputs, config.task, config.threshold, every)
-            )
+            every, value_range = config.tensorboard.images_every, prepared.train_meta.value_range(bands)
+            callbacks.append(ValidationImages(paths.metrics, tiles, prepared.outputs, config.task, config.threshold,
+                                              every, value_range))  # fmt: skip
     start = time.monotonic()
     try:
         model.fit(

@@ -44,6 +44,20 @@ def drawn_colours(class_names):
     return [None if name == BACKGROUND else colour for name, colour in class_colours(class_names).items()]
 
 
+def displayable(image, value_range=None):
+    """An image of any bands and pixel type as 8-bit RGB to draw on: `value_range` (low, high) maps to 0-255
+    (default: 0-255 for 8-bit pixels, else the image's own 1st-99th percentiles); one band is repeated as grey,
+    bands after the third are left out."""
+    image = np.asarray(image)
+    if value_range is None and image.dtype != np.uint8:
+        value_range = np.percentile(image, [1, 99]) if image.size else (0, 1)
+    if value_range is not None and tuple(value_range) != (0, 255):
+        low, high = value_range
+        image = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return np.repeat(image[..., :1], 3, axis=-1) if image.shape[-1] < 3 else image[..., :3]
+
+
 def overlay(image, masks, colours, alpha=0.5):
     """Blend each class's mask (h, w, C) onto the RGB image in its colour, with an opaque outline.
 

@@ -107,3 +107,67 @@ def reference_scores(truth, logits, threshold=0.0):
         recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
     mean = np.nanmean(iou) if np.isfinite(iou).any() else np.nan
     return {"iou": iou, "precision": precision, "recall": recall, "mean_iou": mean}
+
+
+# A georeferenced scene: UTM zone 40N (Dubai), 0.5 m pixels; vector labels in WGS84 as OpenStreetMap exports them.
+SCENE_CRS = "EPSG:32640"
+PIXEL = 0.5
+BUILDING = (20, 60, 30, 90)  # rows y0:y1, columns x0:x1, with a hole ...
+HOLE = (30, 40, 50, 60)
+ROAD_ROW = 120  # ... and a road along this pixel row boundary, across the whole scene
+
+
+def write_scene(path, origin=(500_000.0, 2_780_000.0), size=(160, 192), bands=4, crs=SCENE_CRS):
+    """A uint16 GeoTIFF of `bands` bands whose building and road pixels are brighter; returns its transform."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    transform = from_origin(*origin, PIXEL, PIXEL)
+    truth = scene_truth(size)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(800, 1200, (bands, *size)) + np.tensordot([2000, 1000], truth, 1)
+    profile = {"driver": "GTiff", "height": size[0], "width": size[1], "count": bands, "dtype": "uint16"}
+    with rasterio.open(path, "w", **profile, crs=crs, transform=transform) as dst:
+        dst.write(pixels.astype(np.uint16))
+    return transform
+
+
+def scene_truth(size=(160, 192), line_width=6.0):
+    """(2, h, w) building and road masks the vector file of `write_vectors` burns into `write_scene`'s grid:
+    a pixel is inside when its centre is, and the road is `line_width` metres wide about its row boundary."""
+    truth = np.zeros((2, *size), np.uint8)
+    y0, y1, x0, x1 = BUILDING
+    truth[0, y0:y1, x0:x1] = 1
+    y0, y1, x0, x1 = HOLE
+    truth[0, y0:y1, x0:x1] = 0
+    half = int(line_width / PIXEL / 2)
+    truth[1, ROAD_ROW - half : ROAD_ROW + half] = 1
+    return truth
+
+
+def write_vectors(folder, transform, crs=SCENE_CRS):
+    """building.geojson (a polygon with a hole, and a point) and road.geojson (a line beyond the scene's edges), in
+    WGS84 (RFC 7946). Returns their paths."""
+    from rasterio.warp import transform as reproject
+
+    def lonlat(pixels):  # (row, col) pixel corners -> [lon, lat]
+        xs, ys = zip(*[transform @ (col, row) for row, col in pixels])
+        lons, lats = reproject(crs, "EPSG:4326", xs, ys)
+        return [[lon, lat] for lon, lat in zip(lons, lats)]
+
+    def ring(y0, y1, x0, x1):
+        return lonlat([(y0, x0), (y0, x1), (y1, x1), (y1, x0), (y0, x0)])
+
+    building = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"building": "yes"},
+         "geometry": {"type": "Polygon", "coordinates": [ring(*BUILDING), ring(*HOLE)]}},
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": lonlat([(5, 5)])[0]}},
+    ]}  # fmt: skip
+    road = {"type": "Feature", "properties": {"highway": "residential"},
+            "geometry": {"type": "LineString", "coordinates": lonlat([(ROAD_ROW, -50), (ROAD_ROW, 400)])}}  # fmt: skip
+    paths = {}
+    for name, data in (("building", building), ("road", road)):
+        paths[name] = os.path.join(folder, f"{name}.geojson")
+        with open(paths[name], "w") as f:
+            json.dump(data, f)
+    return paths

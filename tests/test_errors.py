@@ -130,6 +130,38 @@ def images_folder(c, sizes, names=None, mode="RGB"):
     return c.command
 
 
+def geo_convert(c, *vectors, crs="EPSG:32640", far=False):
+    """A 4-band GeoTIFF scene under {T}/scenes with building/road GeoJSON beside it (or far away); the
+    convert command with `vectors` (default: both files) as --vectors arguments."""
+    from rasterio.transform import from_origin
+
+    from helpers import PIXEL, write_scene, write_vectors
+
+    os.makedirs(os.path.join(c.T, "scenes"))
+    transform = write_scene(os.path.join(c.T, "scenes", "s0.tif"), crs=crs)
+    origin = (200_000.0, 1_000_000.0) if far else (500_000.0, 2_780_000.0)
+    write_vectors(c.T, from_origin(*origin, PIXEL, PIXEL) if far else transform)
+    given = vectors or (f"building={c.T}/building.geojson", f"road={c.T}/road.geojson")
+    c.program = "data"
+    c.command = ["convert", "--images", os.path.join(c.T, "scenes"), "--tile-size", "64", "--split", "1", "0", "0",
+                 "--output", os.path.join(c.T, "out")] + [a for v in given for a in ("--vectors", v)]  # fmt: skip
+    return c.command
+
+
+def geo_infer(c, *extra, crs="EPSG:32640"):
+    """imseg-infer --images on a 4-band scene with a 4-band model."""
+    from helpers import write_scene
+
+    os.makedirs(c.T)
+    write_scene(os.path.join(c.T, "s0.tif"), crs=crs)
+    inputs = keras.Input((32, 32, 4))
+    keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)).save(os.path.join(c.T, "m.keras"))
+    c.program = "infer"
+    c.command = ["--model", os.path.join(c.T, "m.keras"), "--config", c.F, "--classes-path", c.C, "--images",
+                 os.path.join(c.T, "s0.tif"), "--output", os.path.join(c.T, "out"), *extra]  # fmt: skip
+    c.config.update(input_shape=[32, 32, 4], normalization="auto")
+
+
 def png16(path, shape=(32, 32)):
     from PIL import Image
 
@@ -339,6 +371,29 @@ SCENARIOS = {
     ),
     "augment-rotate90-not-square": lambda c, m: c.config.update(input_shape=[32, 48, 3], augment={"rotate90": True}),
     "augment-probability": lambda c, m: c.config.update(augment={"hue": {"probability": 1.5}}),
+    "bands-count": lambda c, m: c.config.update(input_shape=[32, 32, 4], bands=[1, 2], normalization="auto"),
+    "normalization-imagenet-bands": lambda c, m: c.config.update(input_shape=[32, 32, 4]),
+    "bands-input-shape": lambda c, m: c.config.update(input_shape=[32, 32, 4], normalization="auto"),
+    "bands-unknown": lambda c, m: c.config.update(input_shape=[32, 32, 1], bands=[5], normalization="auto"),
+    "convert-bands-unknown": lambda c, m: geo_convert(c).extend(["--bands", "5"]),
+    "vectors-syntax": lambda c, m: geo_convert(c, "building.geojson"),
+    "vectors-and-masks": lambda c, m: geo_convert(c).extend(["--masks", c.T]),
+    "vectors-not-georeferenced": lambda c, m: geo_convert(c, crs=None),
+    "vectors-no-overlap": lambda c, m: geo_convert(c, far=True),
+    "vectors-missing": lambda c, m: geo_convert(c, f"building={c.T}/buildings.geojson"),
+    "vectors-unreadable": lambda c, m: (
+        geo_convert(c),
+        open(os.path.join(c.T, "building.geojson"), "w").write('{"type": "FeatureCollection", "features": ['),
+    ),
+    "vectors-format": lambda c, m: geo_convert(c, f"building={c.T}/scenes/s0.tif"),
+    "vectors-crs-missing": lambda c, m: (
+        geo_convert(c, f"building={c.T}/b.gpkg"),
+        __import__("test_geo").write_geopackage(os.path.join(c.T, "b.gpkg"), [], srs=(0, "NONE", 0, None)),
+    ),
+    "line-width-class": lambda c, m: geo_convert(c).extend(["--line-width", "river=10"]),
+    "infer-bands-unknown": lambda c, m: geo_infer(c, "--bands", "1", "2", "3", "9"),
+    "infer-bands-count": lambda c, m: geo_infer(c, "--bands", "1", "2", "3"),
+    "vectorize-not-georeferenced": lambda c, m: geo_infer(c, "--vectorize", crs=None),
 }
 
 

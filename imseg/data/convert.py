@@ -19,7 +19,7 @@ import numpy as np
 
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
-from imseg.data.images import georeference, read_image, read_mask, tile_extension, write_image
+from imseg.data.images import georeference, image_size, read_image, read_mask, tile_extension, write_image
 from imseg.errors import ConfigError, DataError
 from imseg.layout import IMAGE_EXTENSIONS
 
@@ -302,7 +302,7 @@ def _mask_labels(images, masks, mask_type, class_map):
 
 def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
     """(class names, [(image, None)], labels) for vector files burnt into georeferenced images."""
-    from imseg.geo.vectors import burn, read_vectors
+    from imseg.geo.vectors import burn, overlapping, read_vectors
 
     files = {}
     for name, path in vectors:
@@ -319,17 +319,28 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
         sources += [(path, None) for path in _files_by_stem(folder).values()]
     if not sources:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
+    layers = [files[n] for n in names]
+    apart = []
+    for path, _ in sources:  # before anything is written: every image can take the features, and some do
+        georef = georeference(path)
+        if georef is None:
+            raise DataError(f"{path}: not georeferenced (no CRS or geotransform), so vector labels cannot be placed")
+        if not overlapping([f for layer in layers for f in layer], georef, image_size(path)):
+            apart.append(path)
+    if len(apart) == len(sources):
+        raise DataError(
+            f"no feature of {', '.join(p for _, p in vectors)} overlaps any of the {len(sources)} image(s): "
+            "are they of the same place?"
+        )
+    for path in apart:
+        log(f"imseg-data: note: {path}: no feature of any vector file overlaps it; its tiles get no labels")
 
     def labels(source, image):
-        georef = georeference(source[0])
-        if georef is None:
-            raise DataError(f"{source[0]}: not georeferenced (no CRS or transform), so vector labels cannot be placed")
-        layers = [[(geometries, crs) for geometries, crs in files[n]] for n in names]
-        annotation, ignored, counts, points = burn(layers, ignore, georef, image.shape[:2], line_widths, names)
-        found = ", ".join(f"{counts[k]} {n}" for k, n in enumerate(names))
-        if not any(counts):
-            log(f"imseg-data: note: {source[0]}: no feature of any vector file overlaps it")
-        else:
+        annotation, ignored, counts, points = burn(
+            layers, ignore, georeference(source[0]), image.shape[:2], line_widths, names
+        )
+        if any(counts):
+            found = ", ".join(f"{counts[k]} {n}" for k, n in enumerate(names))
             log(
                 f"imseg-data: {os.path.basename(source[0])}: {found}"
                 + (f"; {points} point(s) left out" if points else "")
@@ -372,7 +383,7 @@ def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_
                 name = tile_id + tile_extension(tile)
                 tile_georef = None
                 if georef:  # the tile's own transform: the source's, moved to the tile's corner
-                    corner = georef["transform"] * type(georef["transform"]).translation(x, y)
+                    corner = georef["transform"] @ type(georef["transform"]).translation(x, y)
                     tile_georef = {"crs": georef["crs"], "transform": corner}
                 write_image(os.path.join(folder, "images", name), tile, tile_georef)
                 write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, name, ignore)

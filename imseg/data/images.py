@@ -117,6 +117,15 @@ def georeference(path):
         return {"crs": src.crs, "transform": src.transform}
 
 
+def image_size(path):
+    """(height, width) of an image file, from its header."""
+    if path.lower().endswith(GEOTIFF):
+        with _rasterio().open(path) as src:
+            return src.height, src.width
+    with _large_images(), Image.open(path) as img:
+        return img.height, img.width
+
+
 def tile_extension(image):
     """The AIR layout keeps JPEG for 3-band 8-bit tiles; other bands and pixel types go to GeoTIFF."""
     return ".jpg" if image.dtype == np.uint8 and image.shape[-1] == 3 else ".tif"

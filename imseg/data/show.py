@@ -9,7 +9,7 @@ from imseg.annotations import read_annotation
 from imseg.data.images import read_image
 from imseg.layout import list_split
 from imseg.outputs import atomic_path
-from imseg.visualize import class_colours, contact_sheet, overlay, side_by_side
+from imseg.visualize import class_colours, contact_sheet, displayable, overlay, side_by_side
 
 IGNORED = np.array([128, 128, 128], np.uint8)  # how ignored pixels are drawn
 
@@ -29,13 +29,18 @@ def show(data_path, split, class_names, count, output, seed=0, columns=4, augmen
         stem, image_path, ann_path = pairs[i]
         masks, ignore = read_annotation(ann_path, with_ignore=True)
         tiles.append((stem, read_image(image_path), masks.transpose(1, 2, 0), ignore == 0))
+    # One range for all tiles, so that they compare: 0-255 for 8-bit imagery, else the drawn tiles' own.
+    eight_bit = all(t[1].dtype == np.uint8 for t in tiles)
+    value_range = (0.0, 255.0) if eight_bit else (min(float(t[1].min()) for t in tiles),
+                                                  max(float(t[1].max()) for t in tiles))  # fmt: skip
     if augment:
-        augmented = _augmented(tiles, augment, seed)
-        cells = [(f"{stem}: tile | augmented", side_by_side(_draw(image, masks, valid, palette), _draw(*aug, palette)))
+        augmented = _augmented(tiles, {**augment, "value_range": value_range}, seed)
+        cells = [(f"{stem}: tile | augmented", side_by_side(_draw(image, masks, valid, palette, value_range),
+                                                            _draw(*aug, palette, value_range)))
                  for (stem, image, masks, valid), aug in zip(tiles, augmented)]  # fmt: skip
         columns = max(1, columns // 2)
     else:
-        cells = [(stem, _draw(image, masks, valid, palette)) for stem, image, masks, valid in tiles]
+        cells = [(stem, _draw(image, masks, valid, palette, value_range)) for stem, image, masks, valid in tiles]
     title = f"{data_path} - {split}: {len(cells)} of {len(pairs)}" + (" (augmented)" if augment else "")
     sheet = contact_sheet(cells, colours, columns=columns, title=title)
     with atomic_path(output, suffix=".png") as tmp:
@@ -43,8 +48,8 @@ def show(data_path, split, class_names, count, output, seed=0, columns=4, augmen
     return len(cells)
 
 
-def _draw(image, masks, valid, palette):
-    drawn = overlay(np.asarray(image, np.uint8), masks > 0.5, palette)
+def _draw(image, masks, valid, palette, value_range):
+    drawn = overlay(displayable(image, value_range), masks > 0.5, palette)
     drawn[~np.asarray(valid, bool)] = IGNORED
     return drawn
 

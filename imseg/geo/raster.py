@@ -51,35 +51,30 @@ def predict_raster(
     from imseg.visualize import overlay
 
     th, tw = model.input_shape[1:3]
+    chosen = scene_bands(path, bands, model.input_shape[-1])
     with rasterio.open(path) as src:
-        alpha = {i + 1 for i, c in enumerate(src.colorinterp) if c == rasterio.enums.ColorInterp.alpha}
-        chosen = list(bands) if bands else [b for b in range(1, src.count + 1) if b not in alpha]
-        if max(chosen) > src.count:
-            raise DataError(f"{path}: band {max(chosen)} asked for, but the image has {src.count} band(s)")
-        if len(chosen) != model.input_shape[-1]:
-            raise DataError(f"{path}: {len(chosen)} band(s), but the model takes {model.input_shape[-1]}; choose "
-                            "them with --bands")  # fmt: skip
         height, width = src.height, src.width
         profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint8",
                    "crs": src.crs, "transform": src.transform, "tiled": True, "blockxsize": 256,
                    "blockysize": 256, "compress": "deflate"}  # fmt: skip
-        targets = {}
+        targets, profiles = {}, {}
         for k, name in enumerate(classes):
             if name != BACKGROUND:
-                targets[k] = os.path.join(output, "masks", class_folder(name), stem + ".tif")
-        outputs = {key: rasterio.open(_tmp(p), "w", **profile) for key, p in targets.items()}
+                targets[k], profiles[k] = os.path.join(output, "masks", class_folder(name), stem + ".tif"), profile
         if task == "multiclass":
             targets["classes"] = os.path.join(output, "classes", stem + ".tif")
-            outputs["classes"] = rasterio.open(_tmp(targets["classes"]), "w", **{**profile, "nodata": 255})
+            profiles["classes"] = {**profile, "nodata": 255}
         if save_probs:
             targets["probs"] = os.path.join(output, "probs", stem + ".tif")
-            outputs["probs"] = rasterio.open(_tmp(targets["probs"]), "w",
-                                             **{**profile, "count": len(classes), "dtype": "float32"})  # fmt: skip
+            profiles["probs"] = {**profile, "count": len(classes), "dtype": "float32"}
         factor = max(1, math.ceil(max(height, width) / PREVIEW))
         preview = np.zeros((math.ceil(height / factor), math.ceil(width / factor), 3), np.uint8)
         display = _display_scale(src, chosen[:3])
-        nodata = 0
+        nodata, outputs = 0, {}
         try:
+            for key, target in targets.items():
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                outputs[key] = rasterio.open(_tmp(target), "w", **profiles[key])
 
             def read(y0, y1, x0, x1):
                 window = Window(x0, y0, x1 - x0, y1 - y0)
@@ -126,6 +121,26 @@ def predict_raster(
                 "preview": preview}  # fmt: skip
 
 
+def scene_bands(path, bands, channels, georeferenced=False):
+    """The 1-based bands of the GeoTIFF `path` that a model of `channels` input bands reads (`bands`, or every
+    band but alpha); a DataError names the file when they do not fit, or when `georeferenced` and it has no CRS."""
+    rasterio, _ = require()
+    try:
+        with rasterio.open(path) as src:
+            alpha = {i + 1 for i, c in enumerate(src.colorinterp) if c == rasterio.enums.ColorInterp.alpha}
+            count, crs = src.count, src.crs
+    except rasterio.errors.RasterioIOError as e:
+        raise DataError(f"{path}: unreadable image: {e}") from None
+    chosen = list(bands) if bands else [b for b in range(1, count + 1) if b not in alpha]
+    if max(chosen) > count:
+        raise DataError(f"{path}: band {max(chosen)} asked for (--bands), but the image has {count} band(s)")
+    if len(chosen) != channels:
+        raise DataError(f"{path}: {len(chosen)} band(s), but the model takes {channels}; choose them with --bands")
+    if georeferenced and crs is None:
+        raise DataError(f"{path}: not georeferenced (no CRS); --vectorize needs one to place the polygons")
+    return chosen
+
+
 def _tmp(path):
     folder, name = os.path.split(path)
     return os.path.join(folder, f".{name}.tmp.tif")
@@ -136,8 +151,7 @@ def _display_scale(src, bands):
     if src.dtypes[0] == "uint8":
         return [(0.0, 255.0)] * len(bands)
     scales = []
-    for band in bands:
-        stats = src.statistics(band, approx=True)
+    for stats in src.stats(indexes=list(bands), approx=True):
         scales.append((float(stats.min), float(stats.max if stats.max > stats.min else stats.min + 1)))
     return scales
 

@@ -72,7 +72,7 @@ def _read_geopackage(path, rasterio, shapely):
                 srs_ids.add(srs_id)
                 for (blob,) in db.execute(f'SELECT "{column}" FROM "{table}"'):  # names from gpkg's own table
                     if blob is not None:
-                        geometries.append(shapely.wkb.loads(_wkb_of(blob)))
+                        geometries.append(shapely.from_wkb(_wkb_of(blob)))
             definitions = {
                 srs: db.execute(
                     "SELECT organization, organization_coordsys_id, definition FROM gpkg_spatial_ref_sys "
@@ -107,6 +107,20 @@ def _wkb_of(blob):
     if envelope is None:
         raise ValueError("bad GeoPackage envelope flag")
     return bytes(blob[8 + envelope :])
+
+
+def overlapping(layers, georef, shape):
+    """Whether any feature of `layers` ([(geometries, crs)]) comes near the image (bounding boxes meet)."""
+    rasterio, shapely = require()
+    from rasterio.warp import transform_bounds
+
+    bounds = rasterio.transform.array_bounds(shape[0], shape[1], georef["transform"])
+    for geometries, crs in layers:
+        if geometries and len(
+            shapely.STRtree(geometries).query(shapely.box(*transform_bounds(georef["crs"], crs, *bounds)))
+        ):
+            return True
+    return False
 
 
 def burn(layers, ignore, georef, shape, line_widths=None, names=None):

@@ -1,0 +1,295 @@
+"""The geospatial workflow: vector labels burnt into GeoTIFF tiles, windowed prediction of scenes, polygons out."""
+
+import json
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+
+from helpers import BUILDING, HOLE, PIXEL, SCENE_CRS, run_module, scene_truth, write_scene, write_vectors
+
+rasterio = pytest.importorskip("rasterio")
+shapely = pytest.importorskip("shapely")
+
+from rasterio.transform import from_origin  # noqa: E402
+
+from imseg.annotations import read_annotation  # noqa: E402
+from imseg.data.convert import convert  # noqa: E402
+from imseg.errors import DataError  # noqa: E402
+
+
+def scene_folder(tmp_path, count=1, size=(160, 192)):
+    """`count` scenes side by side (500 m apart) in tmp_path/scenes and their vector labels; returns (folder,
+    vector paths, transforms). Every scene gets the same building and road, vectors listing each copy."""
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    transforms = [
+        write_scene(str(folder / f"s{i}.tif"), (500_000.0 + 500 * i, 2_780_000.0), size) for i in range(count)
+    ]
+    paths = [write_vectors(str(tmp_path), t) for t in transforms[:1]][0]
+    if count > 1:  # one file with the features of every scene, as an OSM export of the area would be
+        for name in paths:
+            merged = {"type": "FeatureCollection", "features": []}
+            for i, t in enumerate(transforms):
+                os.makedirs(tmp_path / f"v{i}", exist_ok=True)
+                data = json.load(open(write_vectors(str(tmp_path / f"v{i}"), t)[name]))
+                merged["features"] += data["features"] if data["type"] == "FeatureCollection" else [data]
+            json.dump(merged, open(paths[name], "w"))
+    return folder, paths, transforms
+
+
+def assembled(root, size, classes):
+    """The dataset's annotations and ignore planes put back on the source grid through path_map.json."""
+    path_map = json.load(open(os.path.join(root, "im_seg", "path_map.json")))
+    annotation, ignore = np.zeros((classes, *size), np.uint8), np.zeros(size, np.uint8)
+    for tile, entry in path_map.items():
+        ann, ign = read_annotation(os.path.join(root, "im_seg", entry["split"], "annotations", f"{tile}.json"), True)
+        y, x = entry["y"], entry["x"]
+        h, w = min(entry["height"], size[0] - y), min(entry["width"], size[1] - x)
+        annotation[:, y : y + h, x : x + w] = ann[:, :h, :w]
+        ignore[y : y + h, x : x + w] = ign[:h, :w]
+    return annotation, ignore, path_map
+
+
+@pytest.mark.parametrize("line_width", [None, 4.0])
+def test_convert_burns_polygons_with_holes_and_buffered_lines_into_geotiff_tiles(tmp_path, line_width):
+    folder, vectors, (transform,) = scene_folder(tmp_path)
+    said = []
+    counts = convert(
+        [str(folder)],
+        output=str(tmp_path / "D"),
+        tile_size=64,
+        split=(1.0, 0.0, 0.0),
+        vectors=[("building:other", vectors["building"]), ("road:other", vectors["road"])],
+        line_widths={"road:other": line_width} if line_width else None,
+        log=said.append,
+    )
+    assert counts == {"train": 9, "val": 0, "test": 0}  # 160 x 192 in 64 px tiles: 3 x 3
+    assert "imseg-data: s0.tif: 1 building:other, 1 road:other; 1 point(s) left out" in said
+    annotation, ignore, path_map = assembled(str(tmp_path / "D"), (160, 192), 2)
+    np.testing.assert_array_equal(annotation, scene_truth(line_width=line_width or 6.0))
+    assert not ignore.any()
+    assert json.load(open(tmp_path / "D" / "classes.json")) == {"building": ["other"], "road": ["other"]}
+
+    # Tiles are GeoTIFFs of the scene's four uint16 bands, each with its own corner in its transform.
+    entry = path_map["4"]
+    assert (entry["x"], entry["y"]) == (64, 64)
+    with rasterio.open(tmp_path / "D" / "im_seg" / "train" / "images" / "4.tif") as tile:
+        with rasterio.open(folder / "s0.tif") as scene:
+            expected = scene.read(window=rasterio.windows.Window(64, 64, 64, 64))
+        assert (tile.count, tile.dtypes[0]) == (4, "uint16")
+        np.testing.assert_array_equal(tile.read(), expected)
+        assert tile.crs.to_string() == SCENE_CRS and tile.transform == transform @ transform.translation(64, 64)
+    assert entry["crs"] == SCENE_CRS and entry["transform"] == list(tile.transform)[:6]
+
+
+def test_ignore_vectors_and_the_padding_of_edge_tiles_are_ignored(tmp_path):
+    folder, vectors, _ = scene_folder(tmp_path, size=(150, 192))
+    convert(
+        [str(folder)],
+        output=str(tmp_path / "D"),
+        tile_size=64,
+        split=(1.0, 0.0, 0.0),
+        vectors=[("building:other", vectors["building"])],
+        vectors_ignore=[vectors["road"]],
+        log=lambda line: None,
+    )
+    path_map = json.load(open(tmp_path / "D" / "im_seg" / "path_map.json"))
+    _, ignore = read_annotation(str(tmp_path / "D" / "im_seg" / "train" / "annotations" / "6.json"), True)
+    assert (path_map["6"]["y"], path_map["6"]["x"]) == (128, 0)
+    assert ignore[150 - 128 :].all() and not ignore[: 150 - 128].any()  # rows beyond the scene
+    annotation, ignore, _ = assembled(str(tmp_path / "D"), (150, 192), 1)
+    np.testing.assert_array_equal(ignore, scene_truth((150, 192))[1])  # the road, burnt as ignored
+
+
+def test_vector_files_that_cannot_be_used_are_one_line_errors(tmp_path):
+    folder, vectors, _ = scene_folder(tmp_path)
+    (tmp_path / "bad.geojson").write_text('{"type": "FeatureCollection", "features": [')
+    (tmp_path / "far").mkdir()
+    far = write_vectors(str(tmp_path / "far"), from_origin(200_000.0, 1_000_000.0, PIXEL, PIXEL))
+    cases = {
+        str(tmp_path / "bad.geojson"): "bad.geojson: unreadable GeoJSON",
+        str(tmp_path / "missing.geojson"): "missing.geojson: vector file not found",
+        str(folder / "s0.tif"): "s0.tif: unknown vector format (imseg reads .geojson, .json and .gpkg)",
+        far["building"]: "overlaps any of the 1 image(s): are they of the same place?",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+            convert([str(folder)], output=str(tmp_path / "D"), tile_size=64, split=(1.0, 0.0, 0.0),
+                    vectors=[("building:other", path)], log=lambda line: None)  # fmt: skip
+        assert not os.path.exists(tmp_path / "D")
+
+
+def write_geopackage(path, polygons, srs=(32640, "EPSG", 32640, None)):
+    """A minimal GeoPackage (the OGC tables and a feature table of GeoPackage geometry blobs), as QGIS writes."""
+    srs_id, organization, code, definition = srs
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT, srs_id INTEGER PRIMARY KEY, organization TEXT, "
+        "organization_coordsys_id INTEGER, definition TEXT, description TEXT);"
+        "CREATE TABLE gpkg_contents (table_name TEXT PRIMARY KEY, data_type TEXT, identifier TEXT, srs_id INTEGER);"
+        "CREATE TABLE gpkg_geometry_columns (table_name TEXT, column_name TEXT, geometry_type_name TEXT, "
+        "srs_id INTEGER, z TINYINT, m TINYINT);"
+        "CREATE TABLE buildings (fid INTEGER PRIMARY KEY, geom BLOB, name TEXT);"
+    )
+    db.execute("INSERT INTO gpkg_spatial_ref_sys VALUES ('utm', ?, ?, ?, ?, '')",
+               (srs_id, organization, code, definition or "undefined"))  # fmt: skip
+    db.execute("INSERT INTO gpkg_contents VALUES ('buildings', 'features', 'buildings', ?)", (srs_id,))
+    db.execute("INSERT INTO gpkg_geometry_columns VALUES ('buildings', 'geom', 'POLYGON', ?, 0, 0)", (srs_id,))
+    for polygon in polygons:  # 'GP', version 0, flags: little-endian with a 4-double envelope, srs id, envelope, WKB
+        header = b"GP\x00" + bytes([0b00000011]) + np.int32(srs_id).tobytes() + np.array(polygon.bounds).tobytes()
+        db.execute("INSERT INTO buildings (geom) VALUES (?)", (header + shapely.to_wkb(polygon),))
+    db.commit()
+    db.close()
+
+
+def test_geopackage_features_in_a_projected_crs_burn_like_geojson(tmp_path):
+    folder, _, (transform,) = scene_folder(tmp_path)
+    (y0, y1, x0, x1), (hy0, hy1, hx0, hx1) = BUILDING, HOLE
+    corner = lambda row, col: transform @ (col, row)  # noqa: E731
+    polygon = shapely.Polygon(
+        [corner(y0, x0), corner(y0, x1), corner(y1, x1), corner(y1, x0)],
+        [[corner(hy0, hx0), corner(hy0, hx1), corner(hy1, hx1), corner(hy1, hx0)]],
+    )
+    write_geopackage(str(tmp_path / "b.gpkg"), [polygon])
+    convert([str(folder)], output=str(tmp_path / "D"), tile_size=64, split=(1.0, 0.0, 0.0),
+            vectors=[("building:other", str(tmp_path / "b.gpkg"))], log=lambda line: None)  # fmt: skip
+    annotation, _, _ = assembled(str(tmp_path / "D"), (160, 192), 1)
+    np.testing.assert_array_equal(annotation[0], scene_truth()[0])
+
+    write_geopackage(str(tmp_path / "nocrs.gpkg"), [polygon], srs=(0, "NONE", 0, None))
+    with pytest.raises(DataError, match="nocrs.gpkg: its features have no CRS"):
+        convert([str(folder)], output=str(tmp_path / "E"), tile_size=64, split=(1.0, 0.0, 0.0),
+                vectors=[("building:other", str(tmp_path / "nocrs.gpkg"))], log=lambda line: None)  # fmt: skip
+
+
+def write_mask(path, mask, transform, crs=SCENE_CRS):
+    with rasterio.open(path, "w", driver="GTiff", height=mask.shape[0], width=mask.shape[1], count=1, dtype="uint8",
+                       crs=crs, transform=transform) as dst:  # fmt: skip
+        dst.write(mask.astype(np.uint8)[None] * 255)
+
+
+def test_vectorize_traces_regions_with_holes_across_strips_and_filters_by_area(tmp_path, monkeypatch):
+    from imseg.geo import polygons
+
+    monkeypatch.setattr(polygons, "STRIP", 16)  # the building spans three strips: joined again
+    transform = from_origin(500_000.0, 2_780_000.0, PIXEL, PIXEL)
+    mask = scene_truth()[0]
+    mask[100:104, 10:14] = 1  # a 2 m x 2 m shed
+    write_mask(str(tmp_path / "b.tif"), mask, transform)
+    counts = polygons.vectorize({"building:other": str(tmp_path / "b.tif")}, str(tmp_path / "b.geojson"), simplify=0,
+                                vector_crs="image")  # fmt: skip
+    assert counts == {"building:other": 2}
+    data = json.load(open(tmp_path / "b.geojson"))
+    assert data["crs"]["properties"]["name"] == SCENE_CRS
+    big, shed = sorted(data["features"], key=lambda f: -f["properties"]["area_m2"])
+    assert big["properties"] == {"class": "building:other", "area_m2": (40 * 60 - 10 * 10) * PIXEL**2}
+    assert shed["properties"]["area_m2"] == 16 * PIXEL**2
+    outline = shapely.geometry.shape(big["geometry"])
+    (y0, y1, x0, x1), (hy0, hy1, hx0, hx1) = BUILDING, HOLE
+    assert outline.bounds == (
+        500_000 + x0 * PIXEL,
+        2_780_000 - y1 * PIXEL,
+        500_000 + x1 * PIXEL,
+        2_780_000 - y0 * PIXEL,
+    )
+    assert len(outline.interiors) == 1
+    assert shapely.Polygon(outline.interiors[0]).area == (hy1 - hy0) * (hx1 - hx0) * PIXEL**2
+
+    counts = polygons.vectorize({"building:other": str(tmp_path / "b.tif")}, str(tmp_path / "w.geojson"), min_area=5)
+    assert counts == {"building:other": 1}
+    wgs84 = json.load(open(tmp_path / "w.geojson"))
+    assert "crs" not in wgs84  # RFC 7946: WGS84, longitude first
+    lon, lat = wgs84["features"][0]["geometry"]["coordinates"][0][0]
+    assert 56.9 < lon < 57.1 and 25.1 < lat < 25.2
+
+
+def test_windowed_prediction_in_column_blocks_equals_the_whole_image(tmp_path):
+    import keras
+
+    from imseg.geo.raster import predict_raster
+    from imseg.predict import predict_image
+
+    inputs = keras.Input((32, 32, 4))
+    x = keras.layers.Rescaling(1 / 3000)(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="he_normal")(x))
+    write_scene(str(tmp_path / "s.tif"), size=(70, 90))
+    result = predict_raster(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", ["a:x", "b:y"], block=40,
+                            save_probs=True)  # fmt: skip
+    with rasterio.open(tmp_path / "s.tif") as src:
+        image = np.moveaxis(src.read(), 0, -1)
+    logits = predict_image(model, image, output="logits")
+    with rasterio.open(tmp_path / "out" / "probs" / "s.tif") as probs:
+        np.testing.assert_allclose(probs.read(), np.moveaxis(1 / (1 + np.exp(-logits)), -1, 0), atol=1e-5)
+    with rasterio.open(tmp_path / "out" / "masks" / "b-y" / "s.tif") as mask:
+        np.testing.assert_array_equal(mask.read(1) > 0, logits[..., 1] > 0)
+        assert mask.profile["tiled"] and mask.profile["compress"] == "deflate" and mask.crs.to_string() == SCENE_CRS
+    assert (result["height"], result["width"], result["nodata_pixels"]) == (70, 90, 0)
+
+
+def test_rgb_weights_are_adapted_to_four_bands(tmp_path):
+    import keras
+
+    from imseg.build import build_refinenet
+    from imseg.config import config_from_dict
+
+    donor = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
+    path = str(tmp_path / "mnv2.weights.h5")
+    donor.save_weights(path)
+    config = config_from_dict({
+        "name": "x", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35, "weights": path},
+        "pretrained": True, "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]],
+        "input_shape": [32, 32, 4], "normalization": "auto", "rgb_bands": [3, 2, 1],
+    })  # fmt: skip
+    model = build_refinenet(config, ["a:x"])
+    kernel, adapted = donor.get_layer("Conv1").kernel.numpy(), model.backbone.get_layer("Conv1").kernel.numpy()
+    assert adapted.shape == (3, 3, 4, 16)
+    for colour, band in enumerate([3, 2, 1]):  # red to band 3, green to 2, blue to 1; the sum keeps its size
+        np.testing.assert_allclose(adapted[:, :, band - 1], kernel[:, :, colour] * 3 / 4, rtol=1e-6)
+    np.testing.assert_allclose(adapted[:, :, 3], kernel.mean(axis=2) * 3 / 4, rtol=1e-6, atol=1e-8)
+    for name in ("block_3_project", "block_5_project"):
+        np.testing.assert_array_equal(model.backbone.get_layer(name).kernel.numpy(), donor.get_layer(name).kernel)
+
+
+@pytest.mark.slow
+def test_from_a_geotiff_and_vector_labels_to_polygons(tmp_path):
+    """The issue's 'done when': 4-band uint16 scenes in UTM, GeoJSON in WGS84 -> tiles -> one epoch on four bands
+    with normalisation from the data -> a scene predicted window by window -> polygons."""
+    folder, vectors, transforms = scene_folder(tmp_path, count=3)
+    data = tmp_path / "D"
+    result = run_module(
+        "imseg.data", "convert", "--images", str(folder), "--vectors", f"building={vectors['building']}",
+        "--vectors", f"road={vectors['road']}", "--line-width", "road=8", "--tile-size", "64",
+        "--split", "0.34", "0.33", "0.33", "--output", str(data),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = {
+        "name": "geo", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
+        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [64, 64, 4],
+        "normalization": "auto", "epochs": 1, "batch_size": 3, "mixed_precision": "none",
+    }  # fmt: skip
+    (tmp_path / "geo.json").write_text(json.dumps(config))
+    result = run_module("imseg.train", "--data-path", str(data), "--config", str(tmp_path / "geo.json"))
+    assert result.returncode == 0, result.stderr
+    run = data / "im_seg" / "out" / "geo"
+    resolved = json.load(open(run / "config.json"))["resolved"]
+    assert resolved["pixels"] == "uint16" and len(resolved["normalization"]["mean"]) == 4
+
+    result = run_module(
+        "imseg.infer", "--model", str(run / "checkpoints" / "best.keras"), "--images", str(folder / "s1.tif"),
+        "--output", str(tmp_path / "pred"), "--vectorize", "--simplify", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    areas = {}
+    for name in ("building-other", "road-other"):
+        with rasterio.open(tmp_path / "pred" / "masks" / name / "s1.tif") as mask:
+            assert mask.crs.to_string() == SCENE_CRS and mask.transform == transforms[1]
+            areas[name.replace("-", ":")] = (mask.read(1) > 0).sum() * PIXEL**2
+    collection = json.load(open(tmp_path / "pred" / "s1.geojson"))
+    assert collection["type"] == "FeatureCollection"
+    for name, area in areas.items():  # the polygons cover exactly the masks' pixels
+        features = [f for f in collection["features"] if f["properties"]["class"] == name]
+        assert sum(f["properties"]["area_m2"] for f in features) == pytest.approx(area, abs=0.01 * len(features))
+    summary = json.load(open(tmp_path / "pred" / "summary.json"))
+    assert summary["images"]["s1"]["georeferenced"] and set(summary["images"]["s1"]["polygons"]) == set(areas)
