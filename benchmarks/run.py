@@ -1,6 +1,6 @@
 """imseg benchmarks: one JSON object per line, `{"metric", "value", "unit", ...context}`.
 
-    python benchmarks/run.py [--quick] [--only data train precision infer memory]
+    python benchmarks/run.py [--quick] [--only data train precision infer memory profile tensorboard raster]
 
 Every group runs in its own Python process (fresh TensorFlow, its own peak memory). The old AIR ImSeg
 loader is re-created here (per image `json.load` + PIL decode in a Python loop, then NumPy stacking) and
@@ -438,6 +438,80 @@ def bench_tensorboard(quick):
     )
 
 
+def bench_raster_child(quick):
+    """Predict the scene IMSEG_BENCH_SCENE with IMSEG_BENCH_MODEL one way (IMSEG_BENCH_PATH): `windowed`
+    (imseg.geo.raster, as imseg-infer does now) or `whole` (the image read whole, then predict_image and the masks
+    written whole, as before); megapixels per second and this process's peak RSS."""
+    import keras
+    import numpy as np
+    import rasterio
+
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    scene, way = os.environ["IMSEG_BENCH_SCENE"], os.environ["IMSEG_BENCH_PATH"]
+    model = keras.models.load_model(os.environ["IMSEG_BENCH_MODEL"])
+    output = tempfile.mkdtemp(dir=os.path.dirname(scene))
+    start = time.perf_counter()
+    if way == "windowed":
+        from imseg.geo.raster import predict_raster
+
+        result = predict_raster(model, scene, output, "scene", ["a:x", "b:y"], batch_size=16)
+        height, width = result["height"], result["width"]
+    else:
+        from imseg.data.images import read_image
+        from imseg.predict import predict_image
+
+        image = read_image(scene)
+        height, width = image.shape[:2]
+        masks = predict_image(model, image, overlap=0.25, batch_size=16, output="masks")
+        with rasterio.open(scene) as src:
+            profile = {**src.profile, "count": 1, "dtype": "uint8"}
+        for k in range(masks.shape[-1]):
+            with rasterio.open(os.path.join(output, f"{k}.tif"), "w", **profile) as dst:
+                dst.write(masks[..., k].astype(np.uint8)[None] * 255)
+    seconds = time.perf_counter() - start
+    emit("raster.megapixels_per_s", height * width / 1e6 / seconds, "MP/s", path=way, scene=f"{width}x{height}",
+         tile=256, overlap=0.25, seconds=round(seconds, 1))  # fmt: skip
+    emit("raster.peak_rss_mb", peak_rss_mb(), "MB", path=way, scene=f"{width}x{height}")
+
+
+def bench_raster(quick):
+    """A synthetic 3-band uint8 GeoTIFF (20,000 x 20,000 px; 4,000 with --quick) through a small model, window by
+    window and whole; the scene is written strip by strip here and deleted afterwards."""
+    import keras
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    side = 4000 if quick else 20000
+    with tempfile.TemporaryDirectory(dir=os.environ.get("IMSEG_BENCH_TMP")) as root:
+        scene = os.path.join(root, "scene.tif")
+        profile = {"driver": "GTiff", "height": side, "width": side, "count": 3, "dtype": "uint8", "tiled": True,
+                   "blockxsize": 512, "blockysize": 512, "compress": "deflate", "crs": "EPSG:32640",
+                   "transform": from_origin(500_000, 2_800_000, 0.5, 0.5)}  # fmt: skip
+        rng = np.random.default_rng(0)
+        with rasterio.open(scene, "w", **profile) as dst:
+            for y in range(0, side, 512):
+                rows = min(512, side - y)
+                strip = rng.integers(0, 256, (3, rows, 1), dtype=np.uint8) + np.zeros((3, rows, side), np.uint8)
+                dst.write(strip, window=rasterio.windows.Window(0, y, side, rows))
+        inputs = keras.Input((256, 256, 3))
+        x = keras.layers.Rescaling(1 / 255)(inputs)
+        x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+        keras.Model(inputs, keras.layers.Conv2D(2, 1)(x)).save(os.path.join(root, "small.keras"))
+        found = {}
+        for way in ("windowed", "whole"):
+            env = {**os.environ, "IMSEG_BENCH_SCENE": scene, "IMSEG_BENCH_PATH": way,
+                   "IMSEG_BENCH_MODEL": os.path.join(root, "small.keras")}  # fmt: skip
+            for line in _child("raster_child", quick, env):
+                print(line, flush=True)
+                record = json.loads(line)
+                found[(record["metric"], way)] = record["value"]
+    emit("raster.windowed_over_whole_rss", found[("raster.peak_rss_mb", "windowed")] /
+         found[("raster.peak_rss_mb", "whole")], "ratio", scene=f"{side}x{side}")  # fmt: skip
+
+
 GROUPS = {
     "data": bench_data,
     "train": bench_train,
@@ -448,6 +522,8 @@ GROUPS = {
     "profile": bench_profile,
     "tensorboard": bench_tensorboard,
     "tensorboard_child": bench_tensorboard_child,
+    "raster": bench_raster,
+    "raster_child": bench_raster_child,
 }
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
 
@@ -465,7 +541,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller inputs: runs in a few minutes on 2 cores")
     parser.add_argument(
-        "--only", nargs="+", choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard"]
+        "--only",
+        nargs="+",
+        choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard", "raster"],
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -488,7 +566,7 @@ def main():
         quick=args.quick,
     )
     start = time.perf_counter()
-    for group in args.only or ["data", "train", "precision", "infer", "memory", "profile", "tensorboard"]:
+    for group in args.only or ["data", "train", "precision", "infer", "memory", "profile", "tensorboard", "raster"]:
         if group == "precision":
             rates = {}
             for setting in PRECISION_SETTINGS:
@@ -506,6 +584,8 @@ def main():
             bench_memory(args.quick)
         elif group == "tensorboard":
             bench_tensorboard(args.quick)
+        elif group == "raster":
+            bench_raster(args.quick)
         else:
             for line in _child(group, args.quick):
                 print(line, flush=True)

@@ -9,6 +9,7 @@ it over an array in memory; `imseg.geo.raster` over a GeoTIFF window by window.
 """
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -71,9 +72,11 @@ def stream_logits(model, read, height, width, overlap=0.25, batch_size=8, tta="n
     `read(y0, y1, x0, x1)` returns the pixels of that window as (y1 - y0, x1 - x0, C), zeros outside the image.
     Columns are done in blocks of about `block` pixels (default: all at once); each block takes every tile that
     touches it, so the result is the same as in one piece. The image must be at least one tile large.
+
+    Batches are always full (they run on across tile rows), and the model predicts the next batch in a
+    second thread while this one reads the pixels and blends the last: prediction, reading and blending overlap.
     """
     th, tw = model.input_shape[1:3]
-    classes = model.output_shape[-1]
     oy, ox = int(round(overlap * th)), int(round(overlap * tw))
     ys, xs = tile_starts(height, th, th - oy), tile_starts(width, tw, tw - ox)
     weight = np.outer(blend_window(th, oy), blend_window(tw, ox))[..., None]
@@ -82,31 +85,70 @@ def stream_logits(model, read, height, width, overlap=0.25, batch_size=8, tta="n
     for bx0 in range(0, width, block):
         bx1 = min(bx0 + block, width)
         blocks.append((bx0, bx1, [x for x in xs if x < bx1 and x + tw > bx0]))  # every tile reaching the block
-    done, total = 0, len(ys) * sum(len(tiles_x) for _, _, tiles_x in blocks)
-    for bx0, bx1, tiles_x in blocks:
-        cx0, cx1 = tiles_x[0], tiles_x[-1] + tw
-        # Running sums over the rows [top, top + th) that tiles still to come may touch.
-        top = 0
-        acc = np.zeros((th, cx1 - cx0, classes), np.float32)
-        norm = np.zeros((th, cx1 - cx0, 1), np.float32)
-        for y in ys:
-            if y > top:  # rows above y are final: no later tile reaches them
-                shift = y - top
-                yield top, bx0, (acc[:shift] / norm[:shift])[:, bx0 - cx0 : bx1 - cx0]
-                acc = np.concatenate([acc[shift:], np.zeros((shift, cx1 - cx0, classes), np.float32)])
-                norm = np.concatenate([norm[shift:], np.zeros((shift, cx1 - cx0, 1), np.float32)])
-                top = y
-            strip = read(y, y + th, cx0, cx1)
-            for start in range(0, len(tiles_x), batch_size):
-                batch_xs = tiles_x[start : start + batch_size]
-                tiles = np.stack([strip[:, x - cx0 : x - cx0 + tw] for x in batch_xs]).astype(np.float32)
-                for x, tile_logits in zip(batch_xs, predict_tiles(model, tiles, tta)):
-                    acc[:, x - cx0 : x - cx0 + tw] += weight * tile_logits
-                    norm[:, x - cx0 : x - cx0 + tw] += weight
-                done += len(batch_xs)
-                if progress:
-                    progress(done, total)
-        yield top, bx0, (acc / norm)[: height - top, bx0 - cx0 : bx1 - cx0]
+    counter = _Progress(progress, len(ys) * sum(len(tiles_x) for _, _, tiles_x in blocks))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for bx0, bx1, tiles_x in blocks:
+            tiles = [(y, x) for y in ys for x in tiles_x]
+            for y, logits in _blend_block(model, read, tiles, height, weight, batch_size, tta, pool, counter):
+                yield y, bx0, logits[:, bx0 - tiles_x[0] : bx1 - tiles_x[0]]
+
+
+class _Progress:
+    def __init__(self, report, total):
+        self.report, self.total, self.done = report, total, 0
+
+    def add(self, count):
+        self.done += count
+        if self.report:
+            self.report(self.done, self.total)
+
+
+def _blend_block(model, read, tiles, height, weight, batch_size, tta, pool, counter):
+    """(y, logits of the rows from y on that are final) for the tiles [(y, x)] of one block of columns, in row
+    order. Running sums are kept over the rows [top, top + len(acc)) that tiles still to come may touch."""
+    th, tw, classes = weight.shape[0], weight.shape[1], model.output_shape[-1]
+    cx0, cx1 = tiles[0][1], max(x for _, x in tiles) + tw
+    top = 0
+    acc = np.zeros((0, cx1 - cx0, classes), np.float32)
+    norm = np.zeros((0, cx1 - cx0, 1), np.float32)
+    strips = {}  # the pixels of the tile rows the current and the next batch take
+
+    def pixels(batch):
+        for y in sorted({y for y, _ in batch} - set(strips)):
+            strips[y] = read(y, y + th, cx0, cx1)
+        return np.stack([strips[y][:, x - cx0 : x - cx0 + tw] for y, x in batch]).astype(np.float32)
+
+    batches = _batches(tiles, batch_size)
+    batch = next(batches)
+    pending = pool.submit(predict_tiles, model, pixels(batch), tta)
+    while batch:
+        following = next(batches, None)
+        if following:  # read while the model works on this batch
+            for y in [y for y in strips if y < following[0][0]]:
+                del strips[y]
+            ahead = pixels(following)
+        logits = pending.result()
+        pending = pool.submit(predict_tiles, model, ahead, tta) if following else None
+        bottom = max(y for y, _ in batch) + th
+        if top + len(acc) < bottom:
+            grow = bottom - top - len(acc)
+            acc = np.concatenate([acc, np.zeros((grow, cx1 - cx0, classes), np.float32)])
+            norm = np.concatenate([norm, np.zeros((grow, cx1 - cx0, 1), np.float32)])
+        for (y, x), tile_logits in zip(batch, logits):
+            acc[y - top : y - top + th, x - cx0 : x - cx0 + tw] += weight * tile_logits
+            norm[y - top : y - top + th, x - cx0 : x - cx0 + tw] += weight
+        counter.add(len(batch))
+        final = following[0][0] if following else top + len(acc)  # rows above it: no later tile reaches them
+        if final > top:
+            shift = final - top
+            yield top, (acc[:shift] / norm[:shift])[: height - top]
+            acc, norm, top = acc[shift:], norm[shift:], final
+        batch = following
+
+
+def _batches(tiles, size):
+    for start in range(0, len(tiles), size):
+        yield tiles[start : start + size]
 
 
 def predict_image(

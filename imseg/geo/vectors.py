@@ -155,7 +155,7 @@ def burn(layers, ignore, georef, shape, line_widths=None, names=None):
             for part in getattr(moved, "geoms", [moved]):
                 kind = part.geom_type
                 if kind in ("Point", "MultiPoint"):
-                    points += 1
+                    points += part.intersects(bounds)
                 elif kind in ("LineString", "LinearRing", "MultiLineString"):
                     lines.append(part)
                 else:
