@@ -38,6 +38,15 @@ def emit(metric, value, unit, **context):
     print(json.dumps({"metric": metric, "value": value, "unit": unit, **context}), flush=True)
 
 
+def spread(values):
+    """min / median / max of repeated timings, and whether they agree within 10 % (else the figure is not to be
+    trusted to better than that: the machine is shared)."""
+    values = sorted(float(v) for v in values)
+    middle = statistics.median(values)
+    return {"min": round(values[0], 4), "median": round(middle, 4), "max": round(values[-1], 4),
+            "repeats": len(values), "within_10pct": (values[-1] - values[0]) <= 0.1 * middle}  # fmt: skip
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -108,12 +117,15 @@ def bench_data(quick):
         steps = batches_per_epoch(meta, 8)
         for _ in ds.take(steps):  # warm-up epoch: the OS page cache and tf.data threads
             pass
-        epochs = 3
-        start = time.perf_counter()
-        for _ in ds.take(epochs * steps):
-            pass
-        cached = epochs * count / (time.perf_counter() - start)
-        emit("data.cached_images_per_s", cached, "images/s", batch=8, shuffle=True, classes_selected=1)
+        rates = []
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in ds.take(steps):
+                pass
+            rates.append(count / (time.perf_counter() - start))
+        cached = statistics.median(rates)
+        emit("data.cached_images_per_s", cached, "images/s", batch=8, shuffle=True, classes_selected=1,
+             spread=spread(rates), target=2000)  # fmt: skip
         emit("data.speedup_vs_seed_loader", cached / seed_rate, "x", target=50)
 
 
@@ -125,8 +137,9 @@ def _seed_model(precision, jit=False):
     return build_model(config, ["building:other"])
 
 
-def _time_fit(model, steps, batch=8, size=224, epochs=2):
-    """Images/s of `model.fit`: the median of `epochs` epochs of `steps` steps (after a warm-up fit).
+def _time_fit(model, steps, batch=8, size=224, epochs=3):
+    """Images/s of `model.fit`: the median of `epochs` epochs of `steps` steps (after a warm-up fit); the epochs'
+    rates are kept in `_time_fit.rates`.
 
     Epochs, not one long fit: on this shared 2-core machine single steps sometimes stall for seconds.
     """
@@ -155,10 +168,11 @@ def _time_fit(model, steps, batch=8, size=224, epochs=2):
     epoch_times, step_times = [], []
     model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(steps), epochs=epochs, verbose=0, callbacks=[Times()])
     _time_fit.per_step = batch / float(np.median(step_times))  # steady state, without per-epoch set-up
+    _time_fit.rates = [steps * batch / t for t in epoch_times]
     return steps * batch / float(np.median(epoch_times)), (x, y)
 
 
-def _time_bare_step(model, data, steps, rounds=2):
+def _time_bare_step(model, data, steps, rounds=3):
     """The same train_step, compiled the same way, on in-memory tensors: no fit loop, callbacks or tf.data."""
     import numpy as np
     import tensorflow as tf
@@ -213,6 +227,7 @@ def bench_train(quick):
         batch=8,
         anchor_seed=4.3,
         target=1.7 * 4.3,
+        spread=spread(_time_fit.rates),
     )
     bare = _time_bare_step(model, data, steps)
     emit(
@@ -250,6 +265,7 @@ def bench_precision(quick):
         "images/s",
         precision=details["precision"],
         xla=jit == "xla",
+        spread=spread(_time_fit.rates),
         peak_rss_mb=round(peak_rss_mb()),
         anchor_seed_f32=4.3,
     )
@@ -258,7 +274,7 @@ def bench_precision(quick):
 def bench_infer(quick):
     import numpy as np
 
-    from imseg.predict import predict_image
+    from imseg.predict import predict_image, tile_starts
     from imseg.tfenv import import_tensorflow
 
     import_tensorflow()
@@ -267,31 +283,40 @@ def bench_infer(quick):
     x = np.random.default_rng(0).integers(0, 255, (8, 224, 224, 3), dtype=np.uint8)
     plain.predict(x, batch_size=8, verbose=0)
     repeats = 3 if quick else 10
-    start = time.perf_counter()
-    for _ in range(repeats):
-        plain.predict(x, batch_size=8, verbose=0)
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            plain.predict(x, batch_size=8, verbose=0)
+        rates.append(repeats * 8 / (time.perf_counter() - start))
     emit(
         "infer.images_per_s",
-        repeats * 8 / (time.perf_counter() - start),
+        statistics.median(rates),
         "images/s",
         size=224,
         batch=8,
         precision=details["precision"],
         anchor_seed=7.4,
         target=14.8,
+        spread=spread(rates),
     )
     side = 896 if quick else 2048
     image = np.random.default_rng(1).integers(0, 255, (side, side, 3), dtype=np.uint8)
-    start = time.perf_counter()
-    predict_image(plain, image, overlap=0.25, batch_size=8, output="masks")
-    emit(
-        "infer.tiled_megapixels_per_s",
-        side * side / 1e6 / (time.perf_counter() - start),
-        "MP/s",
-        image=f"{side}x{side}",
-        tile=224,
-        overlap=0.25,
-    )
+    tiles = len(tile_starts(side, 224, 168)) ** 2
+    tiled, plain_rates = [], []
+    for _ in range(3):  # alternate, so that both see the same machine
+        start = time.perf_counter()
+        predict_image(plain, image, overlap=0.25, batch_size=8, output="masks")
+        tiled.append(side * side / 1e6 / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for first in range(0, tiles, 8):
+            plain.predict_on_batch(np.repeat(x[:1], min(8, tiles - first), axis=0))
+        plain_rates.append(side * side / 1e6 / (time.perf_counter() - start))
+    emit("infer.tiled_megapixels_per_s", statistics.median(tiled), "MP/s", image=f"{side}x{side}", tile=224,
+         overlap=0.25, spread=spread(tiled))  # fmt: skip
+    emit("infer.tiled_over_plain", statistics.median(tiled) / statistics.median(plain_rates), "ratio", target=0.8,
+         plain_megapixels_per_s=round(statistics.median(plain_rates), 4), tiles=tiles,
+         note="the same tiles predicted in plain batches of 8, without reading, blending or masks")  # fmt: skip
 
 
 def bench_memory_child(quick):
