@@ -1,6 +1,7 @@
 """imseg benchmarks: one JSON object per line, `{"metric", "value", "unit", ...context}`.
 
-    python benchmarks/run.py [--quick] [--only data train precision infer memory profile tensorboard raster]
+    python benchmarks/run.py [--quick] [--only data train precision infer memory profile tensorboard raster] > run.jsonl
+    python benchmarks/run.py --table run.jsonl          # the figures beside their targets, as a Markdown table
 
 Every group runs in its own Python process (fresh TensorFlow, its own peak memory). The old AIR ImSeg
 loader is re-created here (per image `json.load` + PIL decode in a Python loop, then NumPy stacking) and
@@ -562,6 +563,30 @@ def _child(group, quick, env=None):
     return [line for line in result.stdout.splitlines() if line.startswith("{")]
 
 
+def table(path):
+    """The figures of a saved run (`run.py > run.jsonl`, peers' lines appended) as a Markdown table beside their
+    targets and anchors."""
+    rows = ["| metric | value | unit | min / median / max (repeats) | target or anchor | context |",
+            "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            metric, value, unit = record.pop("metric"), record.pop("value"), record.pop("unit")
+            if metric == "context":
+                rows.insert(0, "run: " + ", ".join(f"{k} {v}" for k, v in record.items()) + "\n")
+                continue
+            s = record.pop("spread", None)
+            spread_text = f"{s['min']} / {s['median']} / {s['max']} ({s['repeats']})" if s else ""
+            if s and not s["within_10pct"]:
+                spread_text += " **> 10 %**"
+            goals = ", ".join(f"{k} {record.pop(k)}" for k in list(record) if k.startswith(("target", "anchor")))
+            context = ", ".join(f"{k} {v}" for k, v in record.items() if k != "note")
+            rows.append(f"| `{metric}` | {value} | {unit} | {spread_text} | {goals} | {context} |")
+    print("\n".join(rows))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller inputs: runs in a few minutes on 2 cores")
@@ -571,7 +596,11 @@ def main():
         choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard", "raster"],
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--table", metavar="FILE", help="print a saved run's JSON lines as a Markdown table")
     args = parser.parse_args()
+    if args.table:
+        table(args.table)
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.child:
         GROUPS[args.child](args.quick)
