@@ -72,6 +72,31 @@ def test_pipeline_yields_uint8_images_and_selected_mask_channels(air):
     assert ds.cardinality() == 2
 
 
+@pytest.mark.parametrize("sizes", [[(24, 24)] * 3, [(24, 24), (16, 20), (24, 24)]])
+def test_masks_of_many_classes_unpack_from_several_bytes_in_the_chosen_order(tmp_path, sizes):
+    """10 classes and the ignore plane take two bytes per pixel; chosen channels come from both, out of order,
+    through the whole-batch decoder (one size) and the one-by-one decoder (mixed sizes)."""
+    classes = {"c": [f"{k:02d}" for k in range(10)]}
+    data_path, _ = write_air_dataset(str(tmp_path / "d"), classes=classes, counts=(3, 1, 1), size=(24, 24), ignore=2)
+    for i, (h, w) in enumerate(sizes):
+        labels = (np.random.default_rng(i).random((10, h, w)) < 0.4).astype(np.uint8)
+        tf.io.write_file(os.path.join(data_path, f"im_seg/train/images/{i}.jpg"),
+                         tf.io.encode_jpeg(np.zeros((h, w, 3), np.uint8)))  # fmt: skip
+        ignore = np.zeros((h, w), np.uint8)
+        ignore[:, : i + 1] = 1
+        _with_ignore(data_path, "train", i, ignore, labels)
+    meta = load_split(data_path, "train", 10, log=lambda m: None)
+    chosen = [9, 2, 7, 8]
+    ds = make_dataset(meta, chosen, (24, 24, 3), batch_size=3, training=False)
+    _, masks, valid = next(iter(ds))
+    for i, (h, w) in enumerate(sizes):
+        if (h, w) != (24, 24):
+            continue  # resized by nearest: covered by the resizing tests
+        np.testing.assert_array_equal(np.moveaxis(masks[i].numpy(), -1, 0), annotation(data_path, "train", i)[chosen])
+        np.testing.assert_array_equal(valid[i].numpy()[:, : i + 1], 0)
+        assert valid[i].numpy()[:, i + 1 :].all()
+
+
 def _with_ignore(air, split, i, ignore, labels=None):
     path = os.path.join(air, "im_seg", split, "annotations", f"{i}.json")
     with open(path) as f:
