@@ -200,7 +200,11 @@ def model_flops(model):
     """Multiply-adds x 2 of the convolutions for one image (forward pass)."""
     import keras
 
-    from imseg.model import all_layers
+    def all_layers(model):  # not imseg.model's: that imports TensorFlow, which gpu_jax.py's machine lacks
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from all_layers(layer)
 
     total = 0
     for layer in all_layers(model):
