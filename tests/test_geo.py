@@ -293,3 +293,15 @@ def test_from_a_geotiff_and_vector_labels_to_polygons(tmp_path):
         assert sum(f["properties"]["area_m2"] for f in features) == pytest.approx(area, abs=0.01 * len(features))
     summary = json.load(open(tmp_path / "pred" / "summary.json"))
     assert summary["images"]["s1"]["georeferenced"] and set(summary["images"]["s1"]["polygons"]) == set(areas)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "256"), ("1024", "1024")])
+def test_gdal_block_cache_is_bounded_unless_the_user_set_it(monkeypatch, preset, expected):
+    from imseg.geo import require
+
+    if preset is None:
+        monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    else:
+        monkeypatch.setenv("GDAL_CACHEMAX", preset)
+    require()
+    assert os.environ["GDAL_CACHEMAX"] == expected

@@ -1,0 +1,41 @@
+"""The benchmark harness's own arithmetic: spreads over repeats and the Markdown table of a saved run."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "bench_run", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
+)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([10.0, 9.5, 10.4], {"min": 9.5, "median": 10.0, "max": 10.4, "repeats": 3, "within_10pct": True}),
+        ([10.0, 8.9, 10.2], {"min": 8.9, "median": 10.0, "max": 10.2, "repeats": 3, "within_10pct": False}),
+    ],
+)
+def test_spread_is_min_median_max_and_flags_repeats_more_than_10_percent_apart(values, expected):
+    assert bench.spread(values) == expected
+
+
+def test_table_puts_spread_targets_and_context_in_columns(tmp_path, capsys):
+    lines = [
+        {"metric": "context", "value": 0.0, "unit": "", "machine": "x86_64", "cpus": 2},
+        {"metric": "data.cached_images_per_s", "value": 2801.9, "unit": "images/s", "batch": 8, "target": 2000,
+         "spread": bench.spread([2790.0, 2801.9, 3090.0])},
+        {"metric": "train.bf16_over_f32", "value": 1.41, "unit": "x", "anchor_probe": 1.7, "note": "not shown"},
+    ]  # fmt: skip
+    path = tmp_path / "run.jsonl"
+    path.write_text("warning: a stray line\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
+    bench.table(str(path))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "run: machine x86_64, cpus 2"
+    assert out[-2] == "| `data.cached_images_per_s` | 2801.9 | images/s | 2790.0 / 2801.9 / 3090.0 (3) **> 10 %** " \
+                      "| target 2000 | batch 8 |"  # fmt: skip
+    assert out[-1] == "| `train.bf16_over_f32` | 1.41 | x |  | anchor_probe 1.7 |  |"
