@@ -120,13 +120,20 @@ def bench(precision, batch, args, rng):
          spread=spread_)  # fmt: skip
 
 
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--batches", type=positive, nargs="+", default=[8, 64])
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"], choices=list(PEAK))
-    parser.add_argument("--steps", type=int, default=30, help="training steps per timed repeat (default 30)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--steps", type=positive, default=30, help="training steps per timed repeat (default 30)")
+    parser.add_argument("--repeats", type=positive, default=3)
+    parser.add_argument("--size", type=positive, default=224)
     args = parser.parse_args(argv)
     device = jax.devices()[0]
     emit("context", 0, "", device=str(device.device_kind), backend="jax", jax=jax.__version__, keras=keras.__version__)

@@ -608,7 +608,10 @@ def main():
     parser.add_argument("--table", metavar="FILE", help="print a saved run's JSON lines as a Markdown table")
     args = parser.parse_args()
     if args.table:
-        table(args.table)
+        try:
+            table(args.table)
+        except (OSError, ValueError, KeyError) as e:  # a missing file, a line that is not one of our records
+            parser.error(f"--table {args.table}: {e}")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.child:

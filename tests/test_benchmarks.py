@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -39,3 +41,14 @@ def test_table_puts_spread_targets_and_context_in_columns(tmp_path, capsys):
     assert out[-2] == "| `data.cached_images_per_s` | 2801.9 | images/s | 2790.0 / 2801.9 / 3090.0 (3) **> 10 %** " \
                       "| target 2000 | batch 8 |"  # fmt: skip
     assert out[-1] == "| `train.bf16_over_f32` | 1.41 | x |  | anchor_probe 1.7 |  |"
+
+
+@pytest.mark.parametrize("content", [None, '{"metric": "x", "value": 1\n'])
+def test_table_of_a_missing_or_broken_file_is_one_line_and_status_2(tmp_path, content):
+    path = tmp_path / "run.jsonl"
+    if content is not None:
+        path.write_text(content)
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run.py")
+    done = subprocess.run([sys.executable, script, "--table", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1].startswith(f"run.py: error: --table {path}: ")
