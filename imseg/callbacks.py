@@ -274,6 +274,7 @@ class ValidationImages(keras.callbacks.Callback):
         self.task, self.threshold, self.every = task, threshold, every
         self.value_range = tuple(value_range)
         self._writer = None
+        self._forward = None
 
     def _write(self, fn):
         import tensorflow as tf
@@ -297,10 +298,16 @@ class ValidationImages(keras.callbacks.Callback):
         from imseg.visualize import displayable, drawn_colours, overlay, side_by_side
 
         images, masks, valid = self.tiles
-        with _ema_weights(self.model):
+        if self._forward is None:
+            import tensorflow as tf
+
             # A direct call, not predict_on_batch: with several workers only the chief runs this callback, and
-            # a distributed predict would wait forever for the others.
-            logits = np.asarray(keras.ops.convert_to_numpy(self.model(images.astype("float32"))), np.float32)
+            # a distributed predict would wait forever for the others. Traced once: an eager call of the whole
+            # network took 7 x longer (0.13 of the 0.18 s this callback added to a demo epoch).
+            model = self.model
+            self._forward = tf.function(lambda x: model(x, training=False))
+        with _ema_weights(self.model):
+            logits = np.asarray(keras.ops.convert_to_numpy(self._forward(images.astype("float32"))), np.float32)
         palette = drawn_colours(self.class_names)
         pictures = []
         for image, truth, ok, logit in zip(images, masks.astype(bool), valid.astype(bool), logits):
