@@ -228,6 +228,67 @@ def test_windowed_prediction_in_column_blocks_equals_the_whole_image(tmp_path):
     assert (result["height"], result["width"], result["nodata_pixels"]) == (70, 90, 0)
 
 
+NODATA_SIZE = (560, 540)  # three GDAL blocks of 256 in each direction
+NODATA_REGIONS = {  # rows, columns without data (0 in every band)
+    "top": (slice(0, 100), slice(None)),
+    "bottom": (slice(470, None), slice(None)),
+    "left": (slice(None), slice(0, 90)),
+    "right": (slice(None), slice(500, None)),
+    "corner": (slice(0, 70), slice(0, 60)),
+    "middle block": (slice(256, 512), slice(256, 512)),
+}
+
+
+@pytest.mark.parametrize("region", NODATA_REGIONS)
+def test_nodata_anywhere_in_a_scene_stays_exactly_where_it_is(tmp_path, region):
+    """Every output, mask band included, equals whole-image prediction pixel for pixel, whichever windows hold
+    the nodata (a mask band written only where a window had nodata made every block never written read as
+    nodata)."""
+    import keras
+
+    from imseg.geo.raster import predict_raster
+    from imseg.predict import predict_image
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 3000)(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 3, padding="same", kernel_initializer="he_normal")(x))
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(1, 3000, (3, *NODATA_SIZE)).astype(np.uint16)
+    pixels[(slice(None), *NODATA_REGIONS[region])] = 0
+    profile = {"driver": "GTiff", "height": NODATA_SIZE[0], "width": NODATA_SIZE[1], "count": 3, "dtype": "uint16"}
+    with rasterio.open(tmp_path / "s.tif", "w", **profile, nodata=0, crs=SCENE_CRS,
+                       transform=from_origin(500_000.0, 2_780_000.0, PIXEL, PIXEL)) as dst:  # fmt: skip
+        dst.write(pixels)
+    classes = ["background", "a:x", "b:y"]
+    result = predict_raster(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", classes, task="multiclass",
+                            block=200, batch_size=32)  # fmt: skip
+    valid = np.ones(NODATA_SIZE, bool)
+    valid[NODATA_REGIONS[region]] = False
+    winner = predict_image(model, np.moveaxis(pixels, 0, -1), output="logits").argmax(-1)
+    assert result["nodata_pixels"] == (~valid).sum()
+    with rasterio.open(tmp_path / "out" / "classes" / "s.tif") as out:
+        np.testing.assert_array_equal(out.read(1), np.where(valid, winner, 255))
+        np.testing.assert_array_equal(out.read_masks(1), valid * 255)
+    for k in (1, 2):
+        with rasterio.open(tmp_path / "out" / "masks" / classes[k].replace(":", "-") / "s.tif") as out:
+            np.testing.assert_array_equal(out.read(1), ((winner == k) & valid) * 255)
+            np.testing.assert_array_equal(out.read_masks(1), valid * 255)
+            np.testing.assert_array_equal(out.dataset_mask(), valid * 255)
+
+
+def test_a_scene_without_nodata_gets_no_mask_band(tmp_path):
+    import keras
+
+    from imseg.geo.raster import predict_raster
+
+    inputs = keras.Input((32, 32, 4))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))
+    write_scene(str(tmp_path / "s.tif"), size=(70, 90))
+    predict_raster(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", ["a:x"])
+    with rasterio.open(tmp_path / "out" / "masks" / "a-x" / "s.tif") as out:
+        assert out.mask_flag_enums == ([rasterio.enums.MaskFlags.all_valid],)
+
+
 def test_rgb_weights_are_adapted_to_four_bands(tmp_path):
     import keras
 

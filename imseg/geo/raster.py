@@ -45,6 +45,7 @@ def predict_raster(
     with `save_probs` probs/<stem>.tif as float32 bands) and return {"height", "width", "georeferenced",
     "nodata_pixels", "preview": an RGB overlay of the prediction at most PREVIEW pixels long}."""
     rasterio, _ = require()
+    from rasterio.enums import MaskFlags
     from rasterio.windows import Window
 
     from imseg.predict import predict_masks, probabilities, stream_logits
@@ -70,6 +71,9 @@ def predict_raster(
         factor = max(1, math.ceil(max(height, width) / PREVIEW))
         preview = np.zeros((math.ceil(height / factor), math.ceil(width / factor), 3), np.uint8)
         display = _display_scale(src, chosen[:3])
+        # A scene that can hold invalid pixels gets a mask band written in every window: once GDAL has a mask
+        # band, a block never written to it reads as nodata.
+        masked = any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
         nodata, outputs = 0, {}
         try:
             for key, target in targets.items():
@@ -97,7 +101,7 @@ def predict_raster(
                         dst.write(np.moveaxis(probabilities(logits, task), -1, 0), window=window)
                     else:
                         dst.write(predicted[..., key].astype(np.uint8) * 255, 1, window=window)
-                    if not valid.all():
+                    if masked:
                         dst.write_mask(valid.astype(np.uint8) * 255, window=window)
                 # The preview: every factor-th pixel of the scene's grid that falls in this window.
                 ys = np.arange(-y % factor, rows, factor)
