@@ -494,7 +494,7 @@ def bench_raster_child(quick):
         result = predict_raster(model, scene, output, "scene", ["a:x", "b:y"], batch_size=16)
         height, width = result["height"], result["width"]
     else:
-        from imseg.data.images import read_image
+        from imseg.images import read_image
         from imseg.predict import predict_image
 
         image = read_image(scene)

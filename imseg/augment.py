@@ -13,10 +13,6 @@ import math
 import keras
 import tensorflow as tf
 
-from imseg.config import AugmentConfig
-
-PHOTOMETRIC = AugmentConfig.PHOTOMETRIC  # the operations of `photometric`, in the order they apply
-
 
 @keras.saving.register_keras_serializable(package="imseg")
 class SegmentationAugment(keras.layers.Layer):
@@ -234,6 +230,7 @@ _PHOTOMETRIC_OPS = {
     "noise": _noise,
     "blur": _blur,
 }
+PHOTOMETRIC = tuple(_PHOTOMETRIC_OPS)  # the operations of `photometric`, in the order they apply
 
 
 def rotate(images, masks, angles, scales=None):

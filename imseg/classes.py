@@ -2,8 +2,9 @@
 
 import os
 
-from imseg.config import BACKGROUND, parse_file
+from imseg.config import parse_file
 from imseg.errors import ConfigError, did_you_mean
+from imseg.tasks import BACKGROUND
 
 
 def default_classes_path(data_path):

@@ -16,12 +16,11 @@ from typing import Any
 import yaml
 
 from imseg.errors import ConfigError, did_you_mean
+from imseg.tasks import TASKS
 
 MODEL_TYPES = ("RefineNet",)
 MIXED_PRECISION = ("auto", "none", "mixed_bfloat16", "mixed_float16")
 UPSAMPLING = ("bilinear", "transpose")
-TASKS = ("multilabel", "multiclass")
-BACKGROUND = "background"  # the implicit class of a multiclass task with `background: true`
 SCHEDULES = ("constant", "cosine", "poly", "step")
 
 

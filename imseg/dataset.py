@@ -21,8 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 from imseg.annotations import read_packed
-from imseg.data.images import GEOTIFF, check_bit_depth, read_image
 from imseg.errors import DataError
+from imseg.images import GEOTIFF, check_bit_depth, read_image
 from imseg.layout import list_split
 
 CACHE_VERSION = 3

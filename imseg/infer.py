@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from imseg.cli import ArgumentParser, integer, log, number, run
-from imseg.config import BACKGROUND
 from imseg.errors import ConfigError, DataError
+from imseg.tasks import BACKGROUND
 
 SHEET_SIZE = 16  # images in a split's sheet.png
 NOT_COUNTED = 255  # class-index images: a pixel that is ignored (splits) or nodata (images)
@@ -406,7 +406,7 @@ def predict_images(
     Returns:
         The summary (also written as `summary.json`).
     """
-    from imseg.data.images import GEOTIFF
+    from imseg.images import GEOTIFF
     from imseg.outputs import output_folder, write_json, write_png
     from imseg.visualize import class_colours, hex_colour, legend
 
@@ -453,7 +453,7 @@ def predict_images(
 
 def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_probs, tta):
     """An image read whole (JPEG, PNG): masks as PNG, an overlay, probabilities as .npy."""
-    from imseg.data.images import read_image
+    from imseg.images import read_image
     from imseg.predict import predict_image, predict_masks
     from imseg.progress import Progress
     from imseg.visualize import drawn_colours

@@ -20,7 +20,7 @@ so the summed gradients are those of the mean. NumPy references of every formula
 import keras
 from keras import ops
 
-from imseg.config import TASKS
+from imseg.tasks import TASKS
 
 
 def _scale_for_replicas(value):

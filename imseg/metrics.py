@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from imseg.config import BACKGROUND, TASKS
+from imseg.tasks import BACKGROUND, TASKS
 
 KINDS = ("iou", "precision", "recall")
 

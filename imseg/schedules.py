@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from imseg.config import SCHEDULES
+SCHEDULES = ("constant", "cosine", "poly", "step")  # the `lr_schedule.name`s of a config
 
 
 @keras.saving.register_keras_serializable(package="imseg")

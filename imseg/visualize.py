@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from imseg.config import BACKGROUND
+from imseg.tasks import BACKGROUND
 
 # Distinct, saturated colours that stay visible over aerial imagery: Sasha Trubetskoy's "20 simple, distinct
 # colours" (2017), in his order, without white, black and greys.

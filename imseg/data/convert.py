@@ -19,8 +19,8 @@ import numpy as np
 
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
-from imseg.data.images import georeference, image_size, read_image, read_mask, tile_extension, write_image
 from imseg.errors import ConfigError, DataError
+from imseg.images import georeference, image_size, read_image, read_mask, tile_extension, write_image
 from imseg.layout import IMAGE_EXTENSIONS
 
 IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts

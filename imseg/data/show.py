@@ -6,7 +6,7 @@ import random
 import numpy as np
 
 from imseg.annotations import read_annotation
-from imseg.data.images import read_image
+from imseg.images import read_image
 from imseg.layout import list_split
 from imseg.outputs import atomic_path
 from imseg.visualize import class_colours, contact_sheet, displayable, overlay, side_by_side

@@ -3,8 +3,8 @@
 import numpy as np
 
 from imseg.annotations import read_annotation
-from imseg.data.images import read_image
 from imseg.errors import DataError
+from imseg.images import read_image
 from imseg.layout import SPLITS, scan_split
 from imseg.progress import progress
 

@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
-from imseg.config import BACKGROUND
 from imseg.errors import DataError
 from imseg.geo import require
+from imseg.tasks import BACKGROUND
 
 BLOCK = 4096  # columns predicted at a time
 PREVIEW = 2048  # the longest side of the overlay preview, in pixels
