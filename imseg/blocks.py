@@ -1,4 +1,5 @@
-"""RefineNet building blocks (Lin et al., CVPR 2017), as functional sub-graphs of built-in Keras layers.
+"""RefineNet building blocks (Lin et al., CVPR 2017), as functional sub-graphs of built-in Keras layers, shared by
+the decoders of `imseg.models.decoders`.
 
 Each function takes symbolic tensors and returns the block's output, in the style of
 `keras.applications`. Built-in layers only: a saved model needs no imseg code to load.
@@ -12,10 +13,7 @@ from the backbone features to the head, so that a from-scratch model started wit
 and spent its first epoch unlearning them (docs/results.md, the roads A/B).
 """
 
-import keras
 from keras import layers
-
-from imseg.backbones import describe_candidates
 
 
 class ArgumentError(ValueError):
@@ -55,6 +53,14 @@ def multi_resolution_fusion(inputs, filters, upsampling="bilinear", kernel_size=
             y = _upsample(y, height, width, upsampling, f"{name}_up{i}")
         paths.append(y)
     return layers.Add(name=f"{name}_sum")(paths)
+
+
+def resize_like(x, reference, interpolation="bilinear", name="resize"):
+    """`x` resized to the height and width of `reference` (unchanged when they agree already)."""
+    height, width = reference.shape[1:3]
+    if tuple(x.shape[1:3]) == (height, width):
+        return x
+    return layers.Resizing(height, width, interpolation=interpolation, name=name)(x)
 
 
 def _upsample(x, height, width, mode, name):
@@ -105,62 +111,3 @@ def refine_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=Non
     y = multi_resolution_fusion(paths, width, name=f"{name}_mrf", **mrf_kwargs)
     y = chained_residual_pooling(y, width, name=f"{name}_crp", **crp_kwargs)
     return residual_conv_unit(y, width, name=f"{name}_out", **rcu_kwargs)
-
-
-def refinenet_graph(
-    backbone,
-    feature_layers,
-    num_classes,
-    preprocessing="none",
-    reduce_channel_scale=4,
-    rcu_kwargs=None,
-    mrf_kwargs=None,
-    crp_kwargs=None,
-):
-    """The whole RefineNet as symbolic tensors: (image input, float32 logits, the cut backbone).
-
-    The `preprocess` 1x1 conv (bands to bands) holds the input normalisation; set its weights from
-    `imseg.backbones.preprocess_weights(preprocessing, bands)` once the model is made.
-    """
-    known = {layer.name for layer in backbone.layers}
-    for name in (n for block in feature_layers for n in block):
-        if name not in known:
-            raise ArgumentError(
-                "feature_layers",
-                f"{backbone.name} has no layer '{name}'; layers that end each resolution: "
-                f"{describe_candidates(backbone)}",
-            )
-    names = [n for block in feature_layers for n in block]
-    # Only the backbone up to the deepest feature layer: later layers would get no gradients.
-    extractor = keras.Model(backbone.inputs, [backbone.get_layer(n).output for n in names], name=backbone.name)
-    extractor.trainable = backbone.trainable
-
-    image = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
-    x = layers.Conv2D(image.shape[-1], 1, trainable=False, dtype="float32", name="preprocess")(image)
-    features = extractor(x)
-    features = dict(zip(names, features if isinstance(features, (list, tuple)) else [features]))
-    y = None
-    for i, block in enumerate(feature_layers, start=1):
-        inputs = ([y] if y is not None else []) + [features[n] for n in block]
-        _check_resolutions(inputs, block, i)
-        y = refine_block(inputs, reduce_channel_scale, rcu_kwargs, mrf_kwargs, crp_kwargs, name=f"refine{i}")
-    # A zero kernel: the first logits are the bias, which imseg sets to the class priors (build.set_head_priors).
-    y = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name="head")(y)
-    y = layers.Resizing(*image.shape[1:3], interpolation="bilinear", name="head_upsample")(y)
-    logits = layers.Activation("linear", dtype="float32", name="logits")(y)
-    return image, logits, extractor
-
-
-def _check_resolutions(inputs, block, index):
-    """Later blocks must not be coarser than earlier ones: the decoder climbs to full resolution."""
-    if index == 1:
-        return
-    previous = inputs[0].shape[1] * inputs[0].shape[2]
-    for name, x in zip(block, inputs[1:]):
-        if x.shape[1] * x.shape[2] < previous:
-            raise ArgumentError(
-                "feature_layers",
-                f"block {index} input '{name}' ({x.shape[1]}x{x.shape[2]}) is coarser than block "
-                f"{index - 1}'s output ({inputs[0].shape[1]}x{inputs[0].shape[2]}); list blocks from low to high "
-                "resolution",
-            )

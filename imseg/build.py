@@ -1,271 +1,299 @@
-"""Config -> compiled model: backbone + RefineNet + loss, optimizer and metrics, under a distribution strategy."""
+"""Config + what the data says -> a compiled Segmenter under a distribution strategy.
+
+The data is read first (`imseg.dataset.DataSummary`); the model is then built with everything it needs as
+constructor arguments — normalisation, value range, head prior — and compiled with the recipe of
+`imseg.recipe`. Nothing is set on the model afterwards. Errors name the config file and key.
+"""
 
 import contextlib
 import inspect
-import json
-import math
-import re
+import os
+import warnings
 
 import keras
 import numpy as np
 
-from imseg.backbones import make_backbone, preprocess_mode
 from imseg.blocks import ArgumentError
+from imseg.config import RefineNetConfig
 from imseg.distribute import has_gpu, make_strategy, resolve_jit, resolve_precision
 from imseg.errors import ConfigError, did_you_mean
-from imseg.losses import LOSSES, WeightedSum
 from imseg.metrics import SegmentationMetrics
-from imseg.model import RefineNet, all_layers
-from imseg.schedules import WarmupSchedule
+from imseg.models.backbones import (
+    KERAS_HUB,
+    STRIDES,
+    constructors,
+    family,
+    feature_extractor,
+    keras_hub_backbone,
+    preprocess_mode,
+    pyramid,
+    transfer_rgb_weights,
+    zero_init_residual,
+)
+from imseg.models.decoders.refinenet import AIR_BLOCKS
+from imseg.models.registry import canonical_name, decoder_names, get_decoder
+from imseg.models.segmenter import Segmenter
+from imseg.recipe import augment_kwargs, make_loss, make_optimizer
+
+KERAS_HUB_INSTALL = "pip install 'imseg[keras-hub]' && pip install --no-deps keras-hub==0.32.0"
 
 
-def _resolve_optimizer(name, kwargs, source):
-    """A Keras optimizer from its name (class or alias, any case) and keyword arguments."""
-    try:
-        obj = keras.optimizers.get(name)
-    except (ValueError, TypeError):
-        obj = None
-    if obj is None:
-        known = sorted(
-            n
-            for n, v in vars(keras.optimizers).items()
-            if inspect.isclass(v) and issubclass(v, keras.optimizers.Optimizer)
-        )
-        raise ConfigError(f"{source}: key 'optimizer': unknown optimizer '{name}'{did_you_mean(name, known)}")
-    factory = obj if inspect.isclass(obj) else type(obj)
-    try:
-        return factory(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: key 'optimizer_kwargs': {factory.__name__}: {e}") from None
-
-
-# Optimizer arguments whose values cannot be right outside these ranges: (low, high, low open, high open).
-_OPTIMIZER_RANGES = {
-    "learning_rate": (0, math.inf, True, True),
-    "epsilon": (0, math.inf, True, True),
-    "clipnorm": (0, math.inf, True, True),
-    "global_clipnorm": (0, math.inf, True, True),
-    "clipvalue": (0, math.inf, True, True),
-    "weight_decay": (0, math.inf, False, True),
-    "momentum": (0, 1, False, False),
-    "beta_1": (0, 1, False, True),
-    "beta_2": (0, 1, False, True),
-    "rho": (0, 1, False, True),
-    "ema_momentum": (0, 1, False, False),
-}
-
-
-def _check_optimizer_values(kwargs, source):
-    for key, (low, high, low_open, high_open) in _OPTIMIZER_RANGES.items():
-        if key not in kwargs or kwargs[key] is None:
-            continue
-        v = kwargs[key]
-        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        inside = number and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-        if not inside:
-            span = f"{'(' if low_open else '['}{low}, {'inf' if high == math.inf else high}{')' if high_open else ']'}"
-            raise ConfigError(
-                f"{source}: key 'optimizer_kwargs.{key}': expected a number in {span}, got {json.dumps(v)}"
-            )
-
-
-def _loss_items(config):
-    """[(config key, {name, weight, arguments})] of the configured loss or sum of losses."""
-    if isinstance(config.loss, str):
-        return [("loss", {"name": config.loss, "weight": 1.0, **config.loss_kwargs})]
-    return [(f"loss[{i}]", dict(item)) for i, item in enumerate(config.loss)]
-
-
-# Keras's function spellings of the same losses, e.g. binary_crossentropy.
-_LOSS_ALIASES = {re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower(): name for name in LOSSES}
-
-
-def make_loss(config, class_names, source="config"):
-    """The configured loss for `class_names` (the model's output channels), as an imseg loss object."""
-    made, weights = [], []
-    for key, item in _loss_items(config):
-        name = item.pop("name")
-        weights.append(item.pop("weight"))
-        name = _LOSS_ALIASES.get(name, name)
-        if name not in LOSSES:
-            known = sorted(LOSSES)
-            raise ConfigError(
-                f"{source}: key '{key}': unknown loss '{name}'{did_you_mean(name, known)}; "
-                f"choose one of: {', '.join(known)}"
-            )
-        cls, implied = LOSSES[name]
-        if implied is not None and implied != config.task:
-            raise ConfigError(
-                f"{source}: key '{key}': {name} is for task {implied}, but task is {config.task}; "
-                f"use {cls.__name__}, which follows the task"
-            )
-        args_key = "loss_kwargs" if key == "loss" else key
-        if "task" in item:
-            raise ConfigError(f"{source}: key '{args_key}.task': not allowed; the loss follows the top-level 'task'")
-        for per_class in ("class_weights", "pos_weight"):
-            if per_class in item:
-                item[per_class] = _per_class_values(item[per_class], class_names, source, f"{args_key}.{per_class}")
-        try:
-            made.append(cls(task=config.task, **item))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: key '{args_key}': {name}: {e}") from None
-    if len(made) == 1 and weights[0] == 1.0:
-        return made[0]
-    return WeightedSum(made, weights)
-
-
-def _per_class_values(value, class_names, source, key):
-    """One number, K numbers in class order, or {class: number} (others 1) -> a number or a list of K."""
-
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-    if number(value):
-        return float(value)
-    if isinstance(value, dict):
-        unknown = [c for c in value if c not in class_names]
-        if unknown:
-            raise ConfigError(
-                f"{source}: key '{key}': unknown class '{unknown[0]}'"
-                f"{did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}"
-            )
-        value = [value.get(c, 1.0) for c in class_names]
-    if not (isinstance(value, list) and len(value) == len(class_names) and all(number(v) for v in value)):
+def get_constructor(name, source="config"):
+    """The keras.applications constructor `name` (any case); a ConfigError lists the known ones."""
+    table = constructors()
+    fn = table.get(name.lower())
+    if fn is None:
+        names = sorted(f.__name__ for f in table.values())
         raise ConfigError(
-            f"{source}: key '{key}': expected a number >= 0, a list of {len(class_names)} "
-            f"(one per class: {', '.join(class_names)}) or a mapping of class to number"
+            f"{source}: key 'backbone': unknown backbone '{name}'{did_you_mean(name, names)}; "
+            f"choose one of: {', '.join(names)} (or keras_hub:<preset>)"
         )
-    return [float(v) for v in value]
+    return fn
 
 
-def make_optimizer(config, steps_per_epoch=None, source="config"):
-    """The configured optimizer, its learning rate following `lr_schedule` over `epochs * steps_per_epoch` steps."""
-    kwargs = dict(config.optimizer_kwargs)
-    _check_optimizer_values(kwargs, source)
-    schedule = config.lr_schedule
-    if config.gradient_clip_norm is not None:
-        kwargs["global_clipnorm"] = config.gradient_clip_norm
-    if schedule.name != "constant" or schedule.warmup_epochs or schedule.warmup_steps:
-        if steps_per_epoch is None:
-            raise ValueError("a learning-rate schedule needs steps_per_epoch")
-        peak = kwargs.get("learning_rate")
-        if peak is None:  # the optimizer's own default
-            peak = float(keras.ops.convert_to_numpy(_resolve_optimizer(config.optimizer, kwargs, source).learning_rate))
-        kwargs["learning_rate"] = WarmupSchedule(
-            peak,
-            config.epochs * steps_per_epoch,
-            schedule.name,
-            warmup_steps=schedule.warmup_steps or int(round(schedule.warmup_epochs * steps_per_epoch)),
-            final_fraction=schedule.final_fraction,
-            power=schedule.power,
-            milestones=[m * steps_per_epoch for m in schedule.milestones],
-            gamma=schedule.gamma,
-        )
-    return _resolve_optimizer(config.optimizer, kwargs, source)
-
-
-def set_head_priors(model, frequencies, task):
-    """Start the head's bias at the class priors, so that the first predictions are the class frequencies and
-    the first loss is their entropy: `log(p / (1 - p))` per class (multilabel), `log(p)` (multiclass)."""
-    p = np.clip(np.asarray(frequencies, np.float64), 1e-4, 1 - 1e-4)
-    bias = np.log(p) if task == "multiclass" else np.log(p / (1 - p))
-    head = model.get_layer("head")
-    kernel, _ = head.get_weights()
-    head.set_weights([kernel, bias.astype(kernel.dtype)])
-
-
-# Keras preprocessing layers that change pixel values only, so the mask stays right (keras.layers and
-# keras_cv.layers names). Geometric ones (flips, crops, zooms, rotations, shears) and label-mixing ones are refused.
-PHOTOMETRIC_LAYERS = {
-    "AutoContrast", "ChannelShuffle", "Equalization", "Grayscale", "Posterization", "RandomBrightness",
-    "RandomChannelShift", "RandomColorDegeneration", "RandomColorJitter", "RandomContrast", "RandomErasing",
-    "RandomGaussianBlur", "RandomGrayscale", "RandomHue", "RandomInvert", "RandomPosterization", "RandomSaturation",
-    "RandomSharpness", "Solarization",
-}  # fmt: skip
-
-
-def augment_layers(specs, source="config"):
-    """The Keras layers of `augment.layers` ([{name, arguments}]), made; `keras_cv.` names need keras-cv."""
-    made = []
-    for i, spec in enumerate(specs):
-        key = f"augment.layers[{i}]"
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        module_name, _, name = spec["name"].rpartition(".")
-        if module_name in ("keras_cv", "keras_cv.layers"):
-            try:
-                import keras_cv
-            except ImportError:
-                raise ConfigError(
-                    f"{source}: key '{key}': {spec['name']} needs keras-cv: pip install 'imseg[keras-cv]'"
-                ) from None
-            module = keras_cv.layers
-        elif module_name in ("", "keras", "keras.layers"):
-            module = keras.layers
-        else:
-            raise ConfigError(f"{source}: key '{key}': '{spec['name']}': give a keras.layers or keras_cv.layers name")
-        cls = getattr(module, name, None)
-        if not inspect.isclass(cls) or not issubclass(cls, keras.layers.Layer):
-            known = sorted(n for n in PHOTOMETRIC_LAYERS if hasattr(module, n))
-            raise ConfigError(f"{source}: key '{key}': unknown layer '{spec['name']}'{did_you_mean(name, known)}")
-        if name not in PHOTOMETRIC_LAYERS:
-            raise ConfigError(
-                f"{source}: key '{key}': {spec['name']} moves or mixes pixels, and the masks cannot "
-                "follow it; use imseg's flip, rotate90, rotate_range and scale_range for geometry, and "
-                "keras layers that only change pixel values here"
-            )
+def make_backbone(config, source="config", synchronized=False):
+    """The config's backbone (without top), with or without pretrained weights, ready to train: BatchNorm
+    momentum and zero-initialised residual branches as the config says, BatchNorm synchronized across replicas
+    when `synchronized`. Returns (backbone, its pyramid {"P2": name, ...}, the normalisation its weights expect)."""
+    if config.backbone.startswith(KERAS_HUB):
+        backbone, levels, normalization = _keras_hub(config, source)
+    else:
+        backbone = _keras_application(config, source)
+        fn = get_constructor(config.backbone, source)
         try:
-            made.append(cls(**kwargs))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: key '{key}': {cls.__name__}: {e}") from None
-    return made
+            levels = pyramid(backbone, family(fn))
+        except ArgumentError as e:
+            levels = e  # only an error if a decoder asks for the pyramid
+        normalization = preprocess_mode(config.backbone)
+    backbone.trainable = config.backbone_trainable
+    momentum = config.bn_momentum
+    if momentum == "auto":
+        # keras.applications use 0.99-0.999, tuned for fine-tuning; from scratch, such slow running
+        # statistics lag the weights for thousands of steps and make validation scores meaningless.
+        momentum = None if config.pretrained else 0.9
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if momentum is not None:
+                layer.momentum = float(momentum)
+            # Batch statistics over the global batch: replicas keep identical moving averages, which Keras
+            # would otherwise let drift apart, one copy per device.
+            layer.synchronized = synchronized
+    zero = config.zero_init_residual
+    if zero is True or (zero == "auto" and not config.pretrained):
+        zero_init_residual(backbone)
+    return backbone, levels, normalization
 
 
-def augment_kwargs(config, source="config"):
-    """The SegmentationAugment arguments of a config (None when augmentation is off)."""
-    a = config.augment
-    if not a.enabled:
-        return None
-    return {
-        "rotate_range": a.rotate_range, "flip": a.flip, "rotate90": a.rotate90, "scale_range": a.scale_range,
-        "channel_shift_range": a.channel_shift_range, "multiplier": a.multiplier, "seed": a.seed,
-        "photometric": {n: vars(getattr(a, n)) for n in a.PHOTOMETRIC if getattr(a, n).probability > 0},
-        "layers": [keras.saving.serialize_keras_object(x) for x in augment_layers(a.layers, source)],
-    }  # fmt: skip
+def _keras_application(config, source):
+    fn = get_constructor(config.backbone, source)
+    kwargs = dict(config.backbone_kwargs)
+    if kwargs.pop("include_top", False):
+        raise ConfigError(f"{source}: key 'backbone_kwargs.include_top': must be false (segmentation needs no top)")
+    for key in ("input_shape", "input_tensor"):
+        if key in kwargs:
+            raise ConfigError(f"{source}: key 'backbone_kwargs.{key}': not allowed; set the top-level 'input_shape'")
+    weights = kwargs.pop("weights", "imagenet") if config.pretrained else None
+    kwargs.pop("weights", None)
+    if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
+        raise ConfigError(
+            f"{source}: key 'backbone_kwargs.weights': file not found: {weights} "
+            '(give "imagenet" or the path of a local .h5/.weights.h5 file)'
+        )
+    if weights not in (None, "imagenet") and not _is_hdf5(weights):
+        raise ConfigError(
+            f"{source}: key 'backbone_kwargs.weights': {weights} is not an HDF5 weights file "
+            "(.h5 / .weights.h5, as keras.applications download them)"
+        )
+    accepted = set(inspect.signature(fn).parameters)
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"{source}: key 'backbone_kwargs.{key}': {fn.__name__} has no such argument"
+                f"{did_you_mean(key, accepted)}; it accepts: {', '.join(sorted(accepted))}"
+            )
+    shape = tuple(config.input_shape)
+    bands = shape[2]
+    try:
+        with warnings.catch_warnings(record=True) as said:  # Keras warns per layer before a failed load fails
+            warnings.simplefilter("always")
+            if weights is not None and bands != 3:  # RGB weights, adapted to the bands (see transfer_rgb_weights)
+                rgb = fn(include_top=False, weights=weights, input_shape=(*shape[:2], 3), **kwargs)
+                backbone = fn(include_top=False, weights=None, input_shape=shape, **kwargs)
+                transfer_rgb_weights(rgb, backbone, config.rgb_bands)
+            else:
+                backbone = fn(include_top=False, weights=weights, input_shape=shape, **kwargs)
+    except ValueError as e:
+        if weights not in (None, "imagenet"):
+            raise ConfigError(
+                f"{source}: key 'backbone_kwargs.weights': {weights} does not fit {fn.__name__} with "
+                f"this config: {_one_line(e, 200)}"
+            ) from None
+        raise ConfigError(f"{source}: {fn.__name__} cannot be built with this config: {_one_line(e)}") from None
+    except Exception as e:  # keras.utils.get_file raises a bare Exception when it cannot download
+        if weights != "imagenet":
+            raise
+        raise ConfigError(
+            f"{source}: cannot download ImageNet weights for {fn.__name__} (no network?): {_one_line(e, 200)}. "
+            "Download them on a connected machine (keras caches them in ~/.keras/models/) and set "
+            "backbone_kwargs.weights to the local .h5 file, or set pretrained: false"
+        ) from None
+    for warning in said:  # a backbone that was built: its warnings as Keras gave them
+        if bands != 3 and "input channels" in str(warning.message):
+            continue  # "usually expects 1 or 3 input channels": multispectral input is meant
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return backbone
 
 
-# RefineNet arguments -> the config keys they come from, for error messages.
-_CONFIG_KEYS = {
+def _keras_hub(config, source):
+    preset = config.backbone[len(KERAS_HUB) :]
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"{source}: key 'backbone': {config.backbone} needs keras-hub, which is not installed: "
+            f"{KERAS_HUB_INSTALL} (README, 'keras-hub backbones')"
+        ) from None
+    if config.backbone_kwargs:
+        key = next(iter(config.backbone_kwargs))
+        raise ConfigError(f"{source}: key 'backbone_kwargs.{key}': keras-hub backbones take their options from the "
+                          "preset; leave backbone_kwargs empty")  # fmt: skip
+    try:
+        return keras_hub_backbone(preset, config.pretrained, config.input_shape)
+    except ArgumentError as e:
+        raise ConfigError(f"{source}: key 'backbone': {e.message}") from None
+    except Exception as e:  # keras-hub raises many kinds for a preset it cannot find, download or read
+        raise ConfigError(
+            f"{source}: key 'backbone': cannot load the keras-hub preset '{preset}' ({_one_line(e, 200)}); give a "
+            "preset name (needs a network) or a local preset folder (saved with backbone.save_to_preset)"
+        ) from None
+
+
+def _is_hdf5(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def _one_line(error, limit=400):
+    """A library's (often multi-line) message as one line, cut at `limit` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def head_prior(frequencies, task):
+    """The head's initial bias from the class frequencies: `log(p / (1 - p))` per class (multilabel), `log(p)`
+    (multiclass), so that the first predictions are the class frequencies and the first loss is their entropy."""
+    p = np.clip(np.asarray(frequencies, np.float64), 1e-4, 1 - 1e-4)
+    return (np.log(p) if task == "multiclass" else np.log(p / (1 - p))).tolist()
+
+
+def decoder_options(config, source="config"):
+    """(decoder name, its keyword arguments) of the config; refine_net_* keys belong to RefineNet only."""
+    name = canonical_name(config.type)
+    if name is None:
+        names = decoder_names()
+        raise ConfigError(
+            f"{source}: key 'type': unknown decoder '{config.type}'{did_you_mean(config.type, names)}; "
+            f"choose one of: {', '.join(names)}"
+        )
+    if name == "RefineNet":
+        if config.decoder_kwargs:
+            raise ConfigError(f"{source}: key 'decoder_kwargs': type RefineNet takes its options from "
+                              "refine_net_kwargs; move them there")  # fmt: skip
+        rn = config.refine_net_kwargs
+        return name, {
+            "blocks": [list(block) for block in config.refine_net_blocks or AIR_BLOCKS],
+            "reduce_channel_scale": rn.reduce_channel_scale,
+            "rcu_kwargs": vars(rn.rcu_kwargs),
+            "mrf_kwargs": vars(rn.mrf_kwargs),
+            "crp_kwargs": vars(rn.crp_kwargs),
+        }
+    if config.refine_net_blocks:
+        raise ConfigError(
+            f"{source}: key 'refine_net_blocks': only type RefineNet takes backbone layer names; {name} reads "
+            "the backbone's feature pyramid (strides 4 to 32) by itself: remove the key"
+        )
+    if config.refine_net_kwargs != RefineNetConfig():
+        raise ConfigError(f"{source}: key 'refine_net_kwargs': only for type RefineNet; {name} takes its options "
+                          "from decoder_kwargs")  # fmt: skip
+    decoder = get_decoder(name)
+    accepted = [p for p in inspect.signature(decoder).parameters if p != "features"]
+    for key in config.decoder_kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"{source}: key 'decoder_kwargs.{key}': {name} has no such option{did_you_mean(key, accepted)}; "
+                f"it takes: {', '.join(accepted)}"
+            )
+    return name, dict(config.decoder_kwargs)
+
+
+# Decoder arguments -> the config keys they come from, for error messages.
+_REFINENET_KEYS = {
+    "blocks": "refine_net_blocks",
     "feature_layers": "refine_net_blocks",
     "reduce_channel_scale": "refine_net_kwargs.reduce_channel_scale",
     "upsampling": "refine_net_kwargs.mrf_kwargs.upsampling",
 }
 
 
-def build_refinenet(config, class_names, source="config"):
-    backbone = make_backbone(config, source)
-    rn = config.refine_net_kwargs
+def build_segmenter(config, class_names: list, data=None, source: str = "config", synchronized: bool = False):
+    """The configured Segmenter (not compiled) for `class_names`, built with what `data` (an
+    `imseg.dataset.DataSummary` of the training split, or None before any data is read) says: the normalisation
+    of `normalization: auto`, the pixels' value range, the class prior of the head."""
+    decoder, options = decoder_options(config, source)
+    backbone, levels, expected = make_backbone(config, source, synchronized)
+    known = {op.name for op in backbone.operations}
+
+    def layer(name, key):
+        """A layer of the backbone, or the layer that ends pyramid level `name` (P2-P5)."""
+        if name in known or name not in STRIDES:
+            return name  # an unknown name: feature_extractor lists the candidates
+        if isinstance(levels, ArgumentError):
+            raise ConfigError(f"{source}: key '{key}': {levels.message}")
+        return levels[name]
+
+    if decoder == "RefineNet":  # AIR blocks of layer names or pyramid levels; the decoder knows them by layer name
+        options["blocks"] = [[layer(n, "refine_net_blocks") for n in block] for block in options["blocks"]]
+        keys = layer_names = list(dict.fromkeys(n for block in options["blocks"] for n in block))
+    else:
+        keys, layer_names = list(STRIDES), [layer(level, "backbone") for level in STRIDES]
+    normalization = config.normalization
+    if normalization == "auto":  # the training split's own statistics (identity until they are known)
+        normalization = {"mean": list(data.band_mean), "std": list(data.band_std)} if data else "none"
+    elif normalization == "imagenet":
+        normalization = expected
+        if normalization is None:
+            raise ConfigError(f"{source}: key 'normalization': the keras-hub preset of {config.backbone} has no image "
+                              "converter to take imagenet normalisation from; use auto or {mean, std}")  # fmt: skip
     try:
-        return RefineNet(
-            backbone=backbone,
-            feature_layers=config.refine_net_blocks,
+        extractor = feature_extractor(backbone, layer_names)
+        return Segmenter(
+            backbone=extractor,
+            feature_keys=keys,
             num_classes=len(class_names),
+            decoder=decoder,
+            decoder_kwargs=options,
             class_names=class_names,
-            # auto: the identity until the training split's statistics are known (RefineNet.set_normalization)
-            preprocessing={"imagenet": preprocess_mode(config.backbone), "auto": "none"}.get(
-                config.normalization if isinstance(config.normalization, str) else "", config.normalization
-            ),
-            reduce_channel_scale=rn.reduce_channel_scale,
-            rcu_kwargs=vars(rn.rcu_kwargs),
-            mrf_kwargs=vars(rn.mrf_kwargs),
-            crp_kwargs=vars(rn.crp_kwargs),
-            augment=augment_kwargs(config, source),
-            threshold=config.threshold,
             task=config.task,
+            threshold=config.threshold,
+            normalization=normalization,
+            value_range=data.value_range if data else (0.0, 255.0),
+            head_bias=head_prior(data.class_frequencies, config.task) if data else None,
+            augment=augment_kwargs(config, source),
             ema_decay=config.ema,
-            name=f"refinenet_{backbone.name}",
+            name=f"{decoder.lower()}_{backbone.name}",
         )
     except ArgumentError as e:
-        raise ConfigError(f"{source}: key '{_CONFIG_KEYS[e.argument]}': {e.message}") from None
+        key = _REFINENET_KEYS.get(e.argument) if decoder == "RefineNet" else f"decoder_kwargs.{e.argument}"
+        raise ConfigError(f"{source}: key '{key or e.argument}': {e.message}") from None
+
+
+def check_model(config, class_names: list, source: str = "config", steps_per_epoch: "int | None" = None):
+    """Raise the ConfigError that building and compiling the model would raise, without data: a run calls this
+    before it caches its data, so that a mistake in the model's or the recipe's keys writes nothing."""
+    make_loss(config, class_names, source)
+    make_optimizer(config, steps_per_epoch, source)
+    with _dtype_policy("float32"):
+        build_segmenter(config, class_names, source=source)
 
 
 @contextlib.contextmanager
@@ -281,7 +309,12 @@ def _dtype_policy(name):
 
 
 def build_model(
-    config, class_names: list, strategy=None, source: str = "config", steps_per_epoch: "int | None" = None
+    config,
+    class_names: list,
+    strategy=None,
+    source: str = "config",
+    steps_per_epoch: "int | None" = None,
+    data=None,
 ) -> tuple:
     """Build and compile the configured model under `strategy`.
 
@@ -291,9 +324,11 @@ def build_model(
         strategy: a `tf.distribute` strategy (default: `imseg.distribute.make_strategy()`).
         source: how errors name the config (its file).
         steps_per_epoch: optimizer steps per epoch, needed by a learning-rate schedule.
+        data: an `imseg.dataset.DataSummary` of the training split (normalisation, value range, class prior);
+            None builds with neutral values (identity normalisation for `auto`, 0-255, a zero head bias).
 
     Returns:
-        (model, details): the compiled `RefineNet`, and {"precision", "jit_compile", "replicas"} chosen for the
+        (model, details): the compiled `Segmenter`, and {"precision", "jit_compile", "replicas"} chosen for the
         devices. The layers take `config.mixed_precision`; the global Keras dtype policy is left as it was.
     """
     strategy = strategy or make_strategy()
@@ -305,13 +340,7 @@ def build_model(
         )
     keras.utils.set_random_seed(config.seed)
     with strategy.scope(), _dtype_policy(precision):
-        model = build_refinenet(config, class_names, source)  # the one model type (config.MODEL_TYPES)
-        if strategy.num_replicas_in_sync > 1:
-            # Batch statistics over the global batch (SyncBatchNorm): replicas keep identical moving
-            # averages, which Keras would otherwise let drift apart, one copy per device.
-            for layer in all_layers(model):
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
+        model = build_segmenter(config, class_names, data, source, synchronized=strategy.num_replicas_in_sync > 1)
         loss = make_loss(config, class_names, source)
         optimizer = make_optimizer(config, steps_per_epoch, source)
         jit = resolve_jit(config.jit_compile, strategy)

@@ -18,7 +18,6 @@ import yaml
 from imseg.errors import ConfigError, did_you_mean
 from imseg.tasks import TASKS
 
-MODEL_TYPES = ("RefineNet",)
 MIXED_PRECISION = ("auto", "none", "mixed_bfloat16", "mixed_float16")
 UPSAMPLING = ("bilinear", "transpose")
 SCHEDULES = ("constant", "cosine", "poly", "step")
@@ -179,6 +178,16 @@ def _blocks(v):
     return tuple(tuple(b) for b in v)
 
 
+def _decoder(v):
+    from imseg.models.registry import canonical_name, decoder_names
+
+    name = canonical_name(_string()(v))
+    if name is None:
+        names = decoder_names()
+        raise ValueError(f"expected one of {', '.join(names)}{did_you_mean(v, names)}")
+    return name
+
+
 def _run_name(v):
     _string()(v)
     if v in (".", "..") or any(bad in v for bad in ("/", "\\", "..", "\0")):
@@ -325,9 +334,17 @@ class EarlyStoppingConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = _field(REQUIRED, _run_name, "run name: the folder out/<name>/")
-    backbone: str = _field(REQUIRED, _string(), "keras.applications constructor, case-insensitive")
-    refine_net_blocks: tuple = _field(REQUIRED, _blocks, "list of blocks, each a list of backbone layer names")
-    type: str = _field("RefineNet", _string(MODEL_TYPES, case_insensitive=True), "model type")
+    backbone: str = _field(
+        REQUIRED, _string(), "keras.applications constructor (case-insensitive), or keras_hub:<preset or folder>"
+    )
+    type: str = _field("RefineNet", _decoder, "the decoder: RefineNet | RefineNetCascade | LightWeightRefineNet | FPN")
+    refine_net_blocks: Any = _field(
+        None,
+        _optional(_blocks),
+        "RefineNet: blocks of backbone layer names (or pyramid levels P2-P5), low resolution first; "
+        "null: [[P5, P4], [P3, P2]]",
+    )
+    decoder_kwargs: dict = _field({}, _mapping, "options of a decoder other than RefineNet (README, 'Decoders')")
     backbone_kwargs: dict = _field({}, _mapping, "passed to the backbone constructor")
     pretrained: bool = _field(False, _bool, "true: backbone weights from backbone_kwargs.weights (imagenet)")
     backbone_trainable: bool = _field(True, _bool, "false freezes the backbone")
@@ -357,7 +374,7 @@ class Config:
         "multilabel: a sigmoid per class (classes may overlap) | multiclass: one softmax (classes exclude each other)",
     )
     background: bool = _field(False, _bool, "multiclass: add a class 'background' for valid pixels with no label")
-    refine_net_kwargs: RefineNetConfig = _section(RefineNetConfig, "RefineNet block options")
+    refine_net_kwargs: RefineNetConfig = _section(RefineNetConfig, "RefineNet (type RefineNet only) block options")
     augment: AugmentConfig = _section(AugmentConfig, "training augmentation; {} for none")
     epochs: int = _field(100, _int(1), "training epochs")
     batch_size: int = _field(16, _int(1), "global batch size (split across GPUs)")

@@ -554,6 +554,41 @@ def split_check(task, class_indices, names, channels=None, bands=None, rgb_defau
     return check
 
 
+@dataclass(frozen=True)
+class DataSummary:
+    """What the training split says that a model is built with (`imseg.build.build_model(data=...)`).
+
+    Args:
+        bands: the 0-based image bands the model reads, or None for all of the tiles'.
+        band_mean, band_std: per chosen band, over the valid pixels (`normalization: auto`; a constant band's
+            std is 1).
+        value_range: (low, high) of the chosen bands' pixels, which photometric augmentation works in.
+        class_frequencies: per output channel, its share of the pixels (the head's prior).
+        dtype: the tiles' pixel type.
+    """
+
+    bands: "tuple | None"
+    band_mean: tuple
+    band_std: tuple
+    value_range: tuple
+    class_frequencies: tuple
+    dtype: str
+
+
+def summarize(meta, class_indices, bands=None, task="multilabel", background=False):
+    """The DataSummary of a split (its SplitMeta) for a model of the output channels `class_indices` (plus the
+    implicit background of a multiclass task with `background`) that reads the 0-based `bands` (None: all)."""
+    chosen = list(range(meta.bands)) if bands is None else list(bands)
+    return DataSummary(
+        bands=None if bands is None else tuple(bands),
+        band_mean=tuple(float(meta.band_mean[b]) for b in chosen),
+        band_std=tuple(float(meta.band_std[b] or 1.0) for b in chosen),
+        value_range=meta.value_range(chosen),
+        class_frequencies=tuple(float(f) for f in class_frequencies(meta, class_indices, task, background)),
+        dtype=meta.dtype,
+    )
+
+
 def class_frequencies(meta, class_indices, task="multilabel", background=False):
     """Each output channel's share of the split's valid pixels (multilabel) or of its labelled pixels
     (multiclass: the channels' shares sum to 1), the priors the head's bias starts from."""

@@ -75,3 +75,26 @@ def resolve_jit(setting, strategy):
     if setting != "auto":
         return setting
     return strategy.num_replicas_in_sync == 1 and has_gpu()
+
+
+# --- What a training step needs from tf.distribute (the Segmenter's only TensorFlow).
+
+
+def draw_index(step, strategy):
+    """A number unique to this step and replica (`step * replicas + replica`): each replica draws its own
+    augmentation, and a resumed run draws what the uninterrupted one would have."""
+    context = tf.distribute.get_replica_context()
+    replica = context.replica_id_in_sync_group if context is not None else 0
+    return tf.cast(step, tf.int64) * strategy.num_replicas_in_sync + tf.cast(replica, tf.int64)
+
+
+def local_batch(batch):
+    """A distributed batch as this worker's first replica sees it (no values are exchanged between workers)."""
+    return tf.nest.map_structure(lambda x: x.values[0] if isinstance(x, tf.distribute.DistributedValues) else x, batch)
+
+
+def per_worker_logs(logs, strategy):
+    """Keras averages step logs over workers along axis 0, which scalars lack (keras-team/keras#20585)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), logs)
+    return logs

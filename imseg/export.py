@@ -22,7 +22,7 @@ NEEDS = {"onnx": (("tf2onnx", "onnxruntime"), "imseg[onnx]")}  # format -> (modu
 
 def float32_copy(model):
     """The same network and weights with every layer computing in float32."""
-    from imseg.model import rebuilt
+    from imseg.models.segmenter import rebuilt
 
     def float32(node):
         if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed_"):

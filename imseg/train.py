@@ -139,11 +139,13 @@ def prepare(options, strategy=None):
         )
     _check_writable(os.path.dirname(paths.root))
     import_tensorflow()  # only now, after the cheap checks
-    from imseg.build import build_model, set_head_priors
+    from imseg.build import build_model, check_model
     from imseg.classes import output_names
-    from imseg.dataset import chosen_bands, class_frequencies, load_splits, split_check
+    from imseg.dataset import chosen_bands, load_splits, split_check, summarize
     from imseg.distribute import is_chief, make_strategy
 
+    steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
+    check_model(config, output_names(config, names), source, steps_per_epoch)  # before the data is cached
     strategy = strategy or make_strategy()
     chief = is_chief(strategy)
     created = paths.root
@@ -153,9 +155,6 @@ def prepare(options, strategy=None):
     lock = FolderLock(paths.root, "imseg-train").acquire() if chief else None
     try:
         outputs = output_names(config, names)
-        steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
-        model, details = build_model(config, outputs, strategy=strategy, source=source, steps_per_epoch=steps_per_epoch)
-        details["chief"] = chief
         bands = [b - 1 for b in config.bands] if config.bands else None
         check = split_check(config.task, indices, names, config.input_shape[2], bands, config.pretrained, data_path)
         train_meta, val_meta = load_splits(data_path, ["train", "val"], len(all_names), log, check)
@@ -166,15 +165,13 @@ def prepare(options, strategy=None):
         if (train_meta.bands, train_meta.dtype) != (val_meta.bands, val_meta.dtype):
             raise DataError(f"{data_path}: train images have {train_meta.bands} band(s) of {train_meta.dtype}, val "
                             f"images {val_meta.bands} of {val_meta.dtype}")  # fmt: skip
-        set_head_priors(model, class_frequencies(train_meta, indices, config.task, config.background), config.task)
-        chosen = bands if bands is not None else list(range(train_meta.bands))
-        if config.normalization == "auto":  # the training split's own statistics, kept in the model
-            model.set_normalization([train_meta.band_mean[b] for b in chosen],
-                                    [train_meta.band_std[b] or 1.0 for b in chosen])  # fmt: skip
-        model.set_value_range(*train_meta.value_range(chosen))
+        data = summarize(train_meta, indices, bands, config.task, config.background)
+        model, details = build_model(config, outputs, strategy=strategy, source=source,
+                                     steps_per_epoch=steps_per_epoch, data=data)  # fmt: skip
         details.update(
+            chief=chief,
             pixels=train_meta.dtype,
-            normalization=model.preprocessing,
+            normalization=model.normalization,
             bands=[b + 1 for b in bands] if bands is not None else None,
         )
     except BaseException:

@@ -283,8 +283,8 @@ def test_every_operation_compiles_under_xla():
 
 
 def test_keras_layers_from_the_config_photometric_only():
-    from imseg.build import augment_layers
     from imseg.errors import ConfigError
+    from imseg.recipe import augment_layers
 
     made = augment_layers([{"name": "RandomContrast", "factor": 0.2}, {"name": "keras.layers.RandomGrayscale"}])
     assert [type(x).__name__ for x in made] == ["RandomContrast", "RandomGrayscale"]
@@ -301,8 +301,8 @@ def test_keras_layers_from_the_config_photometric_only():
 
 
 def test_keras_cv_layers_need_the_extra_or_work_with_it():
-    from imseg.build import augment_layers
     from imseg.errors import ConfigError
+    from imseg.recipe import augment_layers
 
     try:
         import keras_cv  # noqa: F401

@@ -93,7 +93,8 @@ def test_set_overrides_use_yaml_values_and_dotted_keys(tmp_path):
         ),
         ({"augment": {"rotate_range": -5}}, "key 'augment.rotate_range': expected a number >= 0 and <= 180, got -5"),
         ({"augment": {"flip": 1}}, "key 'augment.flip': expected true or false, got 1"),
-        ({"type": "UNet"}, "key 'type': expected one of RefineNet"),
+        ({"type": "UNet"}, "key 'type': expected one of FPN, LightWeightRefineNet, RefineNet, RefineNetCascade"),
+        ({"type": "refinenetcascad"}, "(did you mean 'RefineNetCascade'?)"),
         ({"mixed_precision": "bf16"}, "key 'mixed_precision': expected one of auto, none, mixed_bfloat16"),
         ({"name": "../escape"}, "key 'name': expected a plain folder name"),
         ({"name": ""}, "key 'name': expected a non-empty string"),
@@ -112,8 +113,8 @@ def test_bad_values_name_file_key_and_expectation(tmp_path, change, message):
 
 
 def test_missing_required_key(tmp_path):
-    with pytest.raises(ConfigError, match="c.json: missing required key 'refine_net_blocks'"):
-        load_config(write(tmp_path, {"name": "x", "backbone": "ResNet50"}))
+    with pytest.raises(ConfigError, match="c.json: missing required key 'backbone'"):
+        load_config(write(tmp_path, {"name": "x", "type": "FPN"}))
 
 
 def test_syntax_errors_give_line_and_column(tmp_path):

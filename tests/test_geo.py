@@ -292,7 +292,7 @@ def test_a_scene_without_nodata_gets_no_mask_band(tmp_path):
 def test_rgb_weights_are_adapted_to_four_bands(tmp_path):
     import keras
 
-    from imseg.build import build_refinenet
+    from imseg.build import build_segmenter
     from imseg.config import config_from_dict
 
     donor = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
@@ -303,7 +303,7 @@ def test_rgb_weights_are_adapted_to_four_bands(tmp_path):
         "pretrained": True, "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]],
         "input_shape": [32, 32, 4], "normalization": "auto", "rgb_bands": [3, 2, 1],
     })  # fmt: skip
-    model = build_refinenet(config, ["a:x"])
+    model = build_segmenter(config, ["a:x"])
     kernel, adapted = donor.get_layer("Conv1").kernel.numpy(), model.backbone.get_layer("Conv1").kernel.numpy()
     assert adapted.shape == (3, 3, 4, 16)
     for colour, band in enumerate([3, 2, 1]):  # red to band 3, green to 2, blue to 1; the sum keeps its size

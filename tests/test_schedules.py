@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from helpers import assert_round_trip
-from imseg.build import make_optimizer
 from imseg.config import config_from_dict
+from imseg.recipe import make_optimizer
 from imseg.schedules import WarmupSchedule
 
 PEAK, TOTAL, WARMUP = 0.01, 100, 10

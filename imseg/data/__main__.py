@@ -116,7 +116,7 @@ def main(argv=None):
 
             config = load_config(args.config)
             import_tensorflow()
-            from imseg.build import augment_kwargs
+            from imseg.recipe import augment_kwargs
 
             augment = augment_kwargs(config, args.config)
             if augment is None:

@@ -17,7 +17,7 @@ IGNORED = np.array([128, 128, 128], np.uint8)  # how ignored pixels are drawn
 def show(data_path, split, class_names, count, output, seed=0, columns=4, augment=None):
     """Draw `count` tiles of a split (picked with `seed`) into the PNG `output`; returns how many.
 
-    With `augment` (SegmentationAugment arguments, e.g. `imseg.build.augment_kwargs(config)`), each cell shows
+    With `augment` (SegmentationAugment arguments, e.g. `imseg.recipe.augment_kwargs(config)`), each cell shows
     the tile beside one augmented version of it, as training would see it (draw `seed`); ignored pixels grey.
     """
     pairs = list_split(data_path, split)

@@ -1,4 +1,5 @@
-"""The RefineNet model: shapes, in-graph normalisation, serialisation, and config-driven building."""
+"""The Segmenter: shapes, in-graph normalisation, what the data says as constructor arguments, serialisation,
+the training step, and config-driven building."""
 
 import glob
 import os
@@ -8,13 +9,14 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from helpers import REPO, assert_round_trip
-from imseg.backbones import feature_candidates, preprocess_weights
-from imseg.build import build_model, build_refinenet
+from imseg.build import build_model, build_segmenter
 from imseg.config import config_from_dict, load_config
 from imseg.distribute import make_strategy, resolve_jit
 from imseg.errors import ConfigError
+from imseg.models.backbones import feature_candidates, preprocess_weights
 
 SMALL = {
     "name": "t",
@@ -26,8 +28,8 @@ SMALL = {
 }
 
 
-def small_model(**changes):
-    return build_refinenet(config_from_dict({**SMALL, **changes}), ["a:x", "b:y", "c:z"])
+def small_model(data=None, **changes):
+    return build_segmenter(config_from_dict({**SMALL, **changes}), ["a:x", "b:y", "c:z"], data)
 
 
 def images(n=2, size=32, seed=0):
@@ -54,7 +56,7 @@ def test_logits_stay_float32_under_mixed_precision():
 def test_in_graph_normalisation_equals_keras_preprocess_input(backbone, module):
     import importlib
 
-    from imseg.backbones import preprocess_mode
+    from imseg.models.backbones import preprocess_mode
 
     x = images(2, 8).astype("float32")
     kernel, bias = preprocess_weights(preprocess_mode(backbone))
@@ -63,7 +65,7 @@ def test_in_graph_normalisation_equals_keras_preprocess_input(backbone, module):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
-def test_refinenet_round_trips_through_config_and_keras_file(tmp_path):
+def test_segmenter_round_trips_through_config_and_keras_file(tmp_path):
     model = small_model(augment={"flip": True, "rotate_range": 10})
     loaded = assert_round_trip(model, tmp_path, example=images())
     assert loaded.augment == {
@@ -114,7 +116,7 @@ def test_unknown_layer_lists_the_candidates():
     with pytest.raises(ConfigError) as e:
         small_model(refine_net_blocks=[["block_6_expand_relu", "block_3_expand_out"]])
     message = str(e.value)
-    assert "has no layer 'block_3_expand_out'" in message
+    assert "key 'refine_net_blocks'" in message and "has no layer 'block_3_expand_out'" in message
     assert "block_3_expand_relu (8x8x" in message and "block_1_expand_relu (16x16x" in message
 
 
@@ -125,7 +127,9 @@ def test_resnet_candidates_are_the_stage_outputs():
 
 
 def test_blocks_must_climb_in_resolution():
-    with pytest.raises(ConfigError, match="block 2 input 'block_6_expand_relu' \\(4x4\\) is coarser"):
+    with pytest.raises(
+        ConfigError, match="'refine_net_blocks': block 2 input 'block_6_expand_relu' \\(4x4\\) is coarser"
+    ):
         small_model(refine_net_blocks=[["block_3_expand_relu"], ["block_6_expand_relu"]])
 
 
@@ -160,7 +164,7 @@ def test_backbone_kwargs_are_checked():
 
 def test_too_small_input_is_a_config_error():
     with pytest.raises(ConfigError, match="ResNet50 cannot be built with this config"):
-        build_refinenet(
+        build_segmenter(
             config_from_dict(
                 {
                     **SMALL,
@@ -217,7 +221,7 @@ def test_xla_with_bfloat16_on_cpu_is_refused_with_a_reason():
 
 
 def test_unknown_loss_and_optimizer_suggest_names():
-    from imseg.build import make_loss, make_optimizer
+    from imseg.recipe import make_loss, make_optimizer
 
     with pytest.raises(ConfigError, match="unknown loss 'BinaryCrossEntropy' \\(did you mean 'BinaryCrossentropy'"):
         make_loss(config_from_dict({**SMALL, "loss": "BinaryCrossEntropy"}), ["a"])
@@ -237,10 +241,64 @@ def test_building_leaves_the_global_dtype_policy_alone():
     assert model.get_layer("head").dtype_policy.name == "mixed_bfloat16" and details["precision"] == "mixed_bfloat16"
 
 
-def test_the_private_keras_methods_refinenet_overrides_still_exist():
-    """RefineNet._maybe_symbolic_build works around keras-team/keras#20585 through two private methods of
-    keras.Model; if Keras renames or reshapes them, this fails before multi-worker training silently breaks."""
-    import inspect
+def test_keras_still_averages_a_first_distributed_batch_over_replicas_and_the_segmenter_does_not():
+    """The work-around of keras-team/keras#20585: Keras's own `_maybe_symbolic_build` reduces a first distributed
+    batch across replicas (a collective, which fails across workers); the Segmenter's builds from the local values
+    and exchanges nothing. When Keras stops reducing, the first assertion fails: drop the override then."""
+    strategy = make_strategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        model = small_model()
+        model.compile(optimizer="adam", loss="mse")
+    batches = tf.data.Dataset.from_tensors((images(2).astype("float32"), np.zeros((2, 32, 32, 3), "float32")))
+    distributed = strategy.experimental_distribute_dataset(batches.unbatch().batch(2))
 
-    assert list(inspect.signature(keras.Model._maybe_symbolic_build).parameters) == ["self", "iterator", "data_batch"]
-    assert "data_batch" in inspect.signature(keras.Model._symbolic_build).parameters
+    def first_batch():
+        yield None, None, iter(distributed)
+
+    reduced = []
+    real = strategy.reduce
+    strategy.reduce = lambda *args, **kwargs: reduced.append(args) or real(*args, **kwargs)
+    try:
+        keras.Model._maybe_symbolic_build(model, iterator=first_batch())
+        assert reduced, "Keras no longer reduces the first batch across replicas"
+        reduced.clear()
+        model._maybe_symbolic_build(iterator=first_batch())
+        assert not reduced
+    finally:
+        strategy.reduce = real
+
+
+def test_what_the_data_says_is_built_in_and_the_config_never_changes():
+    from imseg.dataset import DataSummary
+
+    data = DataSummary(bands=None, band_mean=(10.0, 20.0, 30.0), band_std=(2.0, 4.0, 8.0), value_range=(0.0, 1000.0),
+                       class_frequencies=(0.1, 0.2, 0.5), dtype="uint16")  # fmt: skip
+    model = small_model(data, normalization="auto", augment={"flip": True, "multiplier": 0})
+    config = model.get_config()
+    x = images(1).astype("float32")
+    normalised = keras.Model(model.input, model.get_layer("preprocess").output)(x)
+    np.testing.assert_allclose(normalised, (x - [10.0, 20.0, 30.0]) / [2.0, 4.0, 8.0], rtol=1e-5, atol=1e-5)
+    p = np.array([0.1, 0.2, 0.5])
+    np.testing.assert_allclose(model.get_layer("head").bias.numpy(), np.log(p / (1 - p)), rtol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0)[0, 0, 0], np.log(p / (1 - p)), rtol=1e-5)  # zero kernel
+    assert model.augmenter.value_range == (0.0, 1000.0)
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x, np.zeros((1, 32, 32, 3)), verbose=0)
+    assert model.get_config() == config
+
+
+def test_the_refinenet_decoder_is_the_network_earlier_imseg_saved():
+    """The AIR RefineNet built today from the config of a best.keras written before the open model takes that
+    file's weights one for one and predicts what it predicted then."""
+    import json
+
+    legacy = os.path.join(REPO, "tests", "data", "legacy")
+    config = config_from_dict(json.load(open(os.path.join(legacy, "multiclass_auto.json"))))
+    expected = np.load(os.path.join(legacy, "expected.npz"))
+    saved = keras.models.load_model(os.path.join(legacy, "multiclass_auto.keras"), compile=False)
+    model = build_segmenter(config, ["building:hospital", "building:other", "building:parking", "highway:other",
+                                     "highway:roads", "background"]).inference_model()  # fmt: skip
+    assert [layer.name for layer in model.layers] == [layer.name for layer in saved.layers]
+    model.set_weights(saved.get_weights())
+    np.testing.assert_allclose(model.predict(expected["images"], verbose=0), expected["multiclass_auto_logits"],
+                               atol=1e-5)  # fmt: skip

@@ -1,0 +1,1 @@
+"""imseg's decoders, one module each, registered by name in `imseg.models.registry`."""

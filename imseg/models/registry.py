@@ -1,0 +1,51 @@
+"""Decoders by name: the `type` of a config.
+
+A decoder is a function `decoder(features, **options)` that takes the backbone's feature maps —
+`{"P2": stride 4, "P3": stride 8, "P4": stride 16, "P5": stride 32}` as keras-hub names pyramid levels, or
+backbone layer names where a config lists them — and returns one feature map (any stride, any width) built
+from Keras layers; the Segmenter puts the per-class head and the upsampling to the input on top. Register one
+with `@register_decoder("Name")` (README, "Adding a decoder"). imseg's own decoders are imported when first
+asked for, so naming them costs no TensorFlow import.
+"""
+
+import importlib
+
+from imseg.errors import did_you_mean
+
+BUILT_IN = {
+    "RefineNet": "imseg.models.decoders.refinenet",
+    "RefineNetCascade": "imseg.models.decoders.refinenet_cascade",
+    "LightWeightRefineNet": "imseg.models.decoders.light_weight_refinenet",
+    "FPN": "imseg.models.decoders.fpn",
+}
+_DECODERS = {}
+
+
+def register_decoder(name):
+    """Register the decorated function as the decoder `name` (the config's `type`); returns it unchanged."""
+
+    def register(fn):
+        _DECODERS[name] = fn
+        return fn
+
+    return register
+
+
+def decoder_names():
+    return sorted(set(BUILT_IN) | set(_DECODERS))
+
+
+def canonical_name(name):
+    """The registered spelling of `name` (any case), or None."""
+    return next((known for known in decoder_names() if known.lower() == str(name).lower()), None)
+
+
+def get_decoder(name):
+    """The decoder function registered as `name` (any case); a ValueError lists the known ones."""
+    known = canonical_name(name)
+    if known is None:
+        names = decoder_names()
+        raise ValueError(f"unknown decoder '{name}'{did_you_mean(name, names)}; choose one of: {', '.join(names)}")
+    if known not in _DECODERS:
+        importlib.import_module(BUILT_IN[known])
+    return _DECODERS[known]
