@@ -1,7 +1,7 @@
 """The seed RefineNet (ResNet50, 224 px) on a GPU with Keras's JAX backend, printing JSON lines.
 
 The lent GPU machines have no TensorFlow (and its wheel is too large to carry there), so this measures
-imseg's network -- the same `imseg.blocks.refinenet_graph` on the same backbone -- trained and run by
+imseg's network -- the same `imseg.models.network.segmentation_graph` on the same backbone -- trained and run by
 Keras on JAX (always XLA-compiled). It does not run imseg's TensorFlow `train_step` (augmentation,
 metrics); see docs/performance.md.
 
@@ -29,19 +29,25 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from run import emit, model_flops, spread  # noqa: E402
 
-from imseg.backbones import preprocess_weights  # noqa: E402
-from imseg.blocks import refinenet_graph  # noqa: E402
+from imseg.models.backbones import STRIDES, feature_extractor, pyramid  # noqa: E402
+from imseg.models.network import segmentation_graph  # noqa: E402
 
 BLOCKS = [["conv5_block3_out", "conv4_block6_out"], ["conv3_block4_out", "conv2_block3_out"]]
 PEAK = {"float32": 495e12, "mixed_bfloat16": 989e12}  # H100 SXM dense tensor cores: TF32 (JAX default for f32) / BF16
 
 
-def build(precision, size):
+def build(precision, size, decoder="RefineNet"):
+    """The seed's RefineNet on ResNet50 (or `decoder` on ResNet50's pyramid), compiled for XLA."""
     keras.mixed_precision.set_global_policy(precision)
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
-    image, logits, _ = refinenet_graph(backbone, BLOCKS, 1, "caffe")
+    if decoder == "RefineNet":
+        names, options = [n for block in BLOCKS for n in block], {"blocks": BLOCKS}
+        keys = names
+    else:
+        levels = pyramid(backbone, "resnet")
+        keys, names, options = list(STRIDES), [levels[k] for k in STRIDES], {}
+    image, logits = segmentation_graph(feature_extractor(backbone, names), keys, 1, decoder, options, "caffe")
     model = keras.Model(image, logits)
-    model.get_layer("preprocess").set_weights(preprocess_weights("caffe"))
     model.compile(
         optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.BinaryCrossentropy(from_logits=True), jit_compile=True
     )
@@ -81,7 +87,7 @@ def timed(run, images, repeats):
 
 
 def bench(precision, batch, args, rng):
-    model = build(precision, args.size)
+    model = build(precision, args.size, args.decoder)
     flops = model_flops(model)
     n = batch * args.steps
     x = rng.integers(0, 255, (n, args.size, args.size, 3)).astype("float32")
@@ -112,6 +118,7 @@ def bench(precision, batch, args, rng):
         rate, spread_ = timed(run, n, args.repeats)
         train_flops = 3 * flops * rate  # forward + backward (about twice the forward)
         emit("gpu.train.images_per_s", rate, "images/s", precision=precision, batch=batch, size=args.size, feed=feed,
+             decoder=args.decoder,
              gflops_per_image_forward=round(flops / 1e9, 2), achieved_tflops=round(train_flops / 1e12, 3),
              fraction_of_peak=round(train_flops / PEAK[precision], 3), spread=spread_)  # fmt: skip
     rate, spread_ = timed(lambda: model.predict(x, batch_size=batch, verbose=0), n, args.repeats)
@@ -134,6 +141,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=positive, default=30, help="training steps per timed repeat (default 30)")
     parser.add_argument("--repeats", type=positive, default=3)
     parser.add_argument("--size", type=positive, default=224)
+    parser.add_argument(
+        "--decoder", default="RefineNet", help="the decoder on ResNet50 (default: the seed's RefineNet)"
+    )
     args = parser.parse_args(argv)
     device = jax.devices()[0]
     emit("context", 0, "", device=str(device.device_kind), backend="jax", jax=jax.__version__, keras=keras.__version__)

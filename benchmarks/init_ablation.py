@@ -34,10 +34,10 @@ def run_variant(variant, steps, data):
     import keras
     import numpy as np
 
-    from imseg.build import build_model, set_head_priors
+    from imseg.build import build_model
     from imseg.callbacks import find_segmentation_metrics
     from imseg.config import load_config
-    from imseg.dataset import class_frequencies, load_split, make_dataset
+    from imseg.dataset import load_split, make_dataset, summarize
 
     flags = set(variant.split("+"))
     sets = ["pretrained=false", "batch_size=8", "classes=[road:other]", "benchmark_class=road:other",
@@ -45,9 +45,8 @@ def run_variant(variant, steps, data):
     if "lr3" in flags:
         sets.append("optimizer_kwargs.learning_rate=0.001")
     config = load_config(os.path.join(REPO, "configs", "refine_net_224_pretrained.json"), sets)
-    model, _ = build_model(config, ["road:other"])
     train = load_split(data, "train", 1, log=lambda m: None)
-    set_head_priors(model, class_frequencies(train, [0]), "multilabel")
+    model, _ = build_model(config, ["road:other"], data=summarize(train, [0]))
     glorot = keras.initializers.GlorotUniform(seed=0)
     for layer in model.layers:  # undo the zero starts this variant does not keep
         if not isinstance(layer, keras.layers.Conv2D) or np.any(layer.kernel.numpy()):

@@ -374,28 +374,36 @@ def bench_memory(quick):
 
 def _seed_graph_model(precision):
     """The graph the old ImSeg code ran: its MRF took the raw backbone features and its RCU outputs were
-    computed but never used (so TensorFlow pruned them); otherwise the same blocks, widths and head."""
+    computed but never used (so TensorFlow pruned them); otherwise the same blocks, widths and head. Built as a
+    decoder of its own, through imseg's one extension point."""
     import keras
 
     import imseg.blocks as blocks
     from imseg.distribute import make_strategy
+    from imseg.models import register_decoder
+    from imseg.models.backbones import feature_extractor
+    from imseg.models.network import segmentation_graph
 
-    def seed_block(inputs, reduce_channel_scale=4, rcu_kwargs=None, mrf_kwargs=None, crp_kwargs=None, name="refine"):
-        width = min(x.shape[-1] for x in inputs) // reduce_channel_scale
-        y = blocks.multi_resolution_fusion(inputs, width, name=f"{name}_mrf") if len(inputs) > 1 else inputs[0]
-        y = blocks.chained_residual_pooling(y, width, name=f"{name}_crp")
-        return blocks.residual_conv_unit(y, width, name=f"{name}_out")
+    @register_decoder("AIRImSegGraph")
+    def old_graph(features, blocks_of_names):
+        y = None
+        for i, block in enumerate(blocks_of_names, start=1):
+            inputs = ([y] if y is not None else []) + [features[n] for n in block]
+            width = min(x.shape[-1] for x in inputs) // 4
+            y = blocks.multi_resolution_fusion(inputs, width, name=f"refine{i}_mrf") if len(inputs) > 1 else inputs[0]
+            y = blocks.chained_residual_pooling(y, width, name=f"refine{i}_crp")
+            y = blocks.residual_conv_unit(y, width, name=f"refine{i}_out")
+        return y
 
     keras.mixed_precision.set_global_policy("float32" if precision == "none" else "mixed_bfloat16")
-    real, blocks.refine_block = blocks.refine_block, seed_block
-    try:
-        with make_strategy().scope():
-            backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
-            image, logits, _ = blocks.refinenet_graph(backbone, SEED_CONFIG["refine_net_blocks"], 1, "caffe")
-            model = keras.Model(image, logits)
-            model.compile(keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True))
-    finally:
-        blocks.refine_block = real
+    layers = SEED_CONFIG["refine_net_blocks"]
+    names = [n for block in layers for n in block]
+    with make_strategy().scope():
+        backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(224, 224, 3))
+        image, logits = segmentation_graph(feature_extractor(backbone, names), names, 1, "AIRImSegGraph",
+                                           {"blocks_of_names": layers}, "caffe")  # fmt: skip
+        model = keras.Model(image, logits)
+        model.compile(keras.optimizers.Adam(1e-4), keras.losses.BinaryCrossentropy(from_logits=True))
     return model
 
 

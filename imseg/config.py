@@ -445,6 +445,8 @@ def _build(cls, data, prefix, source, overridden=frozenset()):
         elif name in data:
             try:
                 values[name] = f.metadata["check"](data[name])
+            except ConfigError:
+                raise
             except ValueError as e:
                 where = f"--set {key}" if key in overridden else f"{source}: key '{key}'"
                 raise ConfigError(f"{where}: {e}, got {json.dumps(data[name])}") from None

@@ -37,6 +37,10 @@ imseg_setup() {
         echo "imseg: installing imseg into $venv failed (see pip's message above)" >&2
         return 1
     }
+    if [ "${IMSEG_NEED_TESTS:-0}" = 1 ]; then
+        # keras-hub without its tensorflow-text requirement, which would add a second TensorFlow (setup.cfg)
+        "$venv/bin/python" -m pip install --quiet --no-deps keras-hub==0.32.0 >&2 || return 1
+    fi
     echo "$stamp" >"$venv/.imseg-stamp"
     export IMSEG_PYTHON="$venv/bin/python"
 }

@@ -22,3 +22,13 @@ def test_readme_documents_every_public_name():
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     for name in imseg.__all__:
         assert f"`{name}" in readme or f"imseg.{name}" in readme, name
+
+
+def test_the_environment_holds_one_tensorflow():
+    """keras-hub's tensorflow-text requires the full `tensorflow`; installed as the README says (keras-hub without
+    dependencies), the environment keeps the one TensorFlow build imseg was installed with."""
+    from importlib import metadata
+
+    builds = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tf-nightly"}
+    installed = {d.metadata["Name"].lower().replace("_", "-") for d in metadata.distributions()}
+    assert len(builds & installed) == 1, builds & installed

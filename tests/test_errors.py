@@ -177,6 +177,12 @@ def offline(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", fail)
 
 
+def pyramid_decoder(c, decoder, **changes):
+    """A decoder that reads the backbone's pyramid (refine_net_blocks are RefineNet's)."""
+    c.config.pop("refine_net_blocks")
+    c.config.update(type=decoder, **changes)
+
+
 def tiny_model(path, classes):
     inputs = keras.Input((32, 32, 3))
     keras.Model(inputs, keras.layers.Conv2D(classes, 1)(inputs)).save(path)
@@ -210,6 +216,26 @@ SCENARIOS = {
     "layer": lambda c, m: c.config.update(RESNET, refine_net_blocks=[["conv5_block3_output"]]),
     "layer-order": lambda c, m: c.config.update(RESNET, refine_net_blocks=[["conv4_block6_out"], ["conv5_block3_out"]]),
     "input-too-small": lambda c, m: c.config.update(RESNET, input_shape=[16, 16, 3]),
+    "decoder-unknown": lambda c, m: c.config.update(type="RefineNetCascad"),
+    "decoder-option": lambda c, m: pyramid_decoder(c, "FPN", decoder_kwargs={"channels": 64}),
+    "decoder-value": lambda c, m: pyramid_decoder(c, "FPN", decoder_kwargs={"groups": 5}),
+    "blocks-for-decoder": lambda c, m: c.config.update(type="FPN"),
+    "refine-net-kwargs-for-decoder": lambda c, m: pyramid_decoder(
+        c, "LightWeightRefineNet", refine_net_kwargs={"reduce_channel_scale": 2}
+    ),
+    "decoder-kwargs-for-refinenet": lambda c, m: c.config.update(decoder_kwargs={"filters": 8}),
+    "pyramid-missing": lambda c, m: pyramid_decoder(
+        c, "FPN", backbone="InceptionV3", backbone_kwargs={}, input_shape=[96, 96, 3]
+    ),  # fmt: skip
+    "keras-hub-missing": lambda c, m: (
+        m.setitem(__import__("sys").modules, "keras_hub", None),
+        pyramid_decoder(c, "FPN", backbone="keras_hub:resnet_50_imagenet", backbone_kwargs={}),
+    ),
+    "keras-hub-preset": lambda c, m: (
+        pytest.importorskip("keras_hub"),
+        pyramid_decoder(c, "FPN", backbone=f"keras_hub:{c.T}", backbone_kwargs={}),
+    ),
+    "plugin-missing": lambda c, m: m.setenv("IMSEG_PLUGINS", "no_such_module"),
     "name-path": lambda c, m: c.config.update(name="../x"),
     "name-empty": lambda c, m: c.config.update(name=""),
     "data-missing": lambda c, m: setattr(c, "D", c.T),

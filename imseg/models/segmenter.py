@@ -12,12 +12,11 @@ import contextlib
 import json
 
 import keras
-from keras import layers, ops
+from keras import ops
 
 from imseg.augment import SegmentationAugment
 from imseg.distribute import draw_index, local_batch, per_worker_logs
-from imseg.models.backbones import preprocess_weights
-from imseg.models.registry import get_decoder
+from imseg.models.network import segmentation_graph
 
 
 @keras.saving.register_keras_serializable(package="imseg")
@@ -72,20 +71,8 @@ class Segmenter(keras.Model):
     ):
         feature_keys = [str(key) for key in feature_keys]
         decoder_kwargs = dict(decoder_kwargs or {})
-        bands = backbone.input_shape[-1]
-        kernel, bias = preprocess_weights(normalization, bands)
-        image = keras.Input(shape=tuple(backbone.input_shape[1:]), name="image")
-        x = layers.Conv2D(bands, 1, trainable=False, dtype="float32", name="preprocess",
-                          kernel_initializer=keras.initializers.Constant(kernel),
-                          bias_initializer=keras.initializers.Constant(bias))(image)  # fmt: skip
-        maps = backbone(x)
-        features = dict(zip(feature_keys, maps if isinstance(maps, (list, tuple)) else [maps]))
-        y = get_decoder(decoder)(features, **decoder_kwargs)
-        # A zero kernel: the first logits are the bias, the class prior when given.
-        prior = keras.initializers.Constant(head_bias) if head_bias else "zeros"
-        y = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", bias_initializer=prior, name="head")(y)
-        y = layers.Resizing(*image.shape[1:3], interpolation="bilinear", name="head_upsample")(y)
-        logits = layers.Activation("linear", dtype="float32", name="logits")(y)
+        image, logits = segmentation_graph(backbone, feature_keys, num_classes, decoder, decoder_kwargs,
+                                           normalization, head_bias)  # fmt: skip
         super().__init__(inputs=image, outputs=logits, **kwargs)
 
         self.backbone = backbone
