@@ -209,6 +209,18 @@ def test_seed_configs_build(path):
     assert details["replicas"] == 1
 
 
+MODEL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*")) if "colors" not in p)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=os.path.basename)
+def test_every_shipped_config_builds_its_model(path):
+    config = load_config(path, ["pretrained=false"])
+    model, _ = build_model(config, ["a:x", "b:y"])
+    assert model.output.shape == (None, *config.input_shape[:2], 2)
+    assert model.decoder == config.type
+
+
 def test_xla_is_off_on_cpu_and_across_replicas():
     assert resolve_jit("auto", make_strategy()) is False
     assert resolve_jit("auto", make_strategy(["/cpu:0", "/cpu:1"])) is False

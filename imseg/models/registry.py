@@ -14,13 +14,13 @@ import os
 
 from imseg.errors import ConfigError, did_you_mean
 
-BUILT_IN = {
-    "RefineNet": "imseg.models.decoders.refinenet",
-    "RefineNetCascade": "imseg.models.decoders.refinenet_cascade",
-    "LightWeightRefineNet": "imseg.models.decoders.light_weight_refinenet",
-    "FPN": "imseg.models.decoders.fpn",
+BUILT_IN = {  # name -> (module, function)
+    "RefineNet": ("imseg.models.decoders.refinenet", "refinenet"),
+    "RefineNetCascade": ("imseg.models.decoders.refinenet_cascade", "refinenet_cascade"),
+    "LightWeightRefineNet": ("imseg.models.decoders.light_weight_refinenet", "light_weight_refinenet"),
+    "FPN": ("imseg.models.decoders.fpn", "fpn"),
 }
-DECODERS = {}  # name -> decoder function: the registry (imseg's own join it when first asked for)
+DECODERS = {}  # name -> decoder function: the registry (imseg's own join it when their module is imported)
 _PLUGINS_LOADED = set()
 
 
@@ -63,6 +63,7 @@ def get_decoder(name):
     if known is None:
         names = decoder_names()
         raise ValueError(f"unknown decoder '{name}'{did_you_mean(name, names)}; choose one of: {', '.join(names)}")
-    if known not in DECODERS:
-        importlib.import_module(BUILT_IN[known])
-    return DECODERS[known]
+    if known in DECODERS:
+        return DECODERS[known]
+    module, function = BUILT_IN[known]
+    return getattr(importlib.import_module(module), function)
