@@ -54,7 +54,7 @@ def emit(metric, value, unit, **context):
 def overrides(run, seed, epochs, extra):
     """The --set values of a run "Decoder:Backbone" (":AIR" after the backbone: the Dubai config's own blocks)."""
     decoder, backbone, *flags = run.split(":")
-    keys = {**BACKBONES[backbone], **DECODERS[decoder], "refine_net_blocks": None}
+    keys = {**BACKBONES[backbone], "refine_net_blocks": None, "refine_net_kwargs": {}, **DECODERS[decoder]}
     if "AIR" in flags:
         keys.update(AIR_DUBAI)
     keys.update(name=run.replace(":", "-") + f"-s{seed}", seed=seed, epochs=epochs)

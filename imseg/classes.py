@@ -8,9 +8,19 @@ from imseg.tasks import BACKGROUND
 
 
 def default_classes_path(data_path):
-    """./classes.json as in AIR ImSeg; else the one `imseg-data convert` writes beside the dataset."""
-    beside = os.path.join(data_path, "classes.json")
-    return beside if not os.path.exists("classes.json") and os.path.exists(beside) else "classes.json"
+    """The classes file when none is given: the dataset's own `D/classes.json` (as `imseg-data convert` writes
+    it), else ./classes.json as in AIR ImSeg. When both exist and list different classes, neither silently
+    wins: a ConfigError names both."""
+    here, beside = "classes.json", os.path.join(data_path, "classes.json")
+    if not os.path.exists(beside):
+        return here
+    if os.path.exists(here) and not os.path.samefile(here, beside):
+        if load_class_names(here) != load_class_names(beside):
+            raise ConfigError(
+                f"{os.path.abspath(here)} and {beside} both exist and list different classes; pass --classes-path "
+                "to choose one"
+            )
+    return beside
 
 
 def load_class_names(path: str) -> list:
@@ -43,14 +53,15 @@ def load_class_names(path: str) -> list:
     return sorted(names)
 
 
-def select_classes(config, all_names, source):
-    """Return (names, channel indices) of the classes the config trains on, validating benchmark_class."""
+def select_classes(config, all_names, source, classes_path="classes.json"):
+    """Return (names, channel indices) of the classes the config trains on, validating benchmark_class;
+    `classes_path` is where `all_names` came from, for the messages."""
     names = list(config.classes) or list(all_names)
     for name in names:
         if name not in all_names:
             raise ConfigError(
                 f"{source}: key 'classes': unknown class '{name}'{did_you_mean(name, all_names)}; "
-                f"classes.json has: {', '.join(all_names)}"
+                f"{classes_path} has: {', '.join(all_names)}"
             )
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -105,6 +105,12 @@ def _loss(v):
     return tuple(items)
 
 
+def _positive_fraction(v):
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1):
+        raise ValueError("expected a number in (0, 1] (0 would stop training at the first milestone)")
+    return float(v)
+
+
 def _epochs_list(v):
     if not (isinstance(v, list) and all(_is_int(e) and e >= 1 for e in v) and v == sorted(set(v))):
         raise ValueError("expected a rising list of epochs >= 1, e.g. [30, 60]")
@@ -322,7 +328,7 @@ class LRScheduleConfig:
     final_fraction: float = _field(0.0, _number(0, 1), "cosine/poly: the last step's rate as a fraction of the peak")
     power: float = _field(0.9, _number(0), "poly: exponent of (1 - progress)")
     milestones: tuple = _field((), _epochs_list, "step: epochs after which the rate is multiplied by gamma")
-    gamma: float = _field(0.1, _number(0, 1), "step: the factor at each milestone")
+    gamma: float = _field(0.1, _positive_fraction, "step: the factor at each milestone, in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -433,7 +439,7 @@ def _build(cls, data, prefix, source, overridden=frozenset()):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            where = "--set" if prefix + key in overridden else source
+            where = "--set" if _from_set(prefix + key, overridden) else source
             raise ConfigError(
                 f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, fields)}; allowed: {', '.join(sorted(fields))}"
             )
@@ -448,11 +454,16 @@ def _build(cls, data, prefix, source, overridden=frozenset()):
             except ConfigError:
                 raise
             except ValueError as e:
-                where = f"--set {key}" if key in overridden else f"{source}: key '{key}'"
+                where = f"--set {key}" if _from_set(key, overridden) else f"{source}: key '{key}'"
                 raise ConfigError(f"{where}: {e}, got {json.dumps(data[name])}") from None
         elif f.default is REQUIRED:
             raise ConfigError(f"{source}: missing required key '{key}' ({f.metadata['doc']})")
     return cls(**values)
+
+
+def _from_set(key, overridden):
+    """Whether the dotted `key` came from a --set (itself, or inside a value a --set gave)."""
+    return any(key == o or key.startswith(o + ".") for o in overridden)
 
 
 def parse_file(path):
@@ -466,19 +477,41 @@ def parse_file(path):
         raise ConfigError(f"{path}: cannot read: {e}") from None
     if str(path).lower().endswith((".yaml", ".yml")):
         try:
-            return yaml.load(text, Loader=_YamlLoader)
+            return _load_yaml(text, path)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             raise ConfigError(f"{path}: invalid YAML: {where}{getattr(e, 'problem', None) or e}") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, path))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: invalid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
+def _unique(pairs, path):
+    """A JSON object's pairs as a dict; a key given twice is an error (json would keep the last silently)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"{path}: key '{key}' is given twice (the last would silently win); keep one")
+        seen[key] = value
+    return seen
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """YAML as people write it: `1e-4` is a number (PyYAML's YAML 1.1 rules read it as a string)."""
+    """YAML as people write it: `1e-4` is a number (PyYAML's YAML 1.1 rules read it as a string), and a key
+    given twice in one mapping is an error (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise ConfigError(f"{self.name}: key '{key}' is given twice, on lines {lines[key]} and {line} "
+                                  "(the last would silently win); keep one")  # fmt: skip
+            lines[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -492,9 +525,18 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def _load_yaml(text, name):
+    loader = _YamlLoader(text)
+    loader.name = os.fspath(name)  # what a duplicate key's message names
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def yaml_value(text):
     """One value in YAML syntax, as `--set` and config files read it."""
-    return yaml.load(text, Loader=_YamlLoader)
+    return _load_yaml(text, "--set")
 
 
 def apply_overrides(data, overrides):

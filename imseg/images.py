@@ -136,8 +136,11 @@ def write_image(path, array, georef=None):
     CRS and transform when given), PNG otherwise."""
     ext = os.path.splitext(path)[1].lower()
     if ext in GEOTIFF:
+        # Every band is data (the source's alpha is never in a tile): without MINISBLACK, GDAL tags the 4th band
+        # of an 8-bit image alpha, and an RGB+NIR tile would be read back as RGB.
         profile = {"driver": "GTiff", "height": array.shape[0], "width": array.shape[1], "count": array.shape[2],
-                   "dtype": array.dtype.name, "compress": "deflate", **(georef or {})}  # fmt: skip
+                   "dtype": array.dtype.name, "compress": "deflate", "photometric": "MINISBLACK",
+                   **(georef or {})}  # fmt: skip
         with _rasterio().open(path, "w", **profile) as dst:
             dst.write(np.moveaxis(array, -1, 0))
         return

@@ -121,8 +121,12 @@ def load_predictor(model_path=None, config_path=None, data_path=None, classes_pa
     record = read_metadata(model_path) or _best_json(model_path) or {}
     trained = record.get("classes")
     if config is not None:
-        all_names = load_class_names(classes_path or default_classes_path(data_path or "."))
-        classes = output_names(config, select_classes(config, all_names, config_path)[0])
+        if config.classes and not classes_path:  # a run's config.json names its classes: no classes file needed
+            selected = list(config.classes)
+        else:
+            classes_path = classes_path or default_classes_path(data_path or ".")
+            selected = select_classes(config, load_class_names(classes_path), config_path, classes_path)[0]
+        classes = output_names(config, selected)
         if trained and trained != classes:
             raise ConfigError(f"{model_path}: trained on classes {trained}, but {config_path} selects {classes}")
         settings = {
@@ -204,8 +208,10 @@ def predict_split(
     from imseg.outputs import RunPaths, output_folder
 
     config, names, model = predictor.config, list(predictor.classes), predictor.model
-    all_names = load_class_names(classes_path or default_classes_path(data_path))
-    indices = select_classes(config, all_names, "config")[1]
+    classes_path = classes_path or default_classes_path(data_path)
+    all_names = load_class_names(classes_path)
+    indices = select_classes(config, all_names, "config", classes_path)[1]
+    log(f"imseg: classes from {classes_path}: {', '.join(all_names)}")
     entries = list_split(data_path, split)
     out = os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
     with output_folder(out, "imseg-infer"):

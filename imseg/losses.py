@@ -34,6 +34,18 @@ def _scale_for_replicas(value):
     return value
 
 
+def _number(name, value, low=0.0, high=None, high_open=False, optional=False):
+    """`value` as a float, or a ValueError naming the argument and what it must be."""
+    if optional and value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    inside = number and value >= low and (high is None or (value < high if high_open else value <= high))
+    if not inside:
+        span = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number {span}{' or null' if optional else ''}, got {value!r}")
+    return float(value)
+
+
 def _per_class(weights):
     """A list of K numbers (or None) as a float32 tensor."""
     return None if weights is None else ops.convert_to_tensor(weights, "float32")
@@ -113,8 +125,7 @@ class CrossEntropy(SegmentationLoss):
         super().__init__(task=task, name=name, **kwargs)
         if pos_weight is not None and task != "multilabel":
             raise ValueError("pos_weight is for task multilabel; use class_weights with multiclass")
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        _number("label_smoothing", label_smoothing, 0, 1, high_open=True)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.pos_weight = (
             pos_weight if pos_weight is None or isinstance(pos_weight, (int, float)) else [float(w) for w in pos_weight]
@@ -158,12 +169,8 @@ class Focal(SegmentationLoss):
 
     def __init__(self, task="multilabel", alpha=None, gamma=2.0, name="focal", **kwargs):
         super().__init__(task=task, name=name, **kwargs)
-        if alpha is not None and not 0 <= alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1] or null, got {alpha}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
-        self.alpha = None if alpha is None else float(alpha)
-        self.gamma = float(gamma)
+        self.alpha = _number("alpha", alpha, 0, 1, optional=True)
+        self.gamma = _number("gamma", gamma)
 
     def compute(self, y_true, logits, weight):
         if self.task == "multiclass":
@@ -189,9 +196,7 @@ class _RegionLoss(SegmentationLoss):
 
     def __init__(self, task="multilabel", smooth=1.0, name=None, **kwargs):
         super().__init__(task=task, name=name, **kwargs)
-        if smooth < 0:
-            raise ValueError(f"smooth must be >= 0, got {smooth}")
-        self.smooth = float(smooth)
+        self.smooth = _number("smooth", smooth)
 
     def compute(self, y_true, logits, weight):
         p = self.probabilities(logits)
@@ -241,9 +246,10 @@ class Tversky(_RegionLoss):
 
     def __init__(self, task="multilabel", alpha=0.5, beta=0.5, smooth=1.0, name="tversky", **kwargs):
         super().__init__(task=task, smooth=smooth, name=name, **kwargs)
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"alpha and beta must be >= 0, got {alpha} and {beta}")
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha, self.beta = _number("alpha", alpha), _number("beta", beta)
+        if self.alpha + self.beta == 0:
+            raise ValueError("alpha and beta are both 0: the score is TP / TP, 1 whatever the prediction (the loss "
+                             "trains nothing); give beta > 0 (recall) or alpha > 0 (precision)")  # fmt: skip
 
     def score(self, tp, fp, fn):
         return tp, tp + self.alpha * fp + self.beta * fn

@@ -16,6 +16,41 @@ from imseg.losses import LOSSES, WeightedSum
 from imseg.schedules import WarmupSchedule
 
 
+def accepted_arguments(cls):
+    """(every keyword argument `cls(...)` accepts, those it requires): its own `__init__`'s and, where that passes
+    `**kwargs` on, its base classes' (as Keras layers, losses and optimizers do)."""
+    names, required = [], []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        parameters = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]
+        for p in parameters:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
+                names.append(p.name)
+                if klass is cls and p.default is p.empty:
+                    required.append(p.name)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names, required
+
+
+def check_arguments(cls, kwargs, key, source, also=(), given=()):
+    """A ConfigError naming `key.<argument>` for an argument `cls` does not take (with a suggestion among its
+    arguments and `also`, the other keys allowed where they are written), or `key` for one it needs; `given` are
+    arguments imseg passes itself."""
+    accepted, required = accepted_arguments(cls)
+    accepted = [name for name in accepted if name not in given]
+    for name in kwargs:
+        if name not in accepted:
+            raise ConfigError(
+                f"{source}: key '{key}.{name}': {cls.__name__} has no such argument"
+                f"{did_you_mean(name, [*accepted, *also])}; it takes: {', '.join(accepted)}"
+            )
+    missing = [name for name in required if name not in kwargs and name not in given]
+    if missing:
+        raise ConfigError(f"{source}: key '{key}': {cls.__name__} needs the argument '{missing[0]}'")
+
+
 def _resolve_optimizer(name, kwargs, source):
     """A Keras optimizer from its name (class or alias, any case) and keyword arguments."""
     try:
@@ -30,6 +65,7 @@ def _resolve_optimizer(name, kwargs, source):
         )
         raise ConfigError(f"{source}: key 'optimizer': unknown optimizer '{name}'{did_you_mean(name, known)}")
     factory = obj if inspect.isclass(obj) else type(obj)
+    check_arguments(factory, kwargs, "optimizer_kwargs", source)
     try:
         return factory(**kwargs)
     except (TypeError, ValueError) as e:
@@ -99,6 +135,7 @@ def make_loss(config, class_names, source="config"):
         args_key = "loss_kwargs" if key == "loss" else key
         if "task" in item:
             raise ConfigError(f"{source}: key '{args_key}.task': not allowed; the loss follows the top-level 'task'")
+        check_arguments(cls, item, args_key, source, also=("name", "weight") if key != "loss" else (), given=("task",))
         for per_class in ("class_weights", "pos_weight"):
             if per_class in item:
                 item[per_class] = _per_class_values(item[per_class], class_names, source, f"{args_key}.{per_class}")
@@ -127,11 +164,15 @@ def _per_class_values(value, class_names, source, key):
                 f"{did_you_mean(unknown[0], class_names)}; classes: {', '.join(class_names)}"
             )
         value = [value.get(c, 1.0) for c in class_names]
-    if not (isinstance(value, list) and len(value) == len(class_names) and all(number(v) for v in value)):
+    # A list in the file is a tuple in the frozen config.
+    if not (isinstance(value, (list, tuple)) and len(value) == len(class_names) and all(number(v) for v in value)):
         raise ConfigError(
             f"{source}: key '{key}': expected a number >= 0, a list of {len(class_names)} "
             f"(one per class: {', '.join(class_names)}) or a mapping of class to number"
         )
+    if not any(value):
+        raise ConfigError(f"{source}: key '{key}': every class weighs 0, so the loss trains nothing; give at least one "
+                          "class a weight > 0")  # fmt: skip
     return [float(v) for v in value]
 
 
@@ -139,6 +180,9 @@ def make_optimizer(config, steps_per_epoch=None, source="config"):
     """The configured optimizer, its learning rate following `lr_schedule` over `epochs * steps_per_epoch` steps."""
     kwargs = dict(config.optimizer_kwargs)
     _check_optimizer_values(kwargs, source)
+    # 1 and 1.0 alike: Keras refuses an integer learning rate (its variable would be an integer).
+    kwargs = {k: float(v) if k in _OPTIMIZER_RANGES and isinstance(v, int) and not isinstance(v, bool) else v
+              for k, v in kwargs.items()}  # fmt: skip
     schedule = config.lr_schedule
     if config.gradient_clip_norm is not None:
         kwargs["global_clipnorm"] = config.gradient_clip_norm
@@ -200,6 +244,7 @@ def augment_layers(specs, source="config"):
                 "follow it; use imseg's flip, rotate90, rotate_range and scale_range for geometry, and "
                 "keras layers that only change pixel values here"
             )
+        check_arguments(cls, kwargs, key, source, also=("name",))
         try:
             made.append(cls(**kwargs))
         except (TypeError, ValueError) as e:

@@ -120,8 +120,10 @@ def prepare(options, strategy=None):
     data_path = options.data_path
     config = load_config(options.config_path, options.overrides)
     source = options.config_path
-    all_names = load_class_names(options.classes_path or default_classes_path(data_path))
-    names, indices = select_classes(config, all_names, source)
+    classes_path = options.classes_path or default_classes_path(data_path)
+    all_names = load_class_names(classes_path)
+    names, indices = select_classes(config, all_names, source, classes_path)
+    log(f"imseg: classes from {classes_path}: {', '.join(all_names)}")
     if os.path.isfile(data_path):
         raise ConfigError(f"{data_path}: --data-path names a file; give the dataset's root folder (it holds im_seg/)")
     if not os.path.isdir(os.path.join(data_path, "im_seg")):
@@ -146,6 +148,12 @@ def prepare(options, strategy=None):
 
     steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
     check_model(config, output_names(config, names), source, steps_per_epoch)  # before the data is cached
+    schedule = config.lr_schedule
+    warmup = schedule.warmup_steps or round(schedule.warmup_epochs * steps_per_epoch)
+    if warmup >= config.epochs * steps_per_epoch:
+        log(f"imseg: warning: the learning-rate warm-up ({warmup} steps) is not shorter than the run "
+            f"({config.epochs * steps_per_epoch} steps): the rate never reaches its peak; shorten "
+            "lr_schedule.warmup_epochs (or warmup_steps) or train for more epochs")  # fmt: skip
     strategy = strategy or make_strategy()
     chief = is_chief(strategy)
     created = paths.root

@@ -283,6 +283,28 @@ SCENARIOS = {
     "schedule": lambda c, m: c.config.update(lr_schedule={"name": "cosin"}),
     "warmup-both": lambda c, m: c.config.update(lr_schedule={"warmup_epochs": 1, "warmup_steps": 10}),
     "learning-rate": lambda c, m: c.config.update(optimizer_kwargs={"learning_rate": -0.001}),
+    "class-weights-zero": lambda c, m: c.config.update(loss="CrossEntropy", loss_kwargs={"class_weights": [0, 0]}),
+    "tversky-zero": lambda c, m: c.config.update(loss=[{"name": "Tversky", "alpha": 0, "beta": 0, "smooth": 0}]),
+    "loss-argument-name": lambda c, m: c.config.update(loss=[{"name": "CrossEntropy"}, {"name": "Dice", "wieght": 1}]),
+    "loss-argument-type": lambda c, m: c.config.update(loss="Dice", loss_kwargs={"smooth": "abc"}),
+    "optimizer-argument": lambda c, m: c.config.update(optimizer_kwargs={"learning_rte": 0.001}),
+    "step-gamma-zero": lambda c, m: c.config.update(lr_schedule={"name": "step", "milestones": [1], "gamma": 0}),
+    "augment-layer-argument": lambda c, m: c.config.update(
+        augment={"layers": [{"name": "RandomContrast", "factr": 0.2}]}
+    ),
+    "augment-layer-missing": lambda c, m: c.config.update(augment={"layers": [{"name": "RandomContrast"}]}),
+    "yaml-duplicate": lambda c, m: (
+        setattr(c, "F", c.F.replace(".json", ".yaml")),
+        c.write_config(json.dumps(c.config)[1:-1].replace(", ", "\n") + "\nepochs: 3\n"),
+    ),
+    "json-duplicate": lambda c, m: c.write_config(json.dumps(c.config)[:-1] + ', "epochs": 3}'),
+    "set-nested": lambda c, m: c.extra.extend(["--set", "augment={flips: true}"]),
+    "classes-conflict": lambda c, m: (
+        os.makedirs(c.T),
+        m.chdir(c.T),
+        open(os.path.join(c.T, "classes.json"), "w").write('{"road": ["other"]}'),
+        setattr(c, "command", ["--data_path", c.D, "--config", c.F]),
+    ),
     "ema": lambda c, m: c.config.update(ema=1.5),
     "multiclass-overlap": lambda c, m: (
         c.config.update(task="multiclass", loss="CrossEntropy"),
@@ -449,7 +471,7 @@ def test_error(row, tmp_path, monkeypatch, capsys):
         case.write_config()
     try:
         SCENARIOS[name](case, monkeypatch)
-        if name not in ("json-syntax", "yaml-syntax", "config-missing"):
+        if name not in ("json-syntax", "yaml-syntax", "config-missing", "yaml-duplicate", "json-duplicate"):
             case.write_config()
         watched = os.path.dirname(case.D)
         before = snapshot(watched)
@@ -473,6 +495,6 @@ def test_error(row, tmp_path, monkeypatch, capsys):
         assert last.startswith(expected[:-1]), last
     else:
         assert last == expected
-    progress = ("imseg: caching", "converting:")  # progress lines before the error are allowed
+    progress = ("imseg: caching", "converting:", "imseg: classes from")  # progress lines before the error are allowed
     assert len([line for line in err.splitlines() if not line.startswith(progress)]) == 1, err
     assert snapshot(watched) == before  # nothing written: no out/, no cache, nothing changed

@@ -84,6 +84,30 @@ def test_convert_burns_polygons_with_holes_and_buffered_lines_into_geotiff_tiles
     assert entry["crs"] == SCENE_CRS and entry["transform"] == list(tile.transform)[:6]
 
 
+def test_an_rgb_nir_scene_keeps_its_near_infrared_band_in_8_bit_tiles(tmp_path):
+    """NAIP ships RGB+NIR uint8 with band 4 of undefined colour: tiles keep all four bands as data (GDAL would
+    tag the 4th band of an 8-bit GeoTIFF alpha, and training would then read three)."""
+    from imseg.dataset import load_split
+    from imseg.images import read_image
+
+    folder, vectors, (transform,) = scene_folder(tmp_path)
+    scene = folder / "s0.tif"
+    with rasterio.open(scene) as src:
+        pixels, profile = (src.read() // 16).astype(np.uint8), src.profile
+    profile.update(dtype="uint8", photometric="RGB")
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(pixels)
+        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                           rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.undefined]  # fmt: skip
+    convert([str(folder)], output=str(tmp_path / "D"), tile_size=64, split=(1.0, 0.0, 0.0),
+            vectors=[("building:other", vectors["building"])], log=lambda line: None)  # fmt: skip
+    tile = str(tmp_path / "D" / "im_seg" / "train" / "images" / "4.tif")
+    with rasterio.open(tile) as src:
+        assert src.count == 4 and rasterio.enums.ColorInterp.alpha not in src.colorinterp
+    np.testing.assert_array_equal(np.moveaxis(read_image(tile), -1, 0), pixels[:, 64:128, 64:128])
+    assert load_split(str(tmp_path / "D"), "train", 1, log=lambda m: None).bands == 4
+
+
 def test_ignore_vectors_and_the_padding_of_edge_tiles_are_ignored(tmp_path):
     folder, vectors, _ = scene_folder(tmp_path, size=(150, 192))
     convert(
