@@ -74,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--bands", type=integer(1), nargs="+", help="image bands to read, counted from 1 (default: the model's)"
     )
+    p.add_argument("--threshold", type=number(-1e9, 1e9), metavar="T",
+                   help="multilabel: a class where its logit > T (default: the model's, usually 0)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear an --output folder that holds other predictions before writing")  # fmt: skip
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="flip: average each tile's logits over its four flips (4x the work)")  # fmt: skip
     p.add_argument("--vectorize", action="store_true", help="also write <stem>.geojson: the regions as polygons")
@@ -391,6 +395,7 @@ def predict_images(
     simplify=1.0,
     min_area=0.0,
     vector_crs="wgs84",
+    overwrite=False,
 ):
     """Predict image files of any size with a sliding window; writes masks, overlays and a summary to `output`.
 
@@ -400,7 +405,9 @@ def predict_images(
     Args:
         predictor: from `load_predictor`.
         paths: image files or folders of them (JPEG, PNG, GeoTIFF).
-        output: the output folder (created; an existing one is written into).
+        output: the output folder (created). One that holds predictions of the same model with the same settings
+            is added to (its summary keeps the earlier images); any other non-empty folder is refused, unless
+            `overwrite` clears it first.
         overlap: the fraction of a tile shared with its neighbour, 0 to 0.5.
         batch_size: tiles per prediction call (default: the predictor's).
         save_probs: also write probabilities.
@@ -408,12 +415,13 @@ def predict_images(
         tta: "flip" averages each tile's logits over its four flips.
         vectorize: also write `<stem>.geojson`, the predicted regions as polygons (georeferenced GeoTIFFs).
         simplify, min_area, vector_crs: see `imseg.geo.polygons.vectorize`.
+        overwrite: clear `output` first.
 
     Returns:
         The summary (also written as `summary.json`).
     """
     from imseg.images import GEOTIFF
-    from imseg.outputs import output_folder, write_json, write_png
+    from imseg.outputs import clear_folder, output_folder, sha256, write_json, write_png
     from imseg.visualize import class_colours, hex_colour, legend
 
     files = image_files(paths)
@@ -433,28 +441,47 @@ def predict_images(
     names = list(predictor.classes)
     colours = class_colours(names)
     batch_size = batch_size or predictor.batch_size
+    settings = {"classes": names, "task": predictor.task, "threshold": predictor.threshold, "overlap": overlap,
+                "tta": tta, "model": os.path.abspath(predictor.path),
+                "model_sha256": sha256(predictor.path)}  # fmt: skip
+    earlier = {} if overwrite else _earlier_predictions(output, settings)
     with output_folder(output, "imseg-infer"):
+        if overwrite:
+            clear_folder(output)
         _make_dirs(output, names, save_probs, predictor.task)
-        written = {}
+        written = dict(earlier)
         for path, stem in zip(files, stems):
             predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
             written[stem] = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta)
             if vectorize:
                 written[stem]["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs)
-        summary = {
-            "classes": names,
-            "task": predictor.task,
-            "threshold": predictor.threshold,
-            "overlap": overlap,
-            "tta": tta,
-            "model": os.path.abspath(predictor.path),
-            "colours": {n: hex_colour(c) for n, c in colours.items()},
-            "images": written,
-        }
+        summary = {**settings, "colours": {n: hex_colour(c) for n, c in colours.items()}, "images": written}
         write_png(os.path.join(output, "legend.png"), np.asarray(legend(colours)))
         write_json(os.path.join(output, "summary.json"), summary)
     log(f"imseg-infer: predicted {len(files)} image(s) into {output}")
     return summary
+
+
+def _earlier_predictions(output, settings):
+    """The images of an earlier prediction in `output` made with the same `settings`, which a new one may join; a
+    ConfigError for a non-empty folder of anything else (nothing is written before)."""
+    if not os.path.isdir(output) or not set(os.listdir(output)) - {".lock"}:
+        return {}
+    try:
+        with open(os.path.join(output, "summary.json"), encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        raise ConfigError(
+            f"{output}: folder is not empty and holds no imseg prediction (no readable summary.json); choose "
+            "another --output or pass --overwrite to clear it"
+        ) from None
+    differ = [k for k, v in settings.items() if earlier.get(k) != v]
+    if differ:
+        raise ConfigError(
+            f"{output}: holds predictions made with another {', '.join(differ)}; their masks would mix with "
+            "these: choose another --output or pass --overwrite to clear it"
+        )
+    return earlier.get("images", {})
 
 
 def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_probs, tta):
@@ -509,6 +536,11 @@ def main(argv=None):
         predictor = load_predictor(args.model, args.config, args.data_path, args.classes_path, args.output_dir)
         if args.bands:
             predictor = dataclasses.replace(predictor, bands=tuple(args.bands))
+        if args.threshold is not None:
+            if predictor.task != "multilabel":
+                raise ConfigError("--threshold is for multilabel models; a multiclass model predicts the class of the "
+                                  "largest logit")  # fmt: skip
+            predictor = dataclasses.replace(predictor, threshold=args.threshold)
         if args.images:
             predict_images(
                 predictor,
@@ -522,6 +554,7 @@ def main(argv=None):
                 simplify=args.simplify,
                 min_area=args.min_area,
                 vector_crs=args.vector_crs,
+                overwrite=args.overwrite,
             )
         else:
             predict_split(

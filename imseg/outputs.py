@@ -71,10 +71,7 @@ class RunPaths:
 
     def clear(self):
         """Remove everything of an earlier run (`--overwrite`), except the lock this process holds."""
-        for entry in os.listdir(self.root):
-            path = os.path.join(self.root, entry)
-            if entry != LOCK_NAME:
-                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        clear_folder(self.root)
 
     def remove_stale_temporaries(self):
         """Temporary files left by a process killed while writing (the real files are intact)."""
@@ -84,6 +81,14 @@ class RunPaths:
 
 
 LOCK_NAME = ".lock"
+
+
+def clear_folder(folder):
+    """Remove everything in `folder` but the lock this process holds on it (`--overwrite`)."""
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if entry != LOCK_NAME:
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
 
 
 class FolderLock:

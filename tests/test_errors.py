@@ -148,6 +148,17 @@ def geo_convert(c, *vectors, crs="EPSG:32640", far=False):
     return c.command
 
 
+def road_elsewhere(c):
+    """Replace geo_convert's road.geojson with roads 300 km away (the buildings still overlap the scene)."""
+    from rasterio.transform import from_origin
+
+    from helpers import PIXEL, write_vectors
+
+    os.makedirs(os.path.join(c.T, "far"))
+    far = write_vectors(os.path.join(c.T, "far"), from_origin(200_000.0, 1_000_000.0, PIXEL, PIXEL))
+    os.replace(far["road"], os.path.join(c.T, "road.geojson"))
+
+
 def geo_infer(c, *extra, crs="EPSG:32640"):
     """imseg-infer --images on a 4-band scene with a 4-band model."""
     from helpers import write_scene
@@ -295,7 +306,10 @@ SCENARIOS = {
     "augment-layer-missing": lambda c, m: c.config.update(augment={"layers": [{"name": "RandomContrast"}]}),
     "yaml-duplicate": lambda c, m: (
         setattr(c, "F", c.F.replace(".json", ".yaml")),
-        c.write_config(json.dumps(c.config)[1:-1].replace(", ", "\n") + "\nepochs: 3\n"),
+        c.write_config(
+            "name: e\nepochs: 1\nepochs: 3\n"
+            + __import__("yaml").safe_dump({k: v for k, v in c.config.items() if k not in ("name", "epochs")})
+        ),
     ),
     "json-duplicate": lambda c, m: c.write_config(json.dumps(c.config)[:-1] + ', "epochs": 3}'),
     "set-nested": lambda c, m: c.extra.extend(["--set", "augment={flips: true}"]),
@@ -428,6 +442,7 @@ SCENARIOS = {
     "vectors-and-masks": lambda c, m: geo_convert(c).extend(["--masks", c.T]),
     "vectors-not-georeferenced": lambda c, m: geo_convert(c, crs=None),
     "vectors-no-overlap": lambda c, m: geo_convert(c, far=True),
+    "vectors-one-elsewhere": lambda c, m: (geo_convert(c), road_elsewhere(c)),
     "vectors-missing": lambda c, m: geo_convert(c, f"building={c.T}/buildings.geojson"),
     "vectors-unreadable": lambda c, m: (
         geo_convert(c),

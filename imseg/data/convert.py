@@ -320,20 +320,26 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
     if not sources:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
     layers = [files[n] for n in names]
-    apart = []
-    for path, _ in sources:  # before anything is written: every image can take the features, and some do
+    grids = {}
+    for path, _ in sources:  # before anything is written: every image can take the features
         georef = georeference(path)
         if georef is None:
             raise DataError(f"{path}: not georeferenced (no CRS or geotransform), so vector labels cannot be placed")
-        if not overlapping([f for layer in layers for f in layer], georef, image_size(path)):
-            apart.append(path)
-    if len(apart) == len(sources):
-        raise DataError(
-            f"no feature of {', '.join(p for _, p in vectors)} overlaps any of the {len(sources)} image(s): "
-            "are they of the same place?"
-        )
-    for path in apart:
-        log(f"imseg-data: note: {path}: no feature of any vector file overlaps it; its tiles get no labels")
+        grids[path] = (georef, image_size(path))
+    # Every vector file labels some image: one of another place would train an all-negative class.
+    reach = {path: [image for image, (georef, size) in grids.items() if overlapping([read_vectors(path)], georef, size)]
+             for _, path in vectors}  # fmt: skip
+    for path, images_reached in reach.items():
+        if not images_reached:
+            crs = read_vectors(path)[1]
+            scenes = sorted({g["crs"].to_string() for g, _ in grids.values()})
+            raise DataError(
+                f"{path}: no feature overlaps any of the {len(grids)} image(s) (the file is in {crs.to_string()}, "
+                f"the images in {', '.join(scenes)}): is it of the same place?"
+            )
+    for image in grids:
+        if not any(image in reached for reached in reach.values()):
+            log(f"imseg-data: note: {image}: no feature of any vector file overlaps it; its tiles get no labels")
 
     def labels(source, image):
         annotation, ignored, counts, points = burn(
