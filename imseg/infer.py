@@ -478,8 +478,8 @@ def _earlier_predictions(output, settings):
     differ = [k for k, v in settings.items() if earlier.get(k) != v]
     if differ:
         raise ConfigError(
-            f"{output}: holds predictions made with another {', '.join(differ)}; their masks would mix with "
-            "these: choose another --output or pass --overwrite to clear it"
+            f"{output}: holds predictions made otherwise ({', '.join(differ)} differ), which would mix with these; "
+            "choose another --output or pass --overwrite to clear it"
         )
     return earlier.get("images", {})
 

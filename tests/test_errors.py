@@ -91,6 +91,12 @@ def hold_lock(folder, program="imseg-train"):
 HELD = []
 
 
+def other_prediction(c):
+    """The summary.json of predictions by another model, with the settings infer_with_model's run would have."""
+    return {"classes": ["building:other", "highway:other"], "task": "multilabel", "threshold": 0.0, "overlap": 0.25,
+            "tta": "none", "model": "/elsewhere/best.keras", "model_sha256": "0" * 64}  # fmt: skip
+
+
 def infer_with_model(c, *extra):
     c.program = "infer"
     c.T = c.T + ".keras"
@@ -360,6 +366,22 @@ SCENARIOS = {
     "infer-overlap": lambda c, m: infer_with_model(c, "--overlap", "0.7"),
     "infer-split-and-images": lambda c, m: infer_with_model(
         c, "--split", "val", "--images", c.D, "--output", os.path.join(c.D, "x")
+    ),
+    "infer-output-not-empty": lambda c, m: (
+        infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.D + "/elsewhere"),
+        os.makedirs(c.D + "/elsewhere"),
+        open(c.D + "/elsewhere/notes.txt", "w").write("mine"),
+    ),
+    "infer-output-other-model": lambda c, m: (
+        infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.D + "/elsewhere"),
+        os.makedirs(c.D + "/elsewhere"),
+        open(c.D + "/elsewhere/summary.json", "w").write(json.dumps(other_prediction(c))),
+    ),
+    "infer-threshold-multiclass": lambda c, m: (
+        c.config.update(task="multiclass", loss="CrossEntropy"),
+        infer_with_model(
+            c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.T + "-out", "--threshold", "1"
+        ),
     ),
     "infer-output-file": lambda c, m: infer_with_model(
         c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.C

@@ -1,0 +1,72 @@
+"""imseg-infer --images into an output folder: what it adds to, what it refuses, and --threshold."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from imseg.checkpoints import save_model
+from imseg.errors import ConfigError
+from imseg.infer import load_predictor, main, predict_images
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A model that predicts class a:x where red > 128 (logit = red - 128) and never b:y; two images."""
+    inputs = keras.Input((32, 32, 3))
+    conv = keras.layers.Conv2D(2, 1)
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.array([[[[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]]), np.array([-128.0, -1.0])])
+    path = str(tmp_path / "m.keras")
+    save_model(model, path, {"classes": ["a:x", "b:y"], "task": "multilabel", "threshold": 0.0})
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[:, :20, 0] = 200  # logit 72 on the left half, -128 on the right
+    red[:, 20:, 0] = 100  # -28
+    for name in ("one", "two"):
+        Image.fromarray(red).save(tmp_path / f"{name}.png")
+    return tmp_path, load_predictor(path)
+
+
+def masks_of(folder, stem):
+    return np.asarray(Image.open(folder / "masks" / "a-x" / f"{stem}.png")) > 0
+
+
+def test_the_same_model_and_settings_add_to_a_folder_and_its_summary(setup):
+    tmp, predictor = setup
+    predict_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None)
+    summary = predict_images(predictor, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None)
+    assert sorted(summary["images"]) == ["one", "two"]
+    assert sorted(json.load(open(tmp / "out" / "summary.json"))["images"]) == ["one", "two"]
+    assert masks_of(tmp / "out", "two")[:, :20].all() and not masks_of(tmp / "out", "two")[:, 20:].any()
+
+
+def test_a_folder_of_other_predictions_or_other_files_is_refused_and_overwrite_clears_it(setup):
+    import dataclasses
+
+    tmp, predictor = setup
+    predict_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None)
+    before = sorted(os.listdir(tmp / "out"))
+    other = dataclasses.replace(predictor, threshold=-50.0)
+    with pytest.raises(ConfigError, match="holds predictions made otherwise \\(threshold differ\\), which would mix"):
+        predict_images(other, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None)
+    assert sorted(os.listdir(tmp / "out")) == before
+    summary = predict_images(other, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None, overwrite=True)
+    assert list(summary["images"]) == ["two"] and not os.path.exists(tmp / "out" / "masks" / "a-x" / "one.png")
+    assert masks_of(tmp / "out", "two").all()  # -28 > -50: the right half too
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="is not empty and holds no imseg prediction"):
+        predict_images(predictor, [str(tmp / "one.png")], str(tmp / "mine"), log=lambda line: None)
+    assert os.listdir(tmp / "mine") == ["notes.txt"]
+
+
+def test_threshold_on_the_command_line_is_used_and_recorded(setup, capsys):
+    tmp, _ = setup
+    status = main(["--model", str(tmp / "m.keras"), "--images", str(tmp / "one.png"), "--output", str(tmp / "out"),
+                   "--threshold", "-50"])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    assert json.load(open(tmp / "out" / "summary.json"))["threshold"] == -50.0
+    assert masks_of(tmp / "out", "one").all()
