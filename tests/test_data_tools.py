@@ -333,6 +333,23 @@ def test_show_draws_what_a_configs_augmentation_makes_of_the_tiles(sources, caps
     assert main(["show", "--data-path", str(sources / "out"), "--augment", "--config", str(plain),
                  "--output", str(sheet)]) == 2  # fmt: skip
     assert "no augmentation is switched on" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "show",
+                "--data-path",
+                str(sources / "out"),
+                "--augment",
+                "--config",
+                str(plain),
+                "--set",
+                "augment.flip=true",
+                "--output",
+                str(sheet),
+            ]
+        )
+        == 0
+    )  # fmt: skip (as imseg-train's --set)
 
 
 def test_show_writes_a_contact_sheet(sources):
@@ -343,3 +360,6 @@ def test_show_writes_a_contact_sheet(sources):
     )
     image = Image.open(sheet)
     assert image.width >= 4 * 16 * 12 and image.height > 2 * 16 * 12  # 6 enlarged tiles in rows of 4, plus legend
+    # A .jpg name gets JPEG bytes, and a folder that does not exist yet is made, as the other commands do.
+    assert main(["show", "--data_path", str(sources / "out"), "--output", str(sources / "new" / "s.jpg")]) == 0
+    assert Image.open(sources / "new" / "s.jpg").format == "JPEG"

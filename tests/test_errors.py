@@ -433,6 +433,20 @@ SCENARIOS = {
     "tile-size": lambda c, m: images_folder(c, [(20, 20)]).extend(["--tile-size", "0"]),
     "same-stem": lambda c, m: images_folder(c, [(20, 20), (20, 20)], names=["s0.jpg", "s0.png"]),
     "empty-splits": lambda c, m: images_folder(c, [(20, 20), (20, 20)]),
+    "empty-splits-one": lambda c, m: images_folder(c, [(20, 20)]).extend(["--split", "0.8", "0.2", "0"]),
+    "images-file": lambda c, m: images_folder(c, [(20, 20)] * 3).__setitem__(2, os.path.join(c.T, "images", "s0.png")),
+    "show-output-type": lambda c, m: (
+        setattr(c, "program", "data"),
+        setattr(c, "command", ["show", "--data_path", c.D, "--classes_path", c.C, "--output", c.T + ".gif"]),
+    ),
+    "show-set-alone": lambda c, m: (
+        setattr(c, "program", "data"),
+        setattr(
+            c,
+            "command",
+            ["show", "--data_path", c.D, "--classes_path", c.C, "--output", c.T + ".png", "--set", "epochs=2"],
+        ),
+    ),
     "mask-size": lambda c, m: (
         images_folder(c, [(20, 20)] * 3),
         __import__("PIL.Image")
@@ -476,6 +490,7 @@ SCENARIOS = {
         __import__("test_geo").write_geopackage(os.path.join(c.T, "b.gpkg"), [], srs=(0, "NONE", 0, None)),
     ),
     "line-width-class": lambda c, m: geo_convert(c).extend(["--line-width", "river=10"]),
+    "line-width-infinite": lambda c, m: geo_convert(c).extend(["--line-width", "road=inf"]),
     "infer-bands-unknown": lambda c, m: geo_infer(c, "--bands", "1", "2", "3", "9"),
     "infer-bands-count": lambda c, m: geo_infer(c, "--bands", "1", "2", "3"),
     "vectorize-not-georeferenced": lambda c, m: geo_infer(c, "--vectorize", crs=None),

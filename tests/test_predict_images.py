@@ -70,3 +70,14 @@ def test_threshold_on_the_command_line_is_used_and_recorded(setup, capsys):
     assert status == 0, capsys.readouterr().err
     assert json.load(open(tmp / "out" / "summary.json"))["threshold"] == -50.0
     assert masks_of(tmp / "out", "one").all()
+
+
+def test_a_runs_config_predicts_without_a_classes_file_and_a_disagreeing_one_is_named(setup, monkeypatch):
+    tmp, _ = setup
+    monkeypatch.chdir(tmp)  # no classes.json here
+    config = {"name": "r", "backbone": "MobileNetV2", "input_shape": [32, 32, 3], "classes": ["a:x", "b:y"]}
+    (tmp / "config.json").write_text(json.dumps(config))
+    assert load_predictor(str(tmp / "m.keras"), str(tmp / "config.json")).classes == ("a:x", "b:y")
+    (tmp / "other.json").write_text(json.dumps({**config, "classes": ["b:y", "a:x"]}))
+    with pytest.raises(ConfigError, match="trained on classes \\['a:x', 'b:y'\\], but .*other.json selects"):
+        load_predictor(str(tmp / "m.keras"), str(tmp / "other.json"))

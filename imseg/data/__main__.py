@@ -67,9 +67,13 @@ def parse_args(argv=None):
     s.add_argument("--output", required=True, help="PNG file to write")
     s.add_argument("--augment", action="store_true", help="show each tile beside its augmented version (--config)")
     s.add_argument("--config", help="the config whose augment settings --augment shows")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of --config, as imseg-train's --set (repeatable)")  # fmt: skip
     args = p.parse_args(argv)
     if getattr(args, "augment", False) and not args.config:
         s.error("--augment needs --config F (the config whose augment settings to show)")
+    if getattr(args, "set", None) and not getattr(args, "augment", False):
+        s.error("--set changes the config of --augment; give --augment --config F")
     return args
 
 
@@ -109,12 +113,16 @@ def main(argv=None):
 
         if os.path.isdir(args.output) or args.output.endswith(os.sep):
             raise ConfigError(f"{args.output}: --output names a folder; give the PNG file to write, e.g. sheet.png")
+        from imseg.data.show import SHEET_FORMATS
+
+        if os.path.splitext(args.output)[1].lower() not in SHEET_FORMATS:
+            raise ConfigError(f"{args.output}: --output needs a .png or .jpg file name (the sheet's type follows it)")
         augment = None
         if args.augment:
             from imseg.config import load_config
             from imseg.tfenv import import_tensorflow
 
-            config = load_config(args.config)
+            config = load_config(args.config, args.set)
             import_tensorflow()
             from imseg.recipe import augment_kwargs
 

@@ -10,6 +10,7 @@ Everything is built in a temporary folder beside the output and renamed into pla
 
 import collections
 import json
+import math
 import os
 import random
 import shutil
@@ -65,7 +66,9 @@ def pair_sources(image_dirs, mask_dirs, mask_type, class_dirs=None):
         )
     sources, missing = [], []
     for image_dir, mask_dir in zip(image_dirs, mask_dirs):
-        for d in (image_dir, mask_dir):
+        for d, option in ((image_dir, "--images"), (mask_dir, "--masks")):
+            if os.path.isfile(d):
+                raise ConfigError(f"{d}: is a file; {option} takes a folder (images and masks pair up by name)")
             if not os.path.isdir(d):
                 raise ConfigError(f"{d}: folder not found")
         masks = _files_by_stem(mask_dir) if mask_type != "binary" else None
@@ -171,8 +174,8 @@ def parse_assignments(items, what, number=False):
                 value = float(value)
             except ValueError:
                 raise ConfigError(f"--{what} {item}: expected a width in metres, got {value!r}") from None
-            if not value > 0:
-                raise ConfigError(f"--{what} {item}: expected a width in metres > 0")
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"--{what} {item}: expected a finite width in metres > 0")
         pairs.append((class_name(name), value))
     return pairs
 
@@ -234,10 +237,13 @@ def convert(
     splits = split_sources(len(sources), fractions, seed)
     empty = [name for name, f in zip(("train", "val", "test"), fractions) if f > 0 and not splits[name]]
     if empty:
-        raise ConfigError(
-            f"{len(sources)} source image(s) leave split {', '.join(empty)} empty (tiles of one image stay in one "
-            "split); add images, or give that split 0, e.g. --split 0.8 0.2 0 (training needs train and val)"
-        )
+        where = (f"{len(sources)} source image(s) leave split {', '.join(empty)} empty (tiles of one image stay in one "
+                 "split)")  # fmt: skip
+        if len(sources) == 1:
+            raise ConfigError(f"{where}; one image fills one split only, and training needs train and val: add images")
+        train, val = fractions[0] or 0.5, fractions[1] or 0.5
+        raise ConfigError(f"{where}; add images, or leave test out: --split {train / (train + val):.2g} "
+                          f"{val / (train + val):.2g} 0 (training needs train and val)")  # fmt: skip
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
@@ -313,10 +319,17 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
     if unknown:
         raise ConfigError(f"--line-width {unknown[0]}: no --vectors for this class; classes: {', '.join(names)}")
     sources = []
-    for folder in images:
+    for folder in images:  # folders of scenes, or scene files
+        if os.path.isfile(folder):
+            sources.append((folder, None))
+            continue
         if not os.path.isdir(folder):
-            raise ConfigError(f"{folder}: folder not found")
+            raise ConfigError(f"{folder}: no such file or folder")
         sources += [(path, None) for path in _files_by_stem(folder).values()]
+    stems = [os.path.splitext(os.path.basename(p))[0] for p, _ in sources]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ConfigError(f"two scenes share the name '{twice[0]}'; their tiles would mix: rename one")
     if not sources:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
     layers = [files[n] for n in names]

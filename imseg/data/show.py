@@ -1,6 +1,7 @@
 """`imseg-data show`: a contact sheet of tiles with their masks drawn in per-class colours, and optionally what a
 config's augmentation makes of them."""
 
+import os
 import random
 
 import numpy as np
@@ -12,10 +13,12 @@ from imseg.outputs import atomic_path
 from imseg.visualize import class_colours, contact_sheet, displayable, overlay, side_by_side
 
 IGNORED = np.array([128, 128, 128], np.uint8)  # how ignored pixels are drawn
+SHEET_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # the sheet's file type, by its extension
 
 
 def show(data_path, split, class_names, count, output, seed=0, columns=4, augment=None):
-    """Draw `count` tiles of a split (picked with `seed`) into the PNG `output`; returns how many.
+    """Draw `count` tiles of a split (picked with `seed`) into `output` (a .png or .jpg file, its folder created if
+    needed); returns how many.
 
     With `augment` (SegmentationAugment arguments, e.g. `imseg.recipe.augment_kwargs(config)`), each cell shows
     the tile beside one augmented version of it, as training would see it (draw `seed`); ignored pixels grey.
@@ -43,8 +46,10 @@ def show(data_path, split, class_names, count, output, seed=0, columns=4, augmen
         cells = [(stem, _draw(image, masks, valid, palette, value_range)) for stem, image, masks, valid in tiles]
     title = f"{data_path} - {split}: {len(cells)} of {len(pairs)}" + (" (augmented)" if augment else "")
     sheet = contact_sheet(cells, colours, columns=columns, title=title)
-    with atomic_path(output, suffix=".png") as tmp:
-        sheet.save(tmp, format="PNG")
+    extension = os.path.splitext(output)[1].lower()
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    with atomic_path(output, suffix=extension) as tmp:
+        sheet.convert("RGB").save(tmp, format=SHEET_FORMATS[extension])
     return len(cells)
 
 
