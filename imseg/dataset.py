@@ -63,6 +63,10 @@ def decode_image(path):
     except OSError as e:
         raise DataError(f"{path}: unreadable image: {e.strerror}") from None
     check_bit_depth(path, data)
+    # libjpeg writes its own complaint about a truncated file straight to stderr before failing: refuse such a
+    # file first (a JPEG ends with the EOI marker; anything after it is tolerated).
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]:
+        raise DataError(f"{path}: unreadable image: not a complete JPEG, PNG, BMP or GIF file")
     try:
         image = tf.io.decode_image(data, expand_animations=False).numpy()
     except (tf.errors.OpError, ValueError):

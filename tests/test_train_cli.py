@@ -156,6 +156,19 @@ def test_missing_data_folder_is_one_line_exit_2(tmp_path, fresh):
     assert not os.path.exists(tmp_path / "nope")
 
 
+def test_a_truncated_jpeg_is_our_one_line_and_not_libjpegs_too(fresh):
+    data_path, classes_path = fresh
+    image = os.path.join(data_path, "im_seg", "train", "images", "1.jpg")
+    data = open(image, "rb").read()
+    open(image, "wb").write(data[: len(data) * 6 // 10])  # a real JPEG, cut as a broken download is
+    quiet = {"TF_CPP_MIN_LOG_LEVEL": "2"}  # imseg's own level: TensorFlow's errors show
+    result = run_module("imseg.train", "--data_path", data_path, "--classes_path", classes_path, "--config",
+                        SEED_CONFIG, *SMALL, env=quiet)  # fmt: skip
+    assert result.returncode == 2
+    said = [line for line in result.stderr.strip().splitlines() if not line.startswith("imseg: c")]  # progress
+    assert said == [f"imseg-train: error: {image}: unreadable image: not a complete JPEG, PNG, BMP or GIF file"]
+
+
 def test_demo_trains_in_a_fresh_folder(tmp_path):
     result = run_module("imseg.train", "--demo", "--set", "epochs=1", cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
