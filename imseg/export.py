@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 
 from imseg.cli import ArgumentParser, run
 from imseg.errors import ConfigError
@@ -65,12 +66,15 @@ def export(model_path, fmt, output, overwrite=False):
         os.makedirs(staging)
         stem = os.path.splitext(os.path.basename(model_path))[0]
         name = "" if fmt == "saved_model" else stem + (".onnx" if fmt == "onnx" else ".tflite")
-        model.export(
-            os.path.join(staging, name) if name else staging,
-            format=FORMATS[fmt],
-            verbose=False,
-            input_signature=signature,
-        )
+        with warnings.catch_warnings():
+            # Keras's copy of tf2onnx probes `np.object`, which NumPy 2 answers with a FutureWarning on every export.
+            warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
+            model.export(
+                os.path.join(staging, name) if name else staging,
+                format=FORMATS[fmt],
+                verbose=False,
+                input_signature=signature,
+            )
         with open(os.path.join(staging, "imseg.json"), "w", encoding="utf-8") as f:
             json.dump(read_metadata(model_path) or {}, f, indent=2)
         if os.path.isdir(output):
