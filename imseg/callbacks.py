@@ -334,17 +334,18 @@ class ValidationImages(keras.callbacks.Callback):
 
 def hparams_of(config_dict):
     """The config's scalar settings, flattened (`optimizer_kwargs.learning_rate`), for the HParams dashboard;
-    lists and mappings become their JSON text."""
+    lists and mappings become their JSON text, and null is "none", so that runs with and without a setting
+    (`ema`, `gradient_clip_norm`, ...) line up in one column."""
     flat = {}
 
     def walk(prefix, value):
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(f"{prefix}{k}.", v)
         elif isinstance(value, (bool, int, float, str)):
             flat[prefix[:-1]] = value
-        elif value is not None:
-            flat[prefix[:-1]] = json.dumps(value)
+        else:
+            flat[prefix[:-1]] = "none" if value is None else json.dumps(value)
 
     walk("", config_dict)
     return flat

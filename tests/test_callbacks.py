@@ -93,3 +93,12 @@ def test_validation_runs_on_the_moving_average_and_training_continues_on_the_wei
     model.evaluate(images, masks, batch_size=4, verbose=0, callbacks=[EvaluateWithEMA(), Spy()])
     np.testing.assert_array_equal(seen[0], average)
     np.testing.assert_array_equal(head.numpy(), weights)  # swapped back after validation
+
+
+def test_hparams_flatten_the_config_and_name_null_none_so_runs_line_up():
+    from imseg.callbacks import hparams_of
+
+    flat = hparams_of({"ema": None, "epochs": 6, "optimizer_kwargs": {"learning_rate": 0.002}, "classes": ["a", "b"],
+                       "backbone_kwargs": {}, "early_stopping": {"patience": None}})  # fmt: skip
+    assert flat == {"ema": "none", "epochs": 6, "optimizer_kwargs.learning_rate": 0.002, "classes": '["a", "b"]',
+                    "backbone_kwargs": "{}", "early_stopping.patience": "none"}  # fmt: skip
