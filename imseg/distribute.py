@@ -80,6 +80,11 @@ def resolve_jit(setting, strategy):
 # --- What a training step needs from tf.distribute (the Segmenter's only TensorFlow).
 
 
+def replicas_in_sync():
+    """How many replicas compute this step (1 outside a distribution strategy)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def draw_index(step, strategy):
     """A number unique to this step and replica (`step * replicas + replica`): each replica draws its own
     augmentation, and a resumed run draws what the uninterrupted one would have."""

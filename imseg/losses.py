@@ -26,9 +26,9 @@ from imseg.tasks import TASKS
 def _scale_for_replicas(value):
     """Divide by the replicas in sync, as keras.losses.Loss does (its `scale_loss_for_distribution`)."""
     if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        from imseg.distribute import replicas_in_sync
 
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = replicas_in_sync()
         if replicas > 1:
             value = value / replicas
     return value

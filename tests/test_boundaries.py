@@ -51,6 +51,26 @@ def test_no_private_helper_is_imported_across_modules(module):
     assert not [(m, n) for m, n in MODULES[module] if n and n.startswith("_") and not n.startswith("__")]
 
 
+# TensorFlow where it is the point: tf.data, tf.distribute, stateless random draws and image ops, TensorBoard
+# summaries, SavedModel/LiteRT export, and its import; everything else (models, decoders, losses, metrics,
+# schedules) is keras.ops, so that the network can be measured on another Keras backend.
+TENSORFLOW = {"imseg.dataset", "imseg.distribute", "imseg.augment", "imseg.callbacks", "imseg.export", "imseg.tfenv",
+              "imseg.demo"}  # fmt: skip
+
+
+def test_tensorflow_is_imported_only_where_it_is_the_point():
+    found = set()
+    for folder, _, files in os.walk(PACKAGE):
+        for file in (f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, file)
+            tree = ast.parse(open(path).read())
+            names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+            names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+            if any(name.split(".")[0] == "tensorflow" for name in names):
+                found.add(os.path.relpath(path, REPO)[:-3].replace(os.sep, "."))
+    assert found == TENSORFLOW
+
+
 def test_the_training_pipeline_reads_images_through_the_shared_io_module():
     assert not [m for m, _ in MODULES["imseg.dataset"] if m.startswith("imseg.data")]
 

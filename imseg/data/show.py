@@ -61,8 +61,6 @@ def _draw(image, masks, valid, palette, value_range):
 
 def _augmented(tiles, augment, seed):
     """Each tile once through SegmentationAugment, in place, with the draws of step `seed`."""
-    import tensorflow as tf
-
     from imseg.augment import SegmentationAugment
 
     layer = SegmentationAugment(**{**augment, "multiplier": 0})
@@ -70,5 +68,5 @@ def _augmented(tiles, augment, seed):
     if len(shapes) > 1:  # tiles of several sizes: one by one
         return [_augmented([t], augment, seed + i)[0] for i, t in enumerate(tiles)]
     images, masks, valid = (np.stack([t[k] for t in tiles]).astype("float32") for k in (1, 2, 3))
-    out = layer(images, masks, valid, tf.constant(seed, tf.int64))
+    out = layer(images, masks, valid, np.int64(seed))
     return list(zip(*(t.numpy() for t in out)))
