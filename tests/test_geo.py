@@ -136,7 +136,8 @@ def test_vector_files_that_cannot_be_used_are_one_line_errors(tmp_path):
         str(tmp_path / "bad.geojson"): "bad.geojson: unreadable GeoJSON",
         str(tmp_path / "missing.geojson"): "missing.geojson: vector file not found",
         str(folder / "s0.tif"): "s0.tif: unknown vector format (imseg reads .geojson, .json and .gpkg)",
-        far["building"]: "overlaps any of the 1 image(s): are they of the same place?",
+        far["building"]: "building.geojson: no feature overlaps any of the 1 image(s) (the file is in EPSG:4326, the "
+        "images in EPSG:32640): is it of the same place?",
     }
     for path, message in cases.items():
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):

@@ -27,10 +27,9 @@ def test_yaml_only_through_safe_load():
 
     from imseg.config import _YamlLoader
 
-    assert source_matches(r"yaml\.(unsafe_load|full_load|safe_load)\(") == []
-    loads = source_matches(r"yaml\.load\(")
-    assert loads and all("Loader=_YamlLoader)" in line for line in loads)
-    assert issubclass(_YamlLoader, yaml.SafeLoader)  # only adds the resolver of 1e-4 as a number
+    assert source_matches(r"yaml\.(unsafe_load|full_load|safe_load|load)\(|yaml\.(Unsafe|Full)?Loader\b") == []
+    assert source_matches(r"= _YamlLoader\(")  # the one parser: a SafeLoader
+    assert issubclass(_YamlLoader, yaml.SafeLoader)  # adds the resolver of 1e-4 as a number, refuses duplicate keys
 
 
 def test_keras_files_are_loaded_in_safe_mode():
