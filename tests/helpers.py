@@ -172,3 +172,25 @@ def write_vectors(folder, transform, crs=SCENE_CRS):
         with open(paths[name], "w") as f:
             json.dump(data, f)
     return paths
+
+
+def toy_backbone(size=64, bands=3):
+    """A five-stage conv backbone (strides 2 to 32) that builds in milliseconds, for the fast tier's model tests;
+    keras.applications backbones are tested in the slow tier."""
+    x = inputs = keras.Input((size, size, bands))
+    for i, width in enumerate((8, 16, 24, 32, 40), start=1):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"stage{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"stage{i}_bn")(x)
+        x = keras.layers.ReLU(name=f"stage{i}_relu")(x)
+    return keras.Model(inputs, x, name="toy")
+
+
+def toy_segmenter(decoder="RefineNet", decoder_kwargs=None, num_classes=2, **kwargs):
+    """A Segmenter of `decoder` on the toy backbone's pyramid (P2-P5), built directly."""
+    from imseg.models.backbones import STRIDES, feature_extractor, pyramid
+    from imseg.models.segmenter import Segmenter
+
+    backbone = toy_backbone()
+    levels = pyramid(backbone)
+    extractor = feature_extractor(backbone, [levels[k] for k in STRIDES])
+    return Segmenter(extractor, list(STRIDES), num_classes, decoder, decoder_kwargs, **kwargs)

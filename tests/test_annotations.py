@@ -47,6 +47,7 @@ def air_file(draw, ragged=False):
     return raw.encode(), annotation, None if ignore is None else ignore[0]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(air_file())
 def test_fast_reader_equals_json_on_regular_files(case):
@@ -57,6 +58,7 @@ def test_fast_reader_equals_json_on_regular_files(case):
         np.testing.assert_array_equal(_parse_binary_lists(raw, b'"ignore"', 2), np.array(ignore))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(air_file(ragged=True))
 def test_ragged_files_are_left_to_json_and_refused(tmp_path_factory, case):

@@ -103,6 +103,7 @@ def test_channel_shift_is_one_offset_per_image_clipped_to_0_255():
     np.testing.assert_allclose(out.numpy()[:, 0, 0, 1], np.clip(250 + shift, 0, 255))
 
 
+@pytest.mark.slow
 def test_draws_depend_only_on_seed_and_step():
     masks = batch()
     images = masks[..., :1].repeat(3, -1) * 255
@@ -120,6 +121,7 @@ def test_draws_depend_only_on_seed_and_step():
     )
 
 
+@pytest.mark.slow
 def test_augmentation_compiles_under_xla_and_stays_seeded_and_aligned():
     masks = batch()
     images = masks[..., :1].repeat(3, -1) * 200 + 20
@@ -162,6 +164,7 @@ def _flip_only_model(strategy=None, threshold=-1e9):
     return build_model(config, ["a:b"], strategy=strategy)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [["/cpu:0"], ["/cpu:0", "/cpu:1"]])
 def test_training_sees_originals_plus_copies_but_evaluation_and_prediction_do_not(devices):
     # threshold -1e9: every pixel is predicted positive, so the true positives count the pixels seen
@@ -264,6 +267,7 @@ def test_other_photometric_changes_keep_grey_grey_or_the_mean(name):
         assert abs(out[inner].mean() - grey[inner].mean()) < 5 and out[inner].std() < grey[inner].std()
 
 
+@pytest.mark.slow
 def test_every_operation_compiles_under_xla():
     images = np.random.default_rng(2).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
     masks = np.zeros((4, 16, 16, 2), np.float32)

@@ -40,10 +40,15 @@ def backbone(name, size=64):
     return getattr(keras.applications, name)(include_top=False, weights=None, input_shape=(size, size, 3))
 
 
-@pytest.mark.parametrize(
-    "family",
-    [pytest.param(f, marks=[] if f in ("resnet", "mobilenet_v2") else pytest.mark.slow) for f in FAMILIES],
-)
+def test_the_pyramid_is_the_last_map_at_each_stride():
+    from helpers import toy_backbone
+
+    assert pyramid(toy_backbone()) == {"P2": "stage2_relu", "P3": "stage3_relu", "P4": "stage4_relu",
+                                       "P5": "stage5_relu"}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_has_a_pyramid_at_strides_4_to_32(family):
     name, expected = FAMILIES[family]
     model = backbone(name)
@@ -56,6 +61,7 @@ def test_every_family_has_a_pyramid_at_strides_4_to_32(family):
         assert [shapes[levels[level]][2] for level in ("P2", "P3", "P4", "P5")] == [96, 192, 384, 768]
 
 
+@pytest.mark.slow
 def test_a_backbone_without_a_map_at_some_stride_is_named_with_the_maps_it_has():
     config = config_from_dict({"name": "t", "backbone": "InceptionV3", "type": "FPN", "input_shape": [96, 96, 3]})
     with pytest.raises(ConfigError) as e:
@@ -65,6 +71,7 @@ def test_a_backbone_without_a_map_at_some_stride_is_named_with_the_maps_it_has()
     assert "the maps that end each stride: " in message and "mixed10 (1x1x2048)" in message
 
 
+@pytest.mark.slow
 def test_refinenet_blocks_may_name_pyramid_levels_and_layers_alike():
     base = {"name": "t", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35}, "input_shape": [64, 64, 3]}
     mixed = build_segmenter(config_from_dict({**base, "refine_net_blocks": [["P4"], ["block_3_expand_relu"]]}), ["a"])
@@ -74,6 +81,7 @@ def test_refinenet_blocks_may_name_pyramid_levels_and_layers_alike():
                                                 ["block_6_expand_relu", "block_3_expand_relu"]]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None, reason="keras-hub is not installed")
 def test_a_keras_hub_backbone_from_a_local_preset_folder(tmp_path):
     import keras_hub

@@ -59,6 +59,7 @@ def test_early_stopping_counts_epochs_without_a_large_enough_gain():
     assert (resumed.best, resumed.wait) == (0.52, 2)
 
 
+@pytest.mark.slow
 def test_validation_runs_on_the_moving_average_and_training_continues_on_the_weights():
     from imseg.build import build_model
     from imseg.config import config_from_dict

@@ -57,6 +57,7 @@ def test_empty_split(air):
         list_split(air, "test")
 
 
+@pytest.mark.slow
 def test_pipeline_yields_uint8_images_and_selected_mask_channels(air):
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
     assert meta.count == 7
@@ -179,6 +180,7 @@ def test_splits_with_mixed_sizes_are_decoded_one_by_one_and_resized(air):
     np.testing.assert_array_equal(masks[0], nearest)
 
 
+@pytest.mark.slow
 def test_training_order_is_shuffled_with_the_seed_and_the_epoch(air):
     meta = load_split(air, "train", len(NAMES), log=lambda m: None)
 
@@ -217,6 +219,7 @@ def test_cache_dir_can_be_moved_with_an_environment_variable(air, tmp_path, monk
     assert not os.path.exists(os.path.join(air, "im_seg", ".cache"))
 
 
+@pytest.mark.slow
 def test_many_files_are_parsed_in_parallel_with_the_same_result(tmp_path):
     data_path, _ = write_air_dataset(str(tmp_path / "big"), counts=(70, 1, 1), size=(12, 12))
     meta = load_split(data_path, "train", len(NAMES), log=lambda m: None)

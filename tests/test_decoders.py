@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import assert_round_trip
+from helpers import assert_round_trip, toy_segmenter
 from imseg.build import build_model, build_segmenter
 from imseg.config import config_from_dict
 
@@ -45,18 +45,24 @@ def decoder_layers(model, prefix):
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_every_decoder_gives_float32_logits_at_input_size_and_round_trips_its_config(decoder):
-    model = build_segmenter(config(decoder), CLASSES)
+def test_every_decoder_gives_float32_logits_at_input_size_round_trips_and_trains_a_step(decoder):
+    """On the toy backbone (builds in milliseconds); keras.applications backbones: the slow tests below."""
+    options = DECODERS[decoder].get("decoder_kwargs") or {"reduce_channel_scale": 4}
+    model = toy_segmenter(decoder, options, class_names=CLASSES)
     out = keras.ops.convert_to_numpy(model(images(), training=False))
     assert out.shape == (2, 64, 64, 2) and out.dtype == np.float32
     np.testing.assert_array_equal(out, 0.0)  # a zero head kernel: the first logits are the (zero) prior
-    assert model.decoder == decoder
     clone = assert_round_trip(model)
-    assert clone.decoder_kwargs == model.decoder_kwargs and clone.feature_keys == model.feature_keys
+    assert clone.decoder == decoder and clone.decoder_kwargs == model.decoder_kwargs
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True), run_eagerly=True)
+    x, y, valid = batch(2)
+    before = model.get_layer("head").kernel.numpy().copy()
+    assert np.isfinite(model.train_on_batch(x, y, sample_weight=valid))
+    assert not np.array_equal(model.get_layer("head").kernel.numpy(), before)
 
 
 def test_the_cascade_is_lin_et_als_four_blocks_of_two_rcus_per_path():
-    model = build_segmenter(config("RefineNetCascade", decoder_kwargs={}), CLASSES)  # the paper's widths
+    model = toy_segmenter("RefineNetCascade")  # the paper's widths
     names = {layer.name for layer in model.layers}
     for m, paths in ((4, 1), (3, 2), (2, 2), (1, 2)):
         width = 512 if m == 4 else 256
@@ -73,7 +79,7 @@ def test_the_cascade_is_lin_et_als_four_blocks_of_two_rcus_per_path():
 
 
 def test_light_weight_refinenet_has_only_1x1_convs_and_four_crp_stages_per_level():
-    model = build_segmenter(config("LightWeightRefineNet", decoder_kwargs={}), CLASSES)
+    model = toy_segmenter("LightWeightRefineNet")
     convs = [layer for layer in decoder_layers(model, "lwrn") if isinstance(layer, keras.layers.Conv2D)]
     assert convs and all(layer.kernel_size == (1, 1) for layer in convs)
     assert model.get_layer("lwrn1_reduce").filters == 512
@@ -86,7 +92,7 @@ def test_light_weight_refinenet_has_only_1x1_convs_and_four_crp_stages_per_level
 
 
 def test_fpn_is_the_panoptic_fpn_head_of_segmentation_models_pytorch():
-    model = build_segmenter(config("FPN", decoder_kwargs={}), CLASSES)
+    model = toy_segmenter("FPN")
     laterals = [model.get_layer(f"fpn_P{k}_lateral") for k in (2, 3, 4, 5)]
     assert all(layer.filters == 256 and layer.kernel_size == (1, 1) for layer in laterals)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.GroupNormalization)]

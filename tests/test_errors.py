@@ -510,7 +510,20 @@ def snapshot(folder):
     return found
 
 
-@pytest.mark.parametrize("row", rows(), ids=[r[0] for r in rows()])
+# Rows that cache a dataset or build a real backbone (a second or more each); the others check a config, a file or
+# an option in milliseconds and stay in the fast tier.
+SLOW_ROWS = {
+    "pyramid-missing", "garbage-npz", "multiclass-overlap", "layer", "channels", "layer-order", "bad-image",
+    "bands-input-shape", "run-in-use", "size", "bad-json", "cache-dir-file", "augment-keras-cv-missing",
+    "ignore-values", "ignore-size", "bands-unknown", "png-16bit", "weights-other-model", "augment-geometric-layer",
+    "values", "offline-weights", "augment-layer-argument", "resume-in-use", "augment-unknown-layer", "decoder-value",
+    "augment-layer-missing", "input-too-small", "weights-not-hdf5", "keras-hub-preset", "decoder-option",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "row", [pytest.param(r, id=r[0], marks=[pytest.mark.slow] if r[0] in SLOW_ROWS else []) for r in rows()]
+)
 def test_error(row, tmp_path, monkeypatch, capsys):
     from imseg.data.__main__ import main as data_main
     from imseg.export import main as export_main

@@ -264,6 +264,7 @@ NODATA_REGIONS = {  # rows, columns without data (0 in every band)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("region", NODATA_REGIONS)
 def test_nodata_anywhere_in_a_scene_stays_exactly_where_it_is(tmp_path, region):
     """Every output, mask band included, equals whole-image prediction pixel for pixel, whichever windows hold
@@ -314,6 +315,7 @@ def test_a_scene_without_nodata_gets_no_mask_band(tmp_path):
         assert out.mask_flag_enums == ([rasterio.enums.MaskFlags.all_valid],)
 
 
+@pytest.mark.slow
 def test_rgb_weights_are_adapted_to_four_bands(tmp_path):
     import keras
 

@@ -18,6 +18,7 @@ def expected():
     return dict(np.load(os.path.join(LEGACY, "expected.npz")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_an_earlier_best_keras_predicts_what_it_predicted_then(name, expected):
     from imseg.checkpoints import load_trained_model, read_metadata

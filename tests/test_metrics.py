@@ -70,6 +70,7 @@ def test_reset_and_round_trip():
     assert_round_trip(metric)
 
 
+@pytest.mark.slow
 def test_counts_stay_exact_beyond_float32_range():
     metric = SegmentationMetrics(["a:b"])
     ones = tf.ones((1, 4096, 4096, 1))
@@ -78,6 +79,7 @@ def test_counts_stay_exact_beyond_float32_range():
     assert int(metric.true_positives[0]) == 2 * 4096 * 4096
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [["/cpu:0"], ["/cpu:0", "/cpu:1"]])
 def test_evaluate_under_mirrored_strategy_equals_reference(devices):
     truth, logits = data(n=13)

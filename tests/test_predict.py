@@ -30,6 +30,7 @@ def test_window_is_smooth_positive_and_flat_in_the_middle():
     assert w.min() > 0 and (w[8:24] == 1).all() and (np.diff(w[:8]) > 0).all()
 
 
+@pytest.mark.slow
 def test_constant_logits_give_a_constant_result_of_exactly_the_image_size():
     image = np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
     probs = predict_image(conv_model(), image, overlap=0.25)
@@ -65,6 +66,7 @@ def _extra_memory(model, height, width):
     return peak - result.nbytes
 
 
+@pytest.mark.slow
 def test_working_memory_does_not_grow_with_the_image_height():
     model = conv_model(classes=4)
     small, tall = _extra_memory(model, 400, 600), _extra_memory(model, 1600, 600)

@@ -85,6 +85,7 @@ def test_ci_runs_the_test_script():
     assert "scripts/test.sh" in open(os.path.join(REPO, ".ci", "run")).read()
 
 
+@pytest.mark.slow
 def test_scripts_pass_shellcheck():
     shellcheck = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable), "shellcheck")
     if not os.path.exists(shellcheck):

@@ -36,6 +36,7 @@ def images(n=2, size=32, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype("uint8")
 
 
+@pytest.mark.slow
 def test_output_is_float32_logits_per_class_at_input_size():
     model = small_model()
     out = model.predict(images(3), verbose=0)
@@ -43,6 +44,7 @@ def test_output_is_float32_logits_per_class_at_input_size():
     assert model.class_names == ["a:x", "b:y", "c:z"]
 
 
+@pytest.mark.slow
 def test_logits_stay_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     model = small_model()
@@ -65,6 +67,7 @@ def test_in_graph_normalisation_equals_keras_preprocess_input(backbone, module):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_segmenter_round_trips_through_config_and_keras_file(tmp_path):
     model = small_model(augment={"flip": True, "rotate_range": 10})
     loaded = assert_round_trip(model, tmp_path, example=images())
@@ -81,6 +84,7 @@ def test_segmenter_round_trips_through_config_and_keras_file(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_compiled_model_round_trips_with_its_metrics(tmp_path):
     model, _ = build_model(config_from_dict(SMALL), ["a:x", "b:y"])
     model.save(tmp_path / "m.keras")
@@ -90,6 +94,7 @@ def test_compiled_model_round_trips_with_its_metrics(tmp_path):
     assert {"loss", "mean_iou", "iou/a:x", "precision/b:y", "recall/b:y"} <= set(logs)
 
 
+@pytest.mark.slow
 def test_inference_model_loads_in_a_python_that_never_imported_imseg(tmp_path):
     model = small_model()
     path = str(tmp_path / "best.keras")
@@ -112,6 +117,7 @@ def test_inference_model_loads_in_a_python_that_never_imported_imseg(tmp_path):
     assert result.stdout.strip().endswith("(4, 32, 32, 3) float32")
 
 
+@pytest.mark.slow
 def test_unknown_layer_lists_the_candidates():
     with pytest.raises(ConfigError) as e:
         small_model(refine_net_blocks=[["block_6_expand_relu", "block_3_expand_out"]])
@@ -120,12 +126,14 @@ def test_unknown_layer_lists_the_candidates():
     assert "block_3_expand_relu (8x8x" in message and "block_1_expand_relu (16x16x" in message
 
 
+@pytest.mark.slow
 def test_resnet_candidates_are_the_stage_outputs():
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
     names = [name for name, _ in feature_candidates(backbone)]
     assert names[-4:] == ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
 
 
+@pytest.mark.slow
 def test_blocks_must_climb_in_resolution():
     with pytest.raises(
         ConfigError, match="'refine_net_blocks': block 2 input 'block_6_expand_relu' \\(4x4\\) is coarser"
@@ -133,6 +141,7 @@ def test_blocks_must_climb_in_resolution():
         small_model(refine_net_blocks=[["block_3_expand_relu"], ["block_6_expand_relu"]])
 
 
+@pytest.mark.slow
 def test_frozen_backbone_has_no_trainable_weights_but_the_head_trains():
     model = small_model(backbone_trainable=False)
     backbone = {id(v) for v in model.backbone.weights}
@@ -141,12 +150,14 @@ def test_frozen_backbone_has_no_trainable_weights_but_the_head_trains():
     assert id(model.get_layer("head").kernel) in trainable
 
 
+@pytest.mark.slow
 def test_backbone_is_cut_after_the_deepest_feature_layer():
     model = small_model()  # deepest feature: block_6_expand_relu
     names = {layer.name for layer in model.backbone.layers}
     assert "block_6_expand_relu" in names and "block_6_depthwise" not in names and "Conv_1" not in names
 
 
+@pytest.mark.slow
 def test_backbone_name_is_case_insensitive_and_unknown_ones_are_named():
     assert small_model(backbone="mobilenetv2").backbone.name.startswith("mobilenetv2")
     with pytest.raises(ConfigError, match="unknown backbone 'ResNet51' \\(did you mean 'ResNet50'\\?\\)"):
@@ -178,6 +189,7 @@ def test_too_small_input_is_a_config_error():
         )
 
 
+@pytest.mark.slow
 def test_imagenet_weights_offline_give_a_clear_message(monkeypatch):
     from test_errors import offline
 
@@ -188,6 +200,7 @@ def test_imagenet_weights_offline_give_a_clear_message(monkeypatch):
     assert "backbone_kwargs.weights" in str(e.value) and "pretrained: false" in str(e.value)
 
 
+@pytest.mark.slow
 def test_local_weights_file_is_loaded(tmp_path):
     donor = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35)
     path = str(tmp_path / "mnv2.weights.h5")
@@ -200,6 +213,7 @@ def test_local_weights_file_is_loaded(tmp_path):
         small_model(pretrained=True, backbone_kwargs={"weights": str(tmp_path / "missing.h5")})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "refine_net_224_*.json"))))
 def test_seed_configs_build(path):
     config = load_config(path, ["pretrained=false"])
@@ -246,6 +260,7 @@ def test_unknown_loss_and_optimizer_suggest_names():
     assert float(loss(np.ones((1, 1, 1, 2)), np.full((1, 1, 1, 2), 20.0))) < 1e-6
 
 
+@pytest.mark.slow
 def test_building_leaves_the_global_dtype_policy_alone():
     keras.mixed_precision.set_global_policy("float32")
     model, details = build_model(config_from_dict({**SMALL, "mixed_precision": "mixed_bfloat16"}), ["a:x"])
@@ -253,6 +268,7 @@ def test_building_leaves_the_global_dtype_policy_alone():
     assert model.get_layer("head").dtype_policy.name == "mixed_bfloat16" and details["precision"] == "mixed_bfloat16"
 
 
+@pytest.mark.slow
 def test_keras_still_averages_a_first_distributed_batch_over_replicas_and_the_segmenter_does_not():
     """The work-around of keras-team/keras#20585: Keras's own `_maybe_symbolic_build` reduces a first distributed
     batch across replicas (a collective, which fails across workers); the Segmenter's builds from the local values
@@ -280,6 +296,7 @@ def test_keras_still_averages_a_first_distributed_batch_over_replicas_and_the_se
         strategy.reduce = real
 
 
+@pytest.mark.slow
 def test_what_the_data_says_is_built_in_and_the_config_never_changes():
     from imseg.dataset import DataSummary
 
@@ -299,6 +316,7 @@ def test_what_the_data_says_is_built_in_and_the_config_never_changes():
     assert model.get_config() == config
 
 
+@pytest.mark.slow
 def test_the_refinenet_decoder_is_the_network_earlier_imseg_saved():
     """The AIR RefineNet built today from the config of a best.keras written before the open model takes that
     file's weights one for one and predicts what it predicted then."""
