@@ -194,3 +194,18 @@ def toy_segmenter(decoder="RefineNet", decoder_kwargs=None, num_classes=2, **kwa
     levels = pyramid(backbone)
     extractor = feature_extractor(backbone, [levels[k] for k in STRIDES])
     return Segmenter(extractor, list(STRIDES), num_classes, decoder, decoder_kwargs, **kwargs)
+
+
+def write_features(path, geometries, crs, attributes=None, layer=None):
+    """A vector file of shapely `geometries` in `crs` (None: no CRS) with `attributes` ({name: [value per feature]}),
+    written by pyogrio (GDAL): the format follows the extension (.gpkg, .shp, .fgb, .geojson, .geojsonl)."""
+    import pyogrio
+    import shapely
+
+    attributes = attributes or {}
+    names = list(attributes)
+    data = [np.array(attributes[n], dtype=object) for n in names]
+    kinds = {g.geom_type for g in geometries}
+    kind = kinds.pop() if len(kinds) == 1 else "Unknown"
+    pyogrio.raw.write(path, np.array(shapely.to_wkb(geometries), dtype=object), data, names, layer=layer,
+                      geometry_type=kind, crs=crs)  # fmt: skip

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import REPO, write_air_dataset
+from helpers import REPO, write_air_dataset, write_features
 
 BASE = {
     "name": "e",
@@ -487,7 +487,7 @@ SCENARIOS = {
     "vectors-format": lambda c, m: geo_convert(c, f"building={c.T}/scenes/s0.tif"),
     "vectors-crs-missing": lambda c, m: (
         geo_convert(c, f"building={c.T}/b.gpkg"),
-        __import__("test_geo").write_geopackage(os.path.join(c.T, "b.gpkg"), [], srs=(0, "NONE", 0, None)),
+        write_features(os.path.join(c.T, "b.gpkg"), [__import__("shapely").Point(0, 0)], None),
     ),
     "line-width-class": lambda c, m: geo_convert(c).extend(["--line-width", "river=10"]),
     "line-width-infinite": lambda c, m: geo_convert(c).extend(["--line-width", "road=inf"]),

@@ -2,12 +2,21 @@
 
 import json
 import os
-import sqlite3
 
 import numpy as np
 import pytest
 
-from helpers import BUILDING, HOLE, PIXEL, SCENE_CRS, run_module, scene_truth, write_scene, write_vectors
+from helpers import (
+    BUILDING,
+    HOLE,
+    PIXEL,
+    SCENE_CRS,
+    run_module,
+    scene_truth,
+    write_features,
+    write_scene,
+    write_vectors,
+)
 
 rasterio = pytest.importorskip("rasterio")
 shapely = pytest.importorskip("shapely")
@@ -135,7 +144,8 @@ def test_vector_files_that_cannot_be_used_are_one_line_errors(tmp_path):
     cases = {
         str(tmp_path / "bad.geojson"): "bad.geojson: unreadable GeoJSON",
         str(tmp_path / "missing.geojson"): "missing.geojson: vector file not found",
-        str(folder / "s0.tif"): "s0.tif: unknown vector format (imseg reads .geojson, .json and .gpkg)",
+        str(folder / "s0.tif"): "s0.tif: unknown vector format (imseg reads .fgb, .geojson, .geojsonl, .geojsons, "
+        ".gpkg, .json, .shp, .zip, and OSM .osm/.osm.pbf with --osm)",
         far["building"]: "building.geojson: no feature overlaps any of the 1 image(s) (the file is in EPSG:4326, the "
         "images in EPSG:32640): is it of the same place?",
     }
@@ -146,29 +156,6 @@ def test_vector_files_that_cannot_be_used_are_one_line_errors(tmp_path):
         assert not os.path.exists(tmp_path / "D")
 
 
-def write_geopackage(path, polygons, srs=(32640, "EPSG", 32640, None)):
-    """A minimal GeoPackage (the OGC tables and a feature table of GeoPackage geometry blobs), as QGIS writes."""
-    srs_id, organization, code, definition = srs
-    db = sqlite3.connect(path)
-    db.executescript(
-        "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT, srs_id INTEGER PRIMARY KEY, organization TEXT, "
-        "organization_coordsys_id INTEGER, definition TEXT, description TEXT);"
-        "CREATE TABLE gpkg_contents (table_name TEXT PRIMARY KEY, data_type TEXT, identifier TEXT, srs_id INTEGER);"
-        "CREATE TABLE gpkg_geometry_columns (table_name TEXT, column_name TEXT, geometry_type_name TEXT, "
-        "srs_id INTEGER, z TINYINT, m TINYINT);"
-        "CREATE TABLE buildings (fid INTEGER PRIMARY KEY, geom BLOB, name TEXT);"
-    )
-    db.execute("INSERT INTO gpkg_spatial_ref_sys VALUES ('utm', ?, ?, ?, ?, '')",
-               (srs_id, organization, code, definition or "undefined"))  # fmt: skip
-    db.execute("INSERT INTO gpkg_contents VALUES ('buildings', 'features', 'buildings', ?)", (srs_id,))
-    db.execute("INSERT INTO gpkg_geometry_columns VALUES ('buildings', 'geom', 'POLYGON', ?, 0, 0)", (srs_id,))
-    for polygon in polygons:  # 'GP', version 0, flags: little-endian with a 4-double envelope, srs id, envelope, WKB
-        header = b"GP\x00" + bytes([0b00000011]) + np.int32(srs_id).tobytes() + np.array(polygon.bounds).tobytes()
-        db.execute("INSERT INTO buildings (geom) VALUES (?)", (header + shapely.to_wkb(polygon),))
-    db.commit()
-    db.close()
-
-
 def test_geopackage_features_in_a_projected_crs_burn_like_geojson(tmp_path):
     folder, _, (transform,) = scene_folder(tmp_path)
     (y0, y1, x0, x1), (hy0, hy1, hx0, hx1) = BUILDING, HOLE
@@ -177,16 +164,61 @@ def test_geopackage_features_in_a_projected_crs_burn_like_geojson(tmp_path):
         [corner(y0, x0), corner(y0, x1), corner(y1, x1), corner(y1, x0)],
         [[corner(hy0, hx0), corner(hy0, hx1), corner(hy1, hx1), corner(hy1, hx0)]],
     )
-    write_geopackage(str(tmp_path / "b.gpkg"), [polygon])
+    write_features(str(tmp_path / "b.gpkg"), [polygon], SCENE_CRS)
     convert([str(folder)], output=str(tmp_path / "D"), tile_size=64, split=(1.0, 0.0, 0.0),
             vectors=[("building:other", str(tmp_path / "b.gpkg"))], log=lambda line: None)  # fmt: skip
     annotation, _, _ = assembled(str(tmp_path / "D"), (160, 192), 1)
     np.testing.assert_array_equal(annotation[0], scene_truth()[0])
 
-    write_geopackage(str(tmp_path / "nocrs.gpkg"), [polygon], srs=(0, "NONE", 0, None))
+    write_features(str(tmp_path / "nocrs.gpkg"), [polygon], None)
     with pytest.raises(DataError, match="nocrs.gpkg: its features have no CRS"):
         convert([str(folder)], output=str(tmp_path / "E"), tile_size=64, split=(1.0, 0.0, 0.0),
                 vectors=[("building:other", str(tmp_path / "nocrs.gpkg"))], log=lambda line: None)  # fmt: skip
+
+
+@pytest.mark.parametrize("extension", [".shp", ".zip", ".fgb", ".geojsonl", ".gpkg"])
+def test_every_vector_format_burns_like_geojson(tmp_path, extension):
+    """Shapefile (also zipped, as downloads come), FlatGeobuf, GeoJSONSeq and GeoPackage, read by pyogrio."""
+    import zipfile
+
+    folder, vectors, _ = scene_folder(tmp_path)
+    from imseg.geo.vectors import read_vectors
+
+    geometries, crs = read_vectors(vectors["building"])
+    geometries = [g for g in geometries if g.geom_type == "Polygon"]  # a shapefile holds one kind
+    target = str(tmp_path / f"b{'.shp' if extension == '.zip' else extension}")
+    write_features(target, geometries, crs.to_string(), {"building": ["yes"] * len(geometries)})
+    if extension == ".zip":
+        with zipfile.ZipFile(tmp_path / "b.zip", "w") as z:
+            for part in (tmp_path).glob("b.*"):
+                if part.suffix != ".zip":
+                    z.write(part, part.name)
+        target = str(tmp_path / "b.zip")
+    convert([str(folder)], output=str(tmp_path / "D"), tile_size=64, split=(1.0, 0.0, 0.0),
+            vectors=[("building:other", target)], log=lambda line: None)  # fmt: skip
+    annotation, _, _ = assembled(str(tmp_path / "D"), (160, 192), 1)
+    np.testing.assert_array_equal(annotation[0], scene_truth()[0])
+
+
+def test_line_widths_and_areas_are_metres_at_60_degrees_north(tmp_path):
+    """In a geographic CRS a degree of longitude is cos(60°) = half a degree of latitude at 60° N: a road 10 m
+    wide running north is 10 m wide, not 5 m (the rule of 111,320 m per degree)."""
+    from rasterio.transform import from_origin
+
+    from imseg.geo.metres import area_m2
+    from imseg.geo.vectors import burn
+
+    pixel = 1e-5  # degrees: 0.557 m east-west and 1.11 m north-south here
+    transform = from_origin(10.0, 60.0, pixel, pixel)
+    crs = rasterio.crs.CRS.from_epsg(4326)
+    road = shapely.LineString([(10.0 + 100 * pixel, 60.0 + pixel), (10.0 + 100 * pixel, 60.0 - 201 * pixel)])
+    annotation, _, _, _ = burn([[([road], crs)]], [], {"crs": crs, "transform": transform}, (200, 200),
+                               {"road:other": 10.0}, ["road:other"])  # fmt: skip
+    east_west = 111_320 * np.cos(np.radians(60)) * pixel
+    assert annotation[0][100].sum() == pytest.approx(10.0 / east_west, abs=1.5)  # about 18 pixels, not 9
+    square = shapely.box(10.0, 60.0, 10.001, 60.001)  # 0.001 degrees each way
+    geod = area_m2(square, crs)
+    assert geod == pytest.approx(111.4 * 55.8, rel=0.01)  # 111.4 m north-south by 55.8 m east-west
 
 
 def write_mask(path, mask, transform, crs=SCENE_CRS):

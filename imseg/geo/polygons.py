@@ -11,10 +11,10 @@ import numpy as np
 
 from imseg.errors import DataError
 from imseg.geo import require
+from imseg.geo.metres import area_m2
 from imseg.outputs import write_text
 
 STRIP = 2048  # rows traced at a time
-EQUAL_AREA = "EPSG:6933"  # areas of polygons in a geographic CRS are measured here
 
 
 def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84"):
@@ -69,13 +69,3 @@ def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84"):
         collection["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
     write_text(output, json.dumps(collection))
     return counts
-
-
-def area_m2(polygon, crs):
-    """The area of a polygon in the CRS `crs`, in square metres."""
-    _, shapely = require()
-    if crs.is_geographic:
-        from rasterio.warp import transform_geom
-
-        return shapely.geometry.shape(transform_geom(crs, EQUAL_AREA, shapely.geometry.mapping(polygon))).area
-    return polygon.area * (crs.linear_units_factor[1] ** 2)
