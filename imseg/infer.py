@@ -83,6 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--vectorize", action="store_true", help="also write <stem>.geojson: the regions as polygons")
     p.add_argument("--simplify", type=number(0, 100), default=1.0, help="polygon tolerance in pixels (default 1)")
     p.add_argument("--min-area", type=number(0, 1e12), default=0.0, help="drop regions under this many m2 (default 0)")
+    p.add_argument("--vector-format", choices=("geojson", "gpkg", "fgb"), default="geojson",
+                   help="polygons as GeoJSON (default), GeoPackage (a layer per class) or FlatGeobuf")  # fmt: skip
     p.add_argument("--vector-crs", choices=("wgs84", "image"), default="wgs84",
                    help="polygons in WGS84 (RFC 7946, default) or the image's CRS")  # fmt: skip
     args = p.parse_args(argv)
@@ -396,6 +398,7 @@ def predict_images(
     min_area=0.0,
     vector_crs="wgs84",
     overwrite=False,
+    vector_format="geojson",
 ):
     """Predict image files of any size with a sliding window; writes masks, overlays and a summary to `output`.
 
@@ -414,7 +417,7 @@ def predict_images(
         log: called with each line to report.
         tta: "flip" averages each tile's logits over its four flips.
         vectorize: also write `<stem>.geojson`, the predicted regions as polygons (georeferenced GeoTIFFs).
-        simplify, min_area, vector_crs: see `imseg.geo.polygons.vectorize`.
+        simplify, min_area, vector_crs, vector_format: see `imseg.geo.polygons.vectorize`.
         overwrite: clear `output` first.
 
     Returns:
@@ -454,7 +457,8 @@ def predict_images(
             predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
             written[stem] = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta)
             if vectorize:
-                written[stem]["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs)
+                written[stem]["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs,
+                                                       vector_format)  # fmt: skip
         summary = {**settings, "colours": {n: hex_colour(c) for n, c in colours.items()}, "images": written}
         write_png(os.path.join(output, "legend.png"), np.asarray(legend(colours)))
         write_json(os.path.join(output, "summary.json"), summary)
@@ -520,11 +524,14 @@ def _predict_scene(predictor, path, output, stem, overlap, batch_size, save_prob
     return {"source": os.path.abspath(path), **result}
 
 
-def _vectorize(output, stem, names, simplify, min_area, vector_crs):
+def _vectorize(output, stem, names, simplify, min_area, vector_crs, vector_format="geojson"):
     from imseg.geo.polygons import vectorize
 
     masks = {n: os.path.join(output, "masks", class_folder(n), stem + ".tif") for n in names if n != BACKGROUND}
-    return vectorize(masks, os.path.join(output, stem + ".geojson"), simplify, min_area, vector_crs)
+    from imseg.geo.polygons import VECTOR_FORMATS
+
+    target = os.path.join(output, stem + VECTOR_FORMATS[vector_format])
+    return vectorize(masks, target, simplify, min_area, vector_crs, vector_format)
 
 
 def main(argv=None):
@@ -554,6 +561,7 @@ def main(argv=None):
                 simplify=args.simplify,
                 min_area=args.min_area,
                 vector_crs=args.vector_crs,
+                vector_format=args.vector_format,
                 overwrite=args.overwrite,
             )
         else:

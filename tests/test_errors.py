@@ -154,6 +154,26 @@ def geo_convert(c, *vectors, crs="EPSG:32640", far=False):
     return c.command
 
 
+def osm_convert(c, osm_name="map.osm", classes=None, *extra):
+    """geo_convert's scene with OSM data (osm_name under {T}, written as OSM XML unless the test replaces it) and
+    a classes.json of tag filters; the convert command with --osm."""
+    import test_osm
+
+    from helpers import write_scene
+
+    os.makedirs(os.path.join(c.T, "scenes"))
+    transform = write_scene(os.path.join(c.T, "scenes", "s0.tif"))
+    if osm_name.endswith((".osm", ".pbf")):
+        test_osm.write_osm(os.path.join(c.T, osm_name), transform)
+    with open(os.path.join(c.T, "classes.json"), "w") as f:
+        json.dump(classes or {"building": ["other"], "highway": ["other"]}, f)
+    c.program = "data"
+    c.command = ["convert", "--images", os.path.join(c.T, "scenes"), "--tile-size", "64", "--split", "1", "0", "0",
+                 "--output", os.path.join(c.T, "out"), "--osm", os.path.join(c.T, osm_name), "--classes-path",
+                 os.path.join(c.T, "classes.json"), *extra]  # fmt: skip
+    return c.command
+
+
 def road_elsewhere(c):
     """Replace geo_convert's road.geojson with roads 300 km away (the buildings still overlap the scene)."""
     from rasterio.transform import from_origin
@@ -491,6 +511,19 @@ SCENARIOS = {
     ),
     "line-width-class": lambda c, m: geo_convert(c).extend(["--line-width", "river=10"]),
     "line-width-infinite": lambda c, m: geo_convert(c).extend(["--line-width", "road=inf"]),
+    "osm-tag-syntax": lambda c, m: osm_convert(c, "map.osm", {"building": ["yes;no"]}),
+    "osm-no-extra": lambda c, m: (m.setitem(__import__("sys").modules, "osmium", None), osm_convert(c, "map.osm.pbf")),
+    "osm-corrupt": lambda c, m: (
+        osm_convert(c, "map.osm.pbf"),
+        open(os.path.join(c.T, "map.osm.pbf"), "r+b").truncate(40),
+    ),
+    "shapefile-corrupt": lambda c, m: (
+        osm_convert(c, "map.shp"),
+        open(os.path.join(c.T, "map.shp"), "wb").write(b"\x00\x00\x27\x0a" + b"\x00" * 20),
+    ),
+    "osm-and-vectors": lambda c, m: osm_convert(c).extend(["--vectors", f"building:other={c.T}/b.geojson"]),
+    "osm-no-classes": lambda c, m: (osm_convert(c), os.remove(os.path.join(c.T, "classes.json"))),
+    "burn-order-class": lambda c, m: osm_convert(c, "map.osm", None, "--burn-order", "highway:other", "building"),
     "infer-bands-unknown": lambda c, m: geo_infer(c, "--bands", "1", "2", "3", "9"),
     "infer-bands-count": lambda c, m: geo_infer(c, "--bands", "1", "2", "3"),
     "vectorize-not-georeferenced": lambda c, m: geo_infer(c, "--vectorize", crs=None),

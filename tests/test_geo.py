@@ -262,6 +262,30 @@ def test_vectorize_traces_regions_with_holes_across_strips_and_filters_by_area(t
     assert 56.9 < lon < 57.1 and 25.1 < lat < 25.2
 
 
+@pytest.mark.parametrize("vector_format", ["gpkg", "fgb"])
+def test_polygons_as_a_geopackage_layer_per_class_or_a_flatgeobuf(tmp_path, vector_format):
+    import pyogrio
+
+    from imseg.geo import polygons
+
+    transform = from_origin(500_000.0, 2_780_000.0, PIXEL, PIXEL)
+    write_mask(str(tmp_path / "b.tif"), scene_truth()[0], transform)
+    write_mask(str(tmp_path / "r.tif"), scene_truth()[1], transform)
+    masks = {"building:other": str(tmp_path / "b.tif"), "road:other": str(tmp_path / "r.tif")}
+    expected = polygons.vectorize(masks, str(tmp_path / "p.geojson"), simplify=0, vector_crs="image")
+    reference = sorted(f["properties"]["area_m2"] for f in json.load(open(tmp_path / "p.geojson"))["features"])
+    target = str(tmp_path / f"p.{vector_format}")
+    assert polygons.vectorize(masks, target, simplify=0, vector_crs="image", vector_format=vector_format) == expected
+    layers = [name for name, _ in pyogrio.list_layers(target)]
+    assert layers == (["building:other", "road:other"] if vector_format == "gpkg" else ["p"])
+    areas = []
+    for layer in layers:
+        meta, _, _, fields = pyogrio.raw.read(target, layer=layer)
+        assert meta["crs"] == SCENE_CRS and list(meta["fields"]) == ["class", "area_m2"]
+        areas += list(fields[1])
+    assert sorted(areas) == pytest.approx(reference)
+
+
 def test_windowed_prediction_in_column_blocks_equals_the_whole_image(tmp_path):
     import keras
 

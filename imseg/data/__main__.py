@@ -24,6 +24,13 @@ def parse_args(argv=None):
         "--line-width", action="append", metavar="CLASS=METRES", help="width of CLASS's line features (default 6)"
     )
     c.add_argument("--vectors-ignore", action="append", metavar="FILE", help="features that mark ignored pixels")
+    c.add_argument("--osm", action="append", metavar="FILE",
+                   help="OpenStreetMap data (.osm, .osm.pbf, Overpass GeoJSON, tag columns): features go to the "
+                        "classes of --classes-path, whose names are tag filters (repeatable)")  # fmt: skip
+    c.add_argument("--classes-path", help="with --osm: classes.json of tag filters (default ./classes.json)")
+    c.add_argument("--burn-order", nargs="*", metavar="CLASS",
+                   help="one class per pixel, a later class taking it (no classes: their order); default: keep "
+                        "overlaps")  # fmt: skip
     c.add_argument("--bands", type=integer(1), nargs="+", help="GeoTIFF bands to keep, counted from 1, in order")
     c.add_argument(
         "--mask-type",
@@ -99,6 +106,9 @@ def main(argv=None):
                 vectors=parse_assignments(args.vectors, "vectors"),
                 line_widths=dict(parse_assignments(args.line_width, "line-width", number=True)),
                 vectors_ignore=args.vectors_ignore,
+                osm=args.osm,
+                classes_path=args.classes_path or ("classes.json" if args.osm else None),
+                burn_order=args.burn_order,
                 log=log,
             )
             return 0

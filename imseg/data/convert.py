@@ -20,7 +20,7 @@ import numpy as np
 
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
-from imseg.errors import ConfigError, DataError
+from imseg.errors import ConfigError, DataError, did_you_mean
 from imseg.images import georeference, image_size, read_image, read_mask, tile_extension, write_image
 from imseg.layout import IMAGE_EXTENSIONS
 
@@ -195,6 +195,9 @@ def convert(
     vectors=None,
     line_widths=None,
     vectors_ignore=None,
+    osm=None,
+    classes_path=None,
+    burn_order=None,
     log=print,
 ):
     """Build an AIR `im_seg` dataset of tiles at `output` from folders of images with masks or vector labels.
@@ -213,6 +216,11 @@ def convert(
         vectors: instead of masks, [(class, vector file)]: features burnt into georeferenced images.
         line_widths: {class: metres} for line features (default 6).
         vectors_ignore: vector files whose features mark ignored pixels.
+        osm: files of OpenStreetMap data (OSM XML, PBF, Overpass GeoJSON, tag columns): their features go to the
+            classes of `classes_path`, whose names are tag filters (`imseg.geo.osm`); `line_widths` may also name
+            tags (`highway:primary`).
+        burn_order: vector labels made exclusive, a later class taking the pixel ([] : the classes' order); None
+            keeps overlaps.
         log: called with each line to report.
 
     Returns:
@@ -223,13 +231,14 @@ def convert(
     fractions = list(split)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(f"--split needs three fractions >= 0 that sum to 1 (train val test), got {fractions}")
-    if vectors:
+    if vectors or osm:
         if masks:
-            raise ConfigError("give --masks or --vectors, not both")
-        names, sources, labels = _vector_labels(images, vectors, line_widths, vectors_ignore, log)
+            raise ConfigError(f"give --masks or {'--osm' if osm else '--vectors'}, not both")
+        names, sources, labels = _vector_labels(images, vectors or [], line_widths, vectors_ignore, log, osm or [],
+                                                classes_path, burn_order)  # fmt: skip
     else:
         if not masks or not mask_type:
-            raise ConfigError("give --masks with --mask-type, or --vectors CLASS=FILE")
+            raise ConfigError("give --masks with --mask-type, --vectors CLASS=FILE or --osm FILE")
         names, sources, labels = _mask_labels(images, masks, mask_type, class_map)
     output = os.path.abspath(output)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
@@ -306,18 +315,26 @@ def _mask_labels(images, masks, mask_type, class_map):
     return names, sources, labels
 
 
-def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
-    """(class names, [(image, None)], labels) for vector files burnt into georeferenced images."""
+def _vector_labels(images, vectors, line_widths, vectors_ignore, log, osm=(), osm_classes=None, burn_order=None):
+    """(class names, [(image, None)], labels) for vector files (and OSM data) burnt into georeferenced images."""
     from imseg.geo.vectors import burn, overlapping, read_vectors
 
-    files = {}
-    for name, path in vectors:
-        files.setdefault(name, []).append(read_vectors(path))
-    ignore = [read_vectors(path) for path in vectors_ignore or ()]
-    names = sorted(files)
-    unknown = sorted(set(line_widths or {}) - set(names))
+    filters = _osm_filters(osm_classes, vectors) if osm else []
+    names = sorted({name for name, _ in vectors} | {f.name for f in filters})
+    # --line-width may name a class, or with --osm a tag (highway:primary)
+    unknown = sorted(n for n in line_widths or {} if n not in names and not (osm and ":" in n))
     if unknown:
-        raise ConfigError(f"--line-width {unknown[0]}: no --vectors for this class; classes: {', '.join(names)}")
+        what = "--vectors or --osm tag filter" if osm else "--vectors"
+        raise ConfigError(f"--line-width {unknown[0]}: no {what} for this class; classes: {', '.join(names)}")
+    order = _burn_order(burn_order, names)
+    loaded = {}  # path -> (geometries, crs): what must overlap some image
+    files = {}  # class -> [(geometries, crs[, widths])]
+    for name, path in vectors:
+        loaded.setdefault(path, read_vectors(path))
+        files.setdefault(name, []).append(loaded[path])
+    if osm:
+        _osm_layers(osm, filters, line_widths or {}, files, loaded, log)
+    ignore = [read_vectors(path) for path in vectors_ignore or ()]
     sources = []
     for folder in images:  # folders of scenes, or scene files
         if os.path.isfile(folder):
@@ -332,7 +349,7 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
         raise ConfigError(f"two scenes share the name '{twice[0]}'; their tiles would mix: rename one")
     if not sources:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(images)}")
-    layers = [files[n] for n in names]
+    layers = [files.get(n, []) for n in names]
     grids = {}
     for path, _ in sources:  # before anything is written: every image can take the features
         georef = georeference(path)
@@ -340,24 +357,31 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
             raise DataError(f"{path}: not georeferenced (no CRS or geotransform), so vector labels cannot be placed")
         grids[path] = (georef, image_size(path))
     # Every vector file labels some image: one of another place would train an all-negative class.
-    reach = {path: [image for image, (georef, size) in grids.items() if overlapping([read_vectors(path)], georef, size)]
-             for _, path in vectors}  # fmt: skip
+    reach = {path: [image for image, (georef, size) in grids.items() if overlapping([data], georef, size)]
+             for path, data in loaded.items()}  # fmt: skip
     for path, images_reached in reach.items():
         if not images_reached:
-            crs = read_vectors(path)[1]
             scenes = sorted({g["crs"].to_string() for g, _ in grids.values()})
             raise DataError(
-                f"{path}: no feature overlaps any of the {len(grids)} image(s) (the file is in {crs.to_string()}, "
-                f"the images in {', '.join(scenes)}): is it of the same place?"
+                f"{path}: no feature overlaps any of the {len(grids)} image(s) (the file is in "
+                f"{loaded[path][1].to_string()}, the images in {', '.join(scenes)}): is it of the same place?"
             )
     for image in grids:
         if not any(image in reached for reached in reach.values()):
             log(f"imseg-data: note: {image}: no feature of any vector file overlaps it; its tiles get no labels")
+    if order is not None:
+        log(f"imseg-data: burn order (a later class takes the pixel): {', '.join(names[k] for k in order)}")
 
     def labels(source, image):
         annotation, ignored, counts, points = burn(
             layers, ignore, georeference(source[0]), image.shape[:2], line_widths, names
         )
+        if order is not None:  # one class per pixel: each class in turn takes its pixels from those before it
+            taken = np.zeros_like(annotation)
+            for k in order:
+                taken[:, annotation[k] > 0] = 0
+                taken[k] = annotation[k]
+            annotation = taken
         if any(counts):
             found = ", ".join(f"{counts[k]} {n}" for k, n in enumerate(names))
             log(
@@ -367,6 +391,66 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log):
         return annotation, ignored
 
     return names, sources, labels
+
+
+def _osm_filters(classes_path, vectors):
+    """The tag filters of the classes file for --osm; no class may come from --vectors too."""
+    from imseg.classes import load_class_names
+    from imseg.geo.osm import tag_filters
+
+    if not classes_path or not os.path.exists(classes_path):
+        raise ConfigError(
+            f"{classes_path or 'classes.json'}: --osm needs a classes file of OSM tag filters, e.g. "
+            '{"building": ["other"], "highway": ["primary", "other"]}; pass --classes-path'
+        )
+    filters = tag_filters(load_class_names(classes_path), classes_path)
+    given = dict(vectors)
+    clash = [f.name for f in filters if f.name in given]
+    if clash:
+        raise ConfigError(f"class {clash[0]}: given by --vectors {given[clash[0]]} and by the tag filters of "
+                          f"{classes_path} for --osm; give each class one source")  # fmt: skip
+    return filters
+
+
+def _osm_layers(osm, filters, line_widths, files, loaded, log):
+    """Add the features of the OSM files to `files` by their tag `filters` (and each file to `loaded`)."""
+    from imseg.geo.osm import classes_of, line_width, main_key, read_osm
+
+    unmatched, matched_any = collections.Counter(), set()
+    for path in osm:
+        features, crs = read_osm(path)
+        loaded[path] = ([g for g, _ in features], crs)
+        per_class = {f.name: ([], []) for f in filters}
+        for geometry, tags in features:
+            matched = classes_of(tags, filters)
+            if not matched:
+                unmatched[main_key(tags)] += 1
+                continue
+            width = line_width(tags, [filters[k] for k in matched], line_widths)
+            for k in matched:
+                per_class[filters[k].name][0].append(geometry)
+                per_class[filters[k].name][1].append(width)
+                matched_any.add(filters[k].name)
+        for name, (geometries, widths) in per_class.items():
+            files.setdefault(name, []).append((geometries, crs, widths))
+    if unmatched:
+        log("imseg-data: OSM features that match no class, by key: "
+            + ", ".join(f"{key} {n}" for key, n in unmatched.most_common()))  # fmt: skip
+    for f in filters:
+        if f.name not in matched_any:
+            log(f"imseg-data: note: class {f.name} matches no feature of {', '.join(osm)}; its masks stay empty")
+
+
+def _burn_order(order, names):
+    """Channel indices in burn order (a later class takes the pixel), or None to keep overlaps (multilabel)."""
+    if order is None:
+        return None
+    unknown = [n for n in order if n not in names]
+    if unknown:
+        raise ConfigError(f"--burn-order {unknown[0]}: no such class{did_you_mean(unknown[0], names)}; classes: "
+                          f"{', '.join(names)}")  # fmt: skip
+    listed = [names.index(n) for n in order]
+    return [k for k in range(len(names)) if k not in listed] + listed
 
 
 def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, root):

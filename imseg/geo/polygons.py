@@ -6,6 +6,7 @@ in pixels, filtered by area in square metres, and written in WGS84 as RFC 7946 a
 """
 
 import json
+import os
 
 import numpy as np
 
@@ -17,15 +18,20 @@ from imseg.outputs import write_text
 STRIP = 2048  # rows traced at a time
 
 
-def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84"):
-    """Write the regions of `masks` ({class name: mask GeoTIFF}) to the GeoJSON file `output`.
+VECTOR_FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "fgb": ".fgb"}
+
+
+def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84", vector_format="geojson"):
+    """Write the regions of `masks` ({class name: mask GeoTIFF}) to the vector file `output`.
 
     Args:
         masks: class name -> a one-band GeoTIFF whose non-zero, valid pixels are the class.
-        output: the `.geojson` file to write (atomically).
+        output: the file to write (atomically): GeoJSON, GeoPackage (one layer per class) or FlatGeobuf, as
+            `vector_format` says; every feature has the properties `class` and `area_m2`.
         simplify: Douglas-Peucker tolerance in pixels (0: the pixel outlines as they are).
         min_area: regions smaller than this many square metres are left out.
-        vector_crs: "wgs84" (RFC 7946) or "image" (the masks' CRS, named in a `crs` member).
+        vector_crs: "wgs84" (RFC 7946) or "image" (the masks' CRS).
+        vector_format: "geojson", "gpkg" or "fgb".
 
     Returns:
         {class name: number of polygons written}.
@@ -64,8 +70,41 @@ def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84"):
             features.append({"type": "Feature", "properties": {"class": name, "area_m2": round(area, 2)},
                              "geometry": geometry})  # fmt: skip
             counts[name] += 1
-    collection = {"type": "FeatureCollection", "features": features}
-    if vector_crs == "image" and crs is not None:
-        collection["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
-    write_text(output, json.dumps(collection))
+    if vector_format == "geojson":
+        collection = {"type": "FeatureCollection", "features": features}
+        if vector_crs == "image" and crs is not None:
+            collection["crs"] = {"type": "name", "properties": {"name": crs.to_string()}}
+        write_text(output, json.dumps(collection))
+    else:
+        _write_layers(features, output, vector_format, "EPSG:4326" if vector_crs == "wgs84" else crs.to_string())
     return counts
+
+
+def _write_layers(features, output, vector_format, crs):
+    """GeoJSON-like features into a GeoPackage (a layer per class) or a FlatGeobuf, written by pyogrio."""
+    import numpy as np
+    import pyogrio
+    import shapely
+
+    from imseg.outputs import atomic_path
+
+    # FlatGeobuf: one layer, named as the file (GDAL would name it after the temporary file)
+    layers = {os.path.splitext(os.path.basename(output))[0]: features} if vector_format == "fgb" else {}
+    if vector_format == "gpkg":
+        for feature in features:
+            layers.setdefault(feature["properties"]["class"], []).append(feature)
+    with atomic_path(output, suffix=VECTOR_FORMATS[vector_format]) as tmp:
+        os.remove(tmp)  # GDAL creates the file itself
+        for i, (layer, chosen) in enumerate(layers.items()):
+            geometry = np.array([shapely.to_wkb(shapely.geometry.shape(f["geometry"])) for f in chosen], object)
+            fields = ["class", "area_m2"]
+            data = [np.array([f["properties"][k] for f in chosen], object if k == "class" else float) for k in fields]
+            pyogrio.raw.write(tmp, geometry, data, fields, layer=layer, driver=_DRIVERS[vector_format],
+                              geometry_type="MultiPolygon", promote_to_multi=True, crs=crs, append=i > 0)  # fmt: skip
+        if not layers:  # nothing found: a valid, empty file all the same
+            pyogrio.raw.write(tmp, np.array([], object), [np.array([], object), np.array([], float)],
+                              ["class", "area_m2"], driver=_DRIVERS[vector_format], geometry_type="MultiPolygon",
+                              crs=crs)  # fmt: skip
+
+
+_DRIVERS = {"gpkg": "GPKG", "fgb": "FlatGeobuf"}
