@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p = ArgumentParser(prog="imseg-infer", description="Predict with a trained imseg model.")
     p.add_argument("--config", help="the run's config (needed for --split; optional with --model and --images)")
     p.add_argument("--data-path", help="dataset root D (split mode, and the default model location)")
-    p.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    p.add_argument("--classes-path", help="classes.json (default: D/classes.json, else ./classes.json)")
     p.add_argument("--split", choices=("train", "val", "test"), help="split to predict (default val)")
     p.add_argument("--model", help="a .keras model (default: the run's checkpoints/best.keras)")
     p.add_argument("--output-dir", metavar="DIR", help="where the run folder is: DIR/<name> (as imseg-train's)")

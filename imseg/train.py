@@ -26,7 +26,7 @@ class TrainOptions:
     Args:
         data_path: the dataset root `D` holding `D/im_seg/{train,val}`.
         config_path: the config file.
-        classes_path: `classes.json` (default: ./classes.json, else `D/classes.json`).
+        classes_path: `classes.json` (default: `D/classes.json`, else ./classes.json; see `default_classes_path`).
         overrides: `key=value` strings, as `--set` takes them.
         resume: continue the run of the config's name from its last completed epoch.
         overwrite: replace an existing run of the same name.
@@ -65,7 +65,7 @@ class PreparedRun:
 def parse_args(argv=None):
     p = ArgumentParser(prog="imseg-train", description="Train a RefineNet on an AIR im_seg dataset.")
     p.add_argument("--data-path", help="dataset root D holding D/im_seg/{train,val,test}")
-    p.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    p.add_argument("--classes-path", help="classes.json (default: D/classes.json, else ./classes.json)")
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")
     p.add_argument(
         "--set",

@@ -63,11 +63,11 @@ def parse_args(argv=None):
 
     v = sub.add_parser("verify", help="check every split; exit 0 when clean, 1 otherwise")
     v.add_argument("--data-path", required=True, help="dataset root D")
-    v.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    v.add_argument("--classes-path", help="classes.json (default: D/classes.json, else ./classes.json)")
 
     s = sub.add_parser("show", help="contact sheet of tiles with their masks overlaid")
     s.add_argument("--data-path", required=True, help="dataset root D")
-    s.add_argument("--classes-path", help="classes.json (default: ./classes.json, else D/classes.json)")
+    s.add_argument("--classes-path", help="classes.json (default: D/classes.json, else ./classes.json)")
     s.add_argument("--split", default="train", choices=("train", "val", "test"))
     s.add_argument("-n", type=integer(1), default=16, help="number of tiles (default 16)")
     s.add_argument("--seed", type=int, default=0, help="which tiles are drawn (default 0)")
