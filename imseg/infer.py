@@ -198,7 +198,7 @@ def predict_split(
         predictor: from `load_predictor` with a config (it selects the classes of the dataset).
         data_path: the dataset root `D`.
         split: "train", "val" or "test".
-        classes_path: the dataset's `classes.json` (default: ./classes.json, else `D/classes.json`).
+        classes_path: the dataset's `classes.json` (default: `D/classes.json`, else ./classes.json).
         output_dir: where the run folder is (default `D/im_seg/out`).
         batch_size: images per prediction call (default: the config's).
         save_probs: also write float16 probabilities.
