@@ -42,16 +42,17 @@ def _rasterio():
 PIXEL_TYPES = ("uint8", "uint16", "int16", "float32")  # read exactly; float64 is read as float32
 
 
-def read_image(path, with_valid=False, bands=None):
+def read_image(path, with_valid=False, bands=None, resolution=None):
     """An image as (h, w, C): GeoTIFF bands in their own pixel type (default: every band but alpha), JPEG and
     PNG as 8-bit RGB (grayscale repeated, alpha dropped). `bands` (1-based) selects and orders the bands.
+    `resolution` (metres per pixel) resamples a GeoTIFF in a metric CRS bilinearly to that ground sample distance.
 
     With `with_valid`, returns (image, valid) where `valid` (h, w) bool is false where the image has no
     data: GeoTIFF nodata or internal mask, or a transparent pixel of an image with alpha.
     """
     if path.lower().endswith(GEOTIFF):
         rasterio = _rasterio()
-        with rasterio.open(path) as src:
+        with rasterio.open(path) as dataset, resampled(dataset, path, resolution) as src:
             alpha = {i + 1 for i, c in enumerate(src.colorinterp) if c == rasterio.enums.ColorInterp.alpha}
             chosen = list(bands) if bands else [b for b in range(1, src.count + 1) if b not in alpha]
             _check_bands(path, chosen, src.count)
@@ -107,20 +108,51 @@ def read_mask(path, mask_type):
         raise DataError(f"{path}: unreadable mask: {e}") from None
 
 
-def georeference(path):
-    """{"crs", "transform"} of a georeferenced GeoTIFF (rasterio objects), else None."""
+def georeference(path, resolution=None):
+    """{"crs", "transform"} of a georeferenced GeoTIFF (rasterio objects; at `resolution` when given), else None."""
     if not path.lower().endswith(GEOTIFF):
         return None
-    with _rasterio().open(path) as src:
+    with _rasterio().open(path) as dataset, resampled(dataset, path, resolution) as src:
         if src.crs is None or src.transform.is_identity:
             return None
         return {"crs": src.crs, "transform": src.transform}
 
 
-def image_size(path):
-    """(height, width) of an image file, from its header."""
+def pixel_size(dataset):
+    """The ground sample distance of a dataset in metres per pixel, or None outside a metric CRS."""
+    crs = dataset.crs
+    if crs is None or not crs.is_projected or dataset.transform.is_identity:
+        return None
+    return abs(dataset.transform.a) * (crs.linear_units_factor[1] or 1.0)
+
+
+@contextlib.contextmanager
+def resampled(dataset, path, resolution, resampling="bilinear"):
+    """`dataset` as it is (no `resolution`), or a WarpedVRT of it at `resolution` metres per pixel over the same
+    extent, in its own CRS, which must be metric (a DataError names the file otherwise)."""
+    if resolution is None:
+        yield dataset
+        return
+    rasterio = _rasterio()
+    from rasterio.transform import from_origin
+    from rasterio.vrt import WarpedVRT
+
+    if pixel_size(dataset) is None:
+        crs = dataset.crs.to_string() if dataset.crs else "no CRS"
+        raise DataError(f"{path}: --resolution resamples scenes in a projected CRS in metres; this one has {crs} "
+                        "(reproject it first, e.g. with gdalwarp -t_srs to its UTM zone)")  # fmt: skip
+    step = resolution / (dataset.crs.linear_units_factor[1] or 1.0)
+    left, bottom, right, top = dataset.bounds
+    width, height = max(1, round((right - left) / step)), max(1, round((top - bottom) / step))
+    with WarpedVRT(dataset, crs=dataset.crs, transform=from_origin(left, top, step, step), width=width, height=height,
+                   resampling=getattr(rasterio.enums.Resampling, resampling)) as vrt:  # fmt: skip
+        yield vrt
+
+
+def image_size(path, resolution=None):
+    """(height, width) of an image file, from its header (at `resolution` for a GeoTIFF, when given)."""
     if path.lower().endswith(GEOTIFF):
-        with _rasterio().open(path) as src:
+        with _rasterio().open(path) as dataset, resampled(dataset, path, resolution) as src:
             return src.height, src.width
     with _large_images(), Image.open(path) as img:
         return img.height, img.width

@@ -43,6 +43,8 @@ class Predictor:
         name: the run's name (where split predictions go).
         batch_size: the default number of images or tiles per prediction call.
         config: the run's `Config`, when one was given (split prediction needs it).
+        bands: the image bands the model reads, counted from 1 (None: all).
+        gsd: the metres per pixel the model was trained at (None: unknown); scenes of another are resampled.
     """
 
     model: object
@@ -54,6 +56,7 @@ class Predictor:
     batch_size: int = 8
     config: object = None
     bands: tuple = None
+    gsd: float = None
 
 
 def parse_args(argv=None):
@@ -83,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--vectorize", action="store_true", help="also write <stem>.geojson: the regions as polygons")
     p.add_argument("--simplify", type=number(0, 100), default=1.0, help="polygon tolerance in pixels (default 1)")
     p.add_argument("--min-area", type=number(0, 1e12), default=0.0, help="drop regions under this many m2 (default 0)")
+    p.add_argument("--output-grid", choices=("scene", "model"), default="scene",
+                   help="masks of a scene resampled to the model's ground sample distance: on the scene's own grid "
+                        "(default) or the model's")  # fmt: skip
     p.add_argument("--vector-format", choices=("geojson", "gpkg", "fgb"), default="geojson",
                    help="polygons as GeoJSON (default), GeoPackage (a layer per class) or FlatGeobuf")  # fmt: skip
     p.add_argument("--vector-crs", choices=("wgs84", "image"), default="wgs84",
@@ -169,7 +175,8 @@ def load_predictor(model_path=None, config_path=None, data_path=None, classes_pa
             f"{model_path}: predicts {model.output_shape[-1]} classes, but {source} selects "
             f"{len(classes)}: {', '.join(classes)}"
         )
-    return Predictor(model=model, path=model_path, classes=tuple(classes), config=config, **settings)
+    return Predictor(model=model, path=model_path, classes=tuple(classes), config=config, gsd=record.get("gsd"),
+                     **settings)  # fmt: skip
 
 
 def _best_json(model_path):
@@ -399,6 +406,7 @@ def predict_images(
     vector_crs="wgs84",
     overwrite=False,
     vector_format="geojson",
+    output_grid="scene",
 ):
     """Predict image files of any size with a sliding window; writes masks, overlays and a summary to `output`.
 
@@ -419,6 +427,8 @@ def predict_images(
         vectorize: also write `<stem>.geojson`, the predicted regions as polygons (georeferenced GeoTIFFs).
         simplify, min_area, vector_crs, vector_format: see `imseg.geo.polygons.vectorize`.
         overwrite: clear `output` first.
+        output_grid: for a model that records the ground sample distance it was trained at, GeoTIFF scenes of
+            another are predicted resampled to it, and written on their own grid ("scene") or the model's ("model").
 
     Returns:
         The summary (also written as `summary.json`).
@@ -455,7 +465,7 @@ def predict_images(
         written = dict(earlier)
         for path, stem in zip(files, stems):
             predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
-            written[stem] = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta)
+            written[stem] = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid)
             if vectorize:
                 written[stem]["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs,
                                                        vector_format)  # fmt: skip
@@ -488,7 +498,7 @@ def _earlier_predictions(output, settings):
     return earlier.get("images", {})
 
 
-def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_probs, tta):
+def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid="scene"):
     """An image read whole (JPEG, PNG): masks as PNG, an overlay, probabilities as .npy."""
     from imseg.images import read_image
     from imseg.predict import predict_image, predict_masks
@@ -509,7 +519,7 @@ def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_prob
             "georeferenced": False, "nodata_pixels": int((~valid).sum())}  # fmt: skip
 
 
-def _predict_scene(predictor, path, output, stem, overlap, batch_size, save_probs, tta):
+def _predict_scene(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid="scene"):
     """A GeoTIFF, window by window: masks as tiled GeoTIFFs, an overlay preview."""
     from imseg.geo.raster import predict_raster
     from imseg.outputs import write_png
@@ -519,7 +529,8 @@ def _predict_scene(predictor, path, output, stem, overlap, batch_size, save_prob
     names = list(predictor.classes)
     result = predict_raster(predictor.model, path, output, stem, names, predictor.task, predictor.threshold,
                             predictor.bands, overlap, batch_size, tta, save_probs,
-                            Progress(f"predicting {stem}", unit="tiles"), palette=drawn_colours(names))  # fmt: skip
+                            Progress(f"predicting {stem}", unit="tiles"), palette=drawn_colours(names),
+                            gsd=predictor.gsd, output_grid=output_grid)  # fmt: skip
     write_png(os.path.join(output, "overlays", stem + ".png"), result.pop("preview"))
     return {"source": os.path.abspath(path), **result}
 
@@ -563,6 +574,7 @@ def main(argv=None):
                 vector_crs=args.vector_crs,
                 vector_format=args.vector_format,
                 overwrite=args.overwrite,
+                output_grid=args.output_grid,
             )
         else:
             predict_split(

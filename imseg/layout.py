@@ -68,3 +68,34 @@ def _by_stem(folder, extensions):
 
 def _natural(stem):
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def ground_sample_distance(data_path):
+    """The metres per pixel of a dataset's tiles, from `D/im_seg/path_map.json` (what `--resolution` made, or the
+    tiles' own transforms in a metric CRS), when every tile has the same (within 1 %); else None."""
+    import json
+
+    path = os.path.join(data_path, "im_seg", "path_map.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = list(json.load(f).values())
+    except (OSError, ValueError, AttributeError):
+        return None
+    sizes, metres = set(), {}
+    for entry in entries:
+        if "resolution" in entry:
+            sizes.add(float(entry["resolution"]))
+        elif "transform" in entry and "crs" in entry:
+            if entry["crs"] not in metres:  # metres per unit of the CRS, None when it is not projected
+                from rasterio.crs import CRS
+
+                crs = CRS.from_user_input(entry["crs"])
+                metres[entry["crs"]] = crs.linear_units_factor[1] if crs.is_projected else None
+            if metres[entry["crs"]] is None:
+                return None
+            sizes.add(abs(float(entry["transform"][0])) * metres[entry["crs"]])
+        else:
+            return None
+    if not sizes or max(sizes) > 1.01 * min(sizes):
+        return None
+    return round(min(sizes), 6)

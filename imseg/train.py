@@ -113,7 +113,7 @@ def prepare(options, strategy=None):
     On any error nothing is left behind. Returns a PreparedRun."""
     from imseg.classes import default_classes_path, load_class_names, select_classes
     from imseg.config import load_config
-    from imseg.layout import list_split
+    from imseg.layout import ground_sample_distance, list_split
     from imseg.outputs import FolderLock, RunPaths
     from imseg.resume import check_resumable
 
@@ -181,6 +181,7 @@ def prepare(options, strategy=None):
             pixels=train_meta.dtype,
             normalization=model.normalization,
             bands=[b + 1 for b in bands] if bands is not None else None,
+            gsd=ground_sample_distance(data_path),  # metres per pixel the model learns at (None: unknown or mixed)
         )
     except BaseException:
         if lock:  # nothing written: not even the run folder the lock needed
@@ -321,6 +322,7 @@ def _train(options, prepared, signals):
             "name": config.name,
             "input_shape": list(config.input_shape),
             "bands": details["bands"],
+            "gsd": details.get("gsd"),
             "imseg": __version__,
         },
     )

@@ -511,6 +511,10 @@ SCENARIOS = {
     ),
     "line-width-class": lambda c, m: geo_convert(c).extend(["--line-width", "river=10"]),
     "line-width-infinite": lambda c, m: geo_convert(c).extend(["--line-width", "road=inf"]),
+    "resolution-unprojected": lambda c, m: (
+        geo_convert(c).extend(["--resolution", "0.5"]),
+        __import__("helpers").write_scene(os.path.join(c.T, "scenes", "s0.tif"), (55.0, 25.0), crs="EPSG:4326"),
+    ),
     "osm-tag-syntax": lambda c, m: osm_convert(c, "map.osm", {"building": ["yes;no"]}),
     "osm-no-extra": lambda c, m: (m.setitem(__import__("sys").modules, "osmium", None), osm_convert(c, "map.osm.pbf")),
     "osm-corrupt": lambda c, m: (

@@ -372,6 +372,70 @@ def test_a_scene_without_nodata_gets_no_mask_band(tmp_path):
 
 
 @pytest.mark.slow
+def write_town(path, pixel, size_m=96.0):
+    """A one-band uint8 scene of a 96 m square in UTM at `pixel` metres: a bright 30 m x 24 m building (10 m from the
+    top, 20 m from the left), dark elsewhere. Returns the building's truth on this grid."""
+    n = int(round(size_m / pixel))
+    truth = np.zeros((n, n), np.uint8)
+    truth[int(10 / pixel) : int(34 / pixel), int(20 / pixel) : int(50 / pixel)] = 1
+    with rasterio.open(path, "w", driver="GTiff", height=n, width=n, count=1, dtype="uint8", crs=SCENE_CRS,
+                       transform=from_origin(500_000.0, 2_780_000.0, pixel, pixel)) as dst:  # fmt: skip
+        dst.write((40 + 160 * truth)[None].astype(np.uint8))
+    return truth
+
+
+def brightness_model():
+    """Logit > 0 where a pixel is brighter than 120: a 'building' detector that knows no scale."""
+    import keras
+
+    inputs = keras.Input((32, 32, 1))
+    conv = keras.layers.Conv2D(1, 1)
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.ones((1, 1, 1, 1)), np.array([-120.0])])
+    return model
+
+
+def test_a_scene_of_another_ground_resolution_is_predicted_at_the_models(tmp_path):
+    """The same town at 0.3 m and at 0.6 m gives the same building pixels on the model's 0.6 m grid (to the
+    resampling's tolerance), and masks on the 0.3 m scene's own grid by default."""
+    from imseg.geo.raster import predict_raster
+
+    fine, coarse = write_town(str(tmp_path / "fine.tif"), 0.3), write_town(str(tmp_path / "coarse.tif"), 0.6)
+    model = brightness_model()
+    run = {"classes": ["building:other"], "gsd": 0.6}
+    a = predict_raster(model, str(tmp_path / "coarse.tif"), str(tmp_path / "a"), "coarse", **run)
+    b = predict_raster(model, str(tmp_path / "fine.tif"), str(tmp_path / "b"), "fine", **run, output_grid="model")
+    assert (a["resampled"], b["resampled"], b["gsd"]) == (False, True, 0.6)
+    with rasterio.open(tmp_path / "a/masks/building-other/coarse.tif") as x, \
+         rasterio.open(tmp_path / "b/masks/building-other/fine.tif") as y:  # fmt: skip
+        assert (x.transform, x.shape) == (y.transform, y.shape)
+        np.testing.assert_array_equal(x.read(1) > 0, coarse > 0)
+        edge = 2 * (40 + 50)  # the building's outline on the 0.6 m grid: resampling may move it by a pixel
+        assert ((x.read(1) > 0) != (y.read(1) > 0)).sum() <= edge / 2
+    predict_raster(model, str(tmp_path / "fine.tif"), str(tmp_path / "c"), "fine", **run)  # the scene's grid
+    with rasterio.open(tmp_path / "c/masks/building-other/fine.tif") as z:
+        assert z.shape == fine.shape and abs(z.transform.a - 0.3) < 1e-9
+        assert ((z.read(1) > 0) != (fine > 0)).sum() <= 2 * (80 + 100)  # a fine pixel along the outline
+    assert not [p for p in os.listdir(tmp_path / "c/masks/building-other") if p.startswith(".")]
+
+
+def test_convert_resamples_scenes_to_a_resolution_that_the_dataset_and_model_record(tmp_path):
+    from imseg.layout import ground_sample_distance
+
+    (tmp_path / "scenes").mkdir()
+    write_town(str(tmp_path / "scenes" / "fine.tif"), 0.3)
+    building = shapely.box(500_020.0, 2_780_000.0 - 34, 500_050.0, 2_780_000.0 - 10)
+    write_features(str(tmp_path / "b.gpkg"), [building], SCENE_CRS)
+    convert([str(tmp_path / "scenes")], output=str(tmp_path / "D"), tile_size=64, split=(1.0, 0.0, 0.0),
+            vectors=[("building:other", str(tmp_path / "b.gpkg"))], resolution=0.6, log=lambda line: None)  # fmt: skip
+    annotation, _, path_map = assembled(str(tmp_path / "D"), (160, 160), 1)
+    assert {e["resolution"] for e in path_map.values()} == {0.6}
+    assert abs(path_map["0"]["transform"][0] - 0.6) < 1e-9 and ground_sample_distance(str(tmp_path / "D")) == 0.6
+    assert annotation[0].sum() == 50 * 40  # 30 m x 24 m at 0.6 m
+    with rasterio.open(tmp_path / "D" / "im_seg" / "train" / "images" / "0.tif") as tile:
+        assert tile.read(1)[20:50, 36:80].min() > 150  # the building, bright, where the labels put it
+
+
 def test_rgb_weights_are_adapted_to_four_bands(tmp_path):
     import keras
 

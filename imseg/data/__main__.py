@@ -3,7 +3,7 @@
 import os
 import sys
 
-from imseg.cli import ArgumentParser, integer, log, run
+from imseg.cli import ArgumentParser, integer, log, number, run
 from imseg.errors import ConfigError
 
 
@@ -28,6 +28,8 @@ def parse_args(argv=None):
                    help="OpenStreetMap data (.osm, .osm.pbf, Overpass GeoJSON, tag columns): features go to the "
                         "classes of --classes-path, whose names are tag filters (repeatable)")  # fmt: skip
     c.add_argument("--classes-path", help="with --osm: classes.json of tag filters (default ./classes.json)")
+    c.add_argument("--resolution", type=number(1e-6, 1e6), metavar="M",
+                   help="with --vectors/--osm: resample every scene to M metres per pixel first")  # fmt: skip
     c.add_argument("--burn-order", nargs="*", metavar="CLASS",
                    help="one class per pixel, a later class taking it (no classes: their order); default: keep "
                         "overlaps")  # fmt: skip
@@ -109,6 +111,7 @@ def main(argv=None):
                 osm=args.osm,
                 classes_path=args.classes_path or ("classes.json" if args.osm else None),
                 burn_order=args.burn_order,
+                resolution=args.resolution,
                 log=log,
             )
             return 0

@@ -198,6 +198,7 @@ def convert(
     osm=None,
     classes_path=None,
     burn_order=None,
+    resolution=None,
     log=print,
 ):
     """Build an AIR `im_seg` dataset of tiles at `output` from folders of images with masks or vector labels.
@@ -221,6 +222,8 @@ def convert(
             tags (`highway:primary`).
         burn_order: vector labels made exclusive, a later class taking the pixel ([] : the classes' order); None
             keeps overlaps.
+        resolution: with vector or OSM labels, resample every scene (bilinear) to this many metres per pixel
+            before it is tiled and labelled, so that scenes of different ground sample distance look alike.
         log: called with each line to report.
 
     Returns:
@@ -231,12 +234,17 @@ def convert(
     fractions = list(split)
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(f"--split needs three fractions >= 0 that sum to 1 (train val test), got {fractions}")
+    if resolution is not None and not (resolution > 0 and math.isfinite(resolution)):
+        raise ConfigError(f"--resolution {resolution}: expected metres per pixel > 0")
     if vectors or osm:
         if masks:
             raise ConfigError(f"give --masks or {'--osm' if osm else '--vectors'}, not both")
         names, sources, labels = _vector_labels(images, vectors or [], line_widths, vectors_ignore, log, osm or [],
-                                                classes_path, burn_order)  # fmt: skip
+                                                classes_path, burn_order, resolution)  # fmt: skip
     else:
+        if resolution is not None:
+            raise ConfigError("--resolution resamples georeferenced scenes labelled by --vectors or --osm; masks are "
+                              "drawn on their images' own grid")  # fmt: skip
         if not masks or not mask_type:
             raise ConfigError("give --masks with --mask-type, --vectors CLASS=FILE or --osm FILE")
         names, sources, labels = _mask_labels(images, masks, mask_type, class_map)
@@ -257,7 +265,8 @@ def convert(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
     try:
-        counts = _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, tmp)
+        counts = _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, tmp,
+                              resolution)  # fmt: skip
         classes = collections.defaultdict(list)
         for n in names:
             sup, sub = n.split(":", 1)
@@ -315,7 +324,9 @@ def _mask_labels(images, masks, mask_type, class_map):
     return names, sources, labels
 
 
-def _vector_labels(images, vectors, line_widths, vectors_ignore, log, osm=(), osm_classes=None, burn_order=None):
+def _vector_labels(
+    images, vectors, line_widths, vectors_ignore, log, osm=(), osm_classes=None, burn_order=None, resolution=None
+):
     """(class names, [(image, None)], labels) for vector files (and OSM data) burnt into georeferenced images."""
     from imseg.geo.vectors import burn, overlapping, read_vectors
 
@@ -352,10 +363,10 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log, osm=(), os
     layers = [files.get(n, []) for n in names]
     grids = {}
     for path, _ in sources:  # before anything is written: every image can take the features
-        georef = georeference(path)
+        georef = georeference(path, resolution)
         if georef is None:
             raise DataError(f"{path}: not georeferenced (no CRS or geotransform), so vector labels cannot be placed")
-        grids[path] = (georef, image_size(path))
+        grids[path] = (georef, image_size(path, resolution))
     # Every vector file labels some image: one of another place would train an all-negative class.
     reach = {path: [image for image, (georef, size) in grids.items() if overlapping([data], georef, size)]
              for path, data in loaded.items()}  # fmt: skip
@@ -374,7 +385,7 @@ def _vector_labels(images, vectors, line_widths, vectors_ignore, log, osm=(), os
 
     def labels(source, image):
         annotation, ignored, counts, points = burn(
-            layers, ignore, georeference(source[0]), image.shape[:2], line_widths, names
+            layers, ignore, grids[source[0]][0], image.shape[:2], line_widths, names
         )
         if order is not None:  # one class per pixel: each class in turn takes its pixels from those before it
             taken = np.zeros_like(annotation)
@@ -453,7 +464,7 @@ def _burn_order(order, names):
     return [k for k in range(len(names)) if k not in listed] + listed
 
 
-def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, root):
+def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, root, resolution=None):
     from imseg.progress import progress
 
     path_map, counts = {}, {}
@@ -465,8 +476,8 @@ def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_
             os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
         counts[split] = 0
     for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
-        image, has_data = read_image(image_path, with_valid=True, bands=bands)
-        georef = georeference(image_path)
+        image, has_data = read_image(image_path, with_valid=True, bands=bands, resolution=resolution)
+        georef = georeference(image_path, resolution)
         annotation, ignored = labels((image_path, mask_path), image)
         ignored |= ~has_data
         split = split_of[i]
@@ -501,6 +512,8 @@ def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_
                 if tile_georef:
                     path_map[tile_id]["crs"] = tile_georef["crs"].to_string()
                     path_map[tile_id]["transform"] = list(tile_georef["transform"])[:6]
+                if resolution is not None:
+                    path_map[tile_id]["resolution"] = resolution
                 counts[split] += 1
                 number += 1
     with open(os.path.join(root, "im_seg", "path_map.json"), "w", encoding="utf-8") as f:
