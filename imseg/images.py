@@ -85,6 +85,36 @@ def read_image(path, with_valid=False, bands=None, resolution=None):
     return array, np.ones(array.shape[:2], bool) if valid is None else valid
 
 
+@contextlib.contextmanager
+def rows_of(path, bands=None, resolution=None):
+    """(height, width, rows) of an image, `rows(y0, y1)` giving (pixels (y1 - y0, w, C), valid (y1 - y0, w) bool)
+    as `read_image` reads them: a GeoTIFF window by window, so that memory holds a strip and not the scene; any
+    other image read whole once."""
+    if not path.lower().endswith(GEOTIFF):
+        image, valid = read_image(path, with_valid=True, bands=bands)
+        yield image.shape[0], image.shape[1], lambda y0, y1: (image[y0:y1], valid[y0:y1])
+        return
+    rasterio = _rasterio()
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as dataset, resampled(dataset, path, resolution) as src:
+        alpha = {i + 1 for i, c in enumerate(src.colorinterp) if c == rasterio.enums.ColorInterp.alpha}
+        chosen = list(bands) if bands else [b for b in range(1, src.count + 1) if b not in alpha]
+        _check_bands(path, chosen, src.count)
+        dtype = np.dtype(src.dtypes[chosen[0] - 1])
+        if dtype == np.float64:
+            dtype = np.dtype(np.float32)
+        if dtype.name not in PIXEL_TYPES:
+            raise DataError(f"{path}: {dtype} pixels; imseg reads {', '.join(PIXEL_TYPES)} rasters")
+
+        def rows(y0, y1):
+            window = Window(0, y0, src.width, y1 - y0)
+            pixels = np.moveaxis(src.read(chosen, window=window), 0, -1).astype(dtype, copy=False)
+            return pixels, src.dataset_mask(window=window) > 0
+
+        yield src.height, src.width, rows
+
+
 def _check_bands(path, bands, count):
     wrong = [b for b in bands if not 1 <= b <= count]
     if wrong:

@@ -21,7 +21,7 @@ import numpy as np
 from imseg.annotations import write_annotation
 from imseg.config import parse_file
 from imseg.errors import ConfigError, DataError, did_you_mean
-from imseg.images import georeference, image_size, read_image, read_mask, tile_extension, write_image
+from imseg.images import georeference, image_size, read_mask, rows_of, tile_extension, write_image
 from imseg.layout import IMAGE_EXTENSIONS
 
 IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts
@@ -287,7 +287,8 @@ def convert(
 
 
 def _mask_labels(images, masks, mask_type, class_map):
-    """(class names, [(image, mask)], labels(source, image) -> (annotation, ignored)) for mask folders."""
+    """(class names, [(image, mask)], labels) for mask folders: `labels(source, (h, w))` gives `rows(y0, y1)` ->
+    (annotation, ignored) of those rows of the image."""
     if mask_type == "binary":
         class_dirs = sorted(d for d in os.listdir(masks[0]) if os.path.isdir(os.path.join(masks[0], d)))
         if not class_dirs:
@@ -304,7 +305,7 @@ def _mask_labels(images, masks, mask_type, class_map):
             raise ConfigError(f'{class_map}: maps every value to "{BACKGROUND}" or "{IGNORE}"; name at least one class')
     sources = pair_sources(images, masks, mask_type, class_dirs)
 
-    def labels(source, image):
+    def labels(source, size):
         image_path, mask_path = source
         if mask_type == "binary":
             mask = {n: read_mask(mask_path[names_by_dir[n]], "index") for n in names}
@@ -313,13 +314,14 @@ def _mask_labels(images, masks, mask_type, class_map):
             mask = read_mask(mask_path, mask_type)
             shapes = {mask_path: mask.shape[:2]}
         for which, shape in shapes.items():
-            if shape != image.shape[:2]:
+            if shape != tuple(size):
                 path = mask_path[names_by_dir[which]] if mask_type == "binary" else which
                 raise DataError(
                     f"{path}: mask is {shape[1]}x{shape[0]} (width x height) but its image {image_path} "
-                    f"is {image.shape[1]}x{image.shape[0]}"
+                    f"is {size[1]}x{size[0]}"
                 )
-        return to_annotation(mask, mask_type, table, names, mask_path)
+        annotation, ignored = to_annotation(mask, mask_type, table, names, mask_path)
+        return lambda y0, y1: (annotation[:, y0:y1], ignored[y0:y1])
 
     return names, sources, labels
 
@@ -328,7 +330,7 @@ def _vector_labels(
     images, vectors, line_widths, vectors_ignore, log, osm=(), osm_classes=None, burn_order=None, resolution=None
 ):
     """(class names, [(image, None)], labels) for vector files (and OSM data) burnt into georeferenced images."""
-    from imseg.geo.vectors import burn, overlapping, read_vectors
+    from imseg.geo.vectors import overlapping, prepare, rasterize_rows, read_vectors
 
     filters = _osm_filters(osm_classes, vectors) if osm else []
     names = sorted({name for name, _ in vectors} | {f.name for f in filters})
@@ -383,23 +385,27 @@ def _vector_labels(
     if order is not None:
         log(f"imseg-data: burn order (a later class takes the pixel): {', '.join(names[k] for k in order)}")
 
-    def labels(source, image):
-        annotation, ignored, counts, points = burn(
-            layers, ignore, grids[source[0]][0], image.shape[:2], line_widths, names
-        )
-        if order is not None:  # one class per pixel: each class in turn takes its pixels from those before it
-            taken = np.zeros_like(annotation)
-            for k in order:
-                taken[:, annotation[k] > 0] = 0
-                taken[k] = annotation[k]
-            annotation = taken
-        if any(counts):
-            found = ", ".join(f"{counts[k]} {n}" for k, n in enumerate(names))
+    def labels(source, size):
+        georef = grids[source[0]][0]
+        shapes = prepare(layers, ignore, georef, size, line_widths, names)  # once per scene, rasterized by rows
+        if any(shapes.counts):
+            found = ", ".join(f"{shapes.counts[k]} {n}" for k, n in enumerate(names))
             log(
                 f"imseg-data: {os.path.basename(source[0])}: {found}"
-                + (f"; {points} point(s) left out" if points else "")
+                + (f"; {shapes.points} point(s) left out" if shapes.points else "")
             )
-        return annotation, ignored
+
+        def rows(y0, y1):
+            annotation, ignored = rasterize_rows(shapes, georef["transform"], size, y0, y1)
+            if order is not None:  # one class per pixel: each class in turn takes its pixels from those before it
+                taken = np.zeros_like(annotation)
+                for k in order:
+                    taken[:, annotation[k] > 0] = 0
+                    taken[k] = annotation[k]
+                annotation = taken
+            return annotation, ignored
+
+        return rows
 
     return names, sources, labels
 
@@ -476,46 +482,47 @@ def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_
             os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
         counts[split] = 0
     for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
-        image, has_data = read_image(image_path, with_valid=True, bands=bands, resolution=resolution)
+        split, t = split_of[i], tile_size
         georef = georeference(image_path, resolution)
-        annotation, ignored = labels((image_path, mask_path), image)
-        ignored |= ~has_data
-        split = split_of[i]
-        h, w = image.shape[:2]
-        t = tile_size
-        for y in tile_origins(h, t, overlap):
-            for x in tile_origins(w, t, overlap):
-                tile = np.zeros((t, t, image.shape[2]), image.dtype)
-                ann = np.zeros((len(names), t, t), np.uint8)
-                ignore = np.ones((t, t), np.uint8)  # the zero padding of edge tiles carries no label
-                part = image[y : y + t, x : x + t]
-                tile[: part.shape[0], : part.shape[1]] = part
-                ann[:, : part.shape[0], : part.shape[1]] = annotation[:, y : y + t, x : x + t]
-                ignore[: part.shape[0], : part.shape[1]] = ignored[y : y + t, x : x + t]
-                tile_id = str(number)
-                folder = os.path.join(root, "im_seg", split)
-                name = tile_id + tile_extension(tile)
-                tile_georef = None
-                if georef:  # the tile's own transform: the source's, moved to the tile's corner
-                    corner = georef["transform"] @ type(georef["transform"]).translation(x, y)
-                    tile_georef = {"crs": georef["crs"], "transform": corner}
-                write_image(os.path.join(folder, "images", name), tile, tile_georef)
-                write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, name, ignore)
-                path_map[tile_id] = {
-                    "split": split,
-                    "image": os.path.abspath(image_path),
-                    "x": x,
-                    "y": y,
-                    "width": t,
-                    "height": t,
-                }
-                if tile_georef:
-                    path_map[tile_id]["crs"] = tile_georef["crs"].to_string()
-                    path_map[tile_id]["transform"] = list(tile_georef["transform"])[:6]
-                if resolution is not None:
-                    path_map[tile_id]["resolution"] = resolution
-                counts[split] += 1
-                number += 1
+        # Row by row of tiles: memory holds a strip of the scene, not the scene (a GeoTIFF is read in windows).
+        with rows_of(image_path, bands, resolution) as (h, w, read_rows):
+            label_rows = labels((image_path, mask_path), (h, w))
+            for y in tile_origins(h, t, overlap):
+                strip, has_data = read_rows(y, min(y + t, h))
+                annotation, ignored = label_rows(y, min(y + t, h))
+                ignored = ignored | ~has_data
+                for x in tile_origins(w, t, overlap):
+                    number = _write_tile(strip, annotation, ignored, x, y, t, names, number, split, root, ext, georef,
+                                         image_path, resolution, path_map, counts)  # fmt: skip
     with open(os.path.join(root, "im_seg", "path_map.json"), "w", encoding="utf-8") as f:
         json.dump(path_map, f, indent=1)
     return counts
+
+
+def _write_tile(strip, annotation, ignored, x, y, t, names, number, split, root, ext, georef, image_path, resolution,
+                path_map, counts):  # fmt: skip
+    """Cut the tile at column x of a strip of rows starting at row y, write it and record it; returns the next tile
+    number. Edge tiles are padded with zeros, and the padding is ignored."""
+    tile = np.zeros((t, t, strip.shape[2]), strip.dtype)
+    ann = np.zeros((len(names), t, t), np.uint8)
+    ignore = np.ones((t, t), np.uint8)  # the zero padding of edge tiles carries no label
+    part = strip[:, x : x + t]
+    tile[: part.shape[0], : part.shape[1]] = part
+    ann[:, : part.shape[0], : part.shape[1]] = annotation[:, :, x : x + t]
+    ignore[: part.shape[0], : part.shape[1]] = ignored[:, x : x + t]
+    tile_id = str(number)
+    folder = os.path.join(root, "im_seg", split)
+    name = tile_id + tile_extension(tile)
+    entry = {"split": split, "image": os.path.abspath(image_path), "x": x, "y": y, "width": t, "height": t}
+    tile_georef = None
+    if georef:  # the tile's own transform: the source's, moved to the tile's corner
+        corner = georef["transform"] @ type(georef["transform"]).translation(x, y)
+        tile_georef = {"crs": georef["crs"], "transform": corner}
+        entry.update(crs=georef["crs"].to_string(), transform=list(corner)[:6])
+    if resolution is not None:
+        entry["resolution"] = resolution
+    write_image(os.path.join(folder, "images", name), tile, tile_georef)
+    write_annotation(os.path.join(folder, "annotations", tile_id + ext), ann, name, ignore)
+    path_map[tile_id] = entry
+    counts[split] += 1
+    return number + 1

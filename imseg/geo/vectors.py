@@ -8,6 +8,7 @@ metres (`imseg.geo.metres`: right in degrees too), points left out and counted.
 
 import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -117,8 +118,26 @@ def burn(layers, ignore, georef, shape, line_widths=None, names=None):
     Returns:
         ((C, h, w) uint8 annotation, (h, w) uint8 ignore plane, [features burnt per class], points left out).
     """
+    shapes = prepare(layers, ignore, georef, shape, line_widths, names)
+    annotation, ignored = rasterize_rows(shapes, georef["transform"], shape, 0, shape[0])
+    return annotation, ignored, shapes.counts, shapes.points
+
+
+@dataclass
+class Shapes:
+    """The features of an image, ready to rasterize in any window of its grid: per class, polygons (lines
+    already widened) in the image's CRS; the ignored ones; and what was burnt and left out."""
+
+    classes: list
+    ignore: list
+    counts: list
+    points: int
+
+
+def prepare(layers, ignore, georef, shape, line_widths=None, names=None):
+    """The Shapes of `layers` and `ignore` on an image's grid (see `burn` for the arguments): reprojected and
+    widened once, so that an image read in strips rasterizes each strip alone."""
     rasterio, shapely = require()
-    from rasterio.features import rasterize
     from rasterio.warp import transform_geom
 
     from imseg.geo.metres import buffer_m
@@ -145,16 +164,31 @@ def burn(layers, ignore, georef, shape, line_widths=None, names=None):
                     out.append(part)
         return [g for g in out if not g.is_empty and g.intersects(bounds)]
 
-    annotation, counts = np.zeros((len(layers), *shape), np.uint8), []
+    classes = []
     for k, files in enumerate(layers):
         width = (line_widths or {}).get((names or [None] * len(layers))[k], DEFAULT_LINE_WIDTH)
-        burnt = [g for entry in files for g in prepared(*entry[:2], width, *entry[2:])]
-        counts.append(len(burnt))
-        if burnt:
-            annotation[k] = rasterize(((g, 1) for g in burnt), out_shape=shape, transform=transform, dtype="uint8")
-    ignored = np.zeros(shape, np.uint8)
-    for entry in ignore:
-        burnt = prepared(*entry[:2], DEFAULT_LINE_WIDTH)
-        if burnt:
-            ignored |= rasterize(((g, 1) for g in burnt), out_shape=shape, transform=transform, dtype="uint8")
-    return annotation, ignored, counts, points
+        classes.append([g for entry in files for g in prepared(*entry[:2], width, *entry[2:])])
+    ignored = [g for entry in ignore for g in prepared(*entry[:2], DEFAULT_LINE_WIDTH)]
+    return Shapes(classes, ignored, [len(c) for c in classes], points)
+
+
+def rasterize_rows(shapes, transform, shape, y0, y1):
+    """((C, y1 - y0, w) annotation, (y1 - y0, w) ignore plane) of rows y0:y1 of the image grid (`transform`,
+    `shape`): a pixel belongs to a shape when its centre does."""
+    rasterio, shapely = require()
+    from rasterio.features import rasterize
+
+    height, width = y1 - y0, shape[1]
+    moved = transform * transform.translation(0, y0)
+    window = shapely.geometry.box(*rasterio.transform.array_bounds(height, width, moved))
+
+    def burnt(geometries):
+        inside = [g for g in geometries if g.intersects(window)]
+        if not inside:
+            return np.zeros((height, width), np.uint8)
+        return rasterize(((g, 1) for g in inside), out_shape=(height, width), transform=moved, dtype="uint8")
+
+    annotation = np.zeros((len(shapes.classes), height, width), np.uint8)
+    for k, geometries in enumerate(shapes.classes):
+        annotation[k] = burnt(geometries)
+    return annotation, burnt(shapes.ignore)
