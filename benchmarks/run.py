@@ -555,6 +555,62 @@ def bench_raster(quick):
          found[("raster.peak_rss_mb", "whole")], "ratio", scene=f"{side}x{side}")  # fmt: skip
 
 
+def bench_convert_child(quick):
+    """Convert the scene IMSEG_BENCH_SCENE with the vector labels beside it (tiles of 256 px); megapixels per second
+    and this process's peak RSS."""
+    from imseg.data.convert import convert
+
+    scene = os.environ["IMSEG_BENCH_SCENE"]
+    folder = os.path.dirname(scene)
+    start = time.perf_counter()
+    convert(
+        [scene],
+        output=os.path.join(folder, "D"),
+        tile_size=256,
+        split=(1.0, 0.0, 0.0),
+        vectors=[("building:other", os.path.join(folder, "b.geojson"))],
+        log=lambda line: None,
+    )
+    seconds = time.perf_counter() - start
+    side = int(os.environ["IMSEG_BENCH_SIDE"])
+    emit("convert.megapixels_per_s", side * side / 1e6 / seconds, "MP/s", scene=f"{side}x{side}", tile=256,
+         seconds=round(seconds, 1))  # fmt: skip
+    emit("convert.peak_rss_mb", peak_rss_mb(), "MB", scene=f"{side}x{side}", scene_mb=round(side * side * 3 / 2**20))
+
+
+def bench_convert(quick):
+    """imseg-data convert of a synthetic 3-band uint8 GeoTIFF with vector labels (a grid of 400 buildings): 4,000 and
+    20,000 px square (4,000 only with --quick), each in its own process, for its peak memory."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    for side in (4000,) if quick else (4000, 20000):
+        with tempfile.TemporaryDirectory(dir=os.environ.get("IMSEG_BENCH_TMP")) as root:
+            scene = os.path.join(root, "scene.tif")
+            transform = from_origin(500_000, 2_800_000, 0.5, 0.5)
+            profile = {"driver": "GTiff", "height": side, "width": side, "count": 3, "dtype": "uint8", "tiled": True,
+                       "blockxsize": 512, "blockysize": 512, "compress": "deflate", "crs": "EPSG:32640",
+                       "transform": transform}  # fmt: skip
+            rng = np.random.default_rng(0)
+            with rasterio.open(scene, "w", **profile) as dst:
+                for y in range(0, side, 512):
+                    rows = min(512, side - y)
+                    strip = rng.integers(0, 256, (3, rows, 1), dtype=np.uint8) + np.zeros((3, rows, side), np.uint8)
+                    dst.write(strip, window=rasterio.windows.Window(0, y, side, rows))
+            step = side * 0.5 / 20  # 20 x 20 buildings of 20 m, spread over the scene
+            features = [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
+                [500_000 + i * step, 2_800_000 - j * step], [500_020 + i * step, 2_800_000 - j * step],
+                [500_020 + i * step, 2_799_980 - j * step], [500_000 + i * step, 2_799_980 - j * step],
+                [500_000 + i * step, 2_800_000 - j * step]]]}} for i in range(20) for j in range(20)]  # fmt: skip
+            with open(os.path.join(root, "b.geojson"), "w") as f:
+                json.dump({"type": "FeatureCollection", "features": features,
+                           "crs": {"type": "name", "properties": {"name": "EPSG:32640"}}}, f)  # fmt: skip
+            env = {**os.environ, "IMSEG_BENCH_SCENE": scene, "IMSEG_BENCH_SIDE": str(side)}
+            for line in _child("convert_child", quick, env):
+                print(line, flush=True)
+
+
 GROUPS = {
     "data": bench_data,
     "train": bench_train,
@@ -567,6 +623,8 @@ GROUPS = {
     "tensorboard_child": bench_tensorboard_child,
     "raster": bench_raster,
     "raster_child": bench_raster_child,
+    "convert": bench_convert,
+    "convert_child": bench_convert_child,
 }
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
 
@@ -610,7 +668,7 @@ def main():
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard", "raster"],
+        choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard", "raster", "convert"],
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--table", metavar="FILE", help="print a saved run's JSON lines as a Markdown table")
