@@ -515,6 +515,8 @@ SCENARIOS = {
         geo_convert(c).extend(["--resolution", "0.5"]),
         __import__("helpers").write_scene(os.path.join(c.T, "scenes", "s0.tif"), (55.0, 25.0), crs="EPSG:4326"),
     ),
+    "split-blocks-size": lambda c, m: geo_convert(c).extend(["--split-by", "blocks"]),
+    "split-areas-syntax": lambda c, m: geo_convert(c).extend(["--split-areas", f"train={c.T}/building.geojson"]),
     "osm-tag-syntax": lambda c, m: osm_convert(c, "map.osm", {"building": ["yes;no"]}),
     "osm-no-extra": lambda c, m: (m.setitem(__import__("sys").modules, "osmium", None), osm_convert(c, "map.osm.pbf")),
     "osm-corrupt": lambda c, m: (

@@ -221,6 +221,31 @@ def test_line_widths_and_areas_are_metres_at_60_degrees_north(tmp_path):
     assert geod == pytest.approx(111.4 * 55.8, rel=0.01)  # 111.4 m north-south by 55.8 m east-west
 
 
+def test_one_large_scene_gives_train_val_and_test_by_blocks_or_by_areas(tmp_path):
+    """Without cutting the scene by hand: whole blocks of tiles go to one split (neighbours never leak), or the
+    polygons of --split-areas decide."""
+    folder, vectors, (transform,) = scene_folder(tmp_path, size=(256, 256))
+    convert([str(folder)], output=str(tmp_path / "B"), tile_size=32, split=(0.5, 0.25, 0.25), split_by="blocks",
+            block_size=64, vectors=[("building:other", vectors["building"])], log=lambda line: None)  # fmt: skip
+    path_map = json.load(open(tmp_path / "B" / "im_seg" / "path_map.json"))
+    by_block = {}
+    for entry in path_map.values():
+        by_block.setdefault((entry["y"] // 64, entry["x"] // 64), set()).add(entry["split"])
+    assert all(len(splits) == 1 for splits in by_block.values())  # a block's four tiles stay together
+    assert [sum(s == {n} for s in by_block.values()) for n in ("train", "val", "test")] == [8, 4, 4]
+    # Areas: the left half of the scene is validation, a strip at the bottom is test.
+    left = shapely.box(*(transform * (0, 256)), *(transform * (128, 0)))
+    bottom = shapely.box(*(transform * (128, 256)), *(transform * (256, 224)))
+    write_features(str(tmp_path / "val.gpkg"), [left], SCENE_CRS)
+    write_features(str(tmp_path / "test.gpkg"), [bottom], SCENE_CRS)
+    convert([str(folder)], output=str(tmp_path / "A"), tile_size=32, split_areas={"val": str(tmp_path / "val.gpkg"),
+            "test": str(tmp_path / "test.gpkg")}, vectors=[("building:other", vectors["building"])],
+            log=lambda line: None)  # fmt: skip
+    for entry in json.load(open(tmp_path / "A" / "im_seg" / "path_map.json")).values():
+        expected = "val" if entry["x"] < 128 else "test" if entry["y"] >= 224 else "train"
+        assert entry["split"] == expected, entry
+
+
 def write_mask(path, mask, transform, crs=SCENE_CRS):
     with rasterio.open(path, "w", driver="GTiff", height=mask.shape[0], width=mask.shape[1], count=1, dtype="uint8",
                        crs=crs, transform=transform) as dst:  # fmt: skip

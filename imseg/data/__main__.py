@@ -55,6 +55,13 @@ def parse_args(argv=None):
         help="fractions of source images per split (default 0.8 0.1 0.1)",
     )
     c.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    c.add_argument("--split-by", choices=("image", "blocks"), default="image",
+                   help="image: every tile of an image in one split (default); blocks: square blocks of "
+                        "--block-size px drawn into the splits, so one large scene gives all three")  # fmt: skip
+    c.add_argument("--block-size", type=integer(1), metavar="PX", help="with --split-by blocks: the block's edge")
+    c.add_argument("--split-areas", nargs="+", metavar="SPLIT=FILE",
+                   help="val=FILE test=FILE: tiles mostly inside a file's polygons go to that split, the rest to "
+                        "train")  # fmt: skip
     c.add_argument(
         "--format",
         choices=("json", "npz"),
@@ -91,7 +98,7 @@ def main(argv=None):
 
     def work():
         if args.command == "convert":
-            from imseg.data.convert import convert, parse_assignments
+            from imseg.data.convert import convert, parse_assignments, parse_split_areas
 
             convert(
                 args.images,
@@ -112,6 +119,9 @@ def main(argv=None):
                 classes_path=args.classes_path or ("classes.json" if args.osm else None),
                 burn_order=args.burn_order,
                 resolution=args.resolution,
+                split_by=args.split_by,
+                block_size=args.block_size,
+                split_areas=parse_split_areas(args.split_areas),
                 log=log,
             )
             return 0

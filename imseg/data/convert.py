@@ -180,6 +180,19 @@ def parse_assignments(items, what, number=False):
     return pairs
 
 
+def parse_split_areas(items):
+    """["val=FILE", "test=FILE"] of --split-areas -> {split: file}, or None."""
+    if not items:
+        return None
+    areas = {}
+    for item in items:
+        split, sep, path = item.partition("=")
+        if not sep or split not in ("val", "test") or not path:
+            raise ConfigError(f"--split-areas {item}: expected val=FILE or test=FILE (the rest goes to train)")
+        areas[split] = path
+    return areas
+
+
 def convert(
     images,
     masks=None,
@@ -199,6 +212,9 @@ def convert(
     classes_path=None,
     burn_order=None,
     resolution=None,
+    split_by="image",
+    block_size=None,
+    split_areas=None,
     log=print,
 ):
     """Build an AIR `im_seg` dataset of tiles at `output` from folders of images with masks or vector labels.
@@ -224,6 +240,11 @@ def convert(
             keeps overlaps.
         resolution: with vector or OSM labels, resample every scene (bilinear) to this many metres per pixel
             before it is tiled and labelled, so that scenes of different ground sample distance look alike.
+        split_by: "image" (every tile of a source image in one split) or "blocks" (square blocks of `block_size`
+            pixels drawn into the splits by `split` and `seed`: one large scene gives all three, and neighbouring
+            tiles, in one block, never leak across splits).
+        split_areas: {"val": vector file, "test": vector file}: tiles whose larger part lies in a file's polygons go
+            to that split, the others to train (instead of `split`).
         log: called with each line to report.
 
     Returns:
@@ -251,8 +272,16 @@ def convert(
     output = os.path.abspath(output)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         raise ConfigError(f"{output}: output exists and is not an empty folder; choose a new one")
-    splits = split_sources(len(sources), fractions, seed)
-    empty = [name for name, f in zip(("train", "val", "test"), fractions) if f > 0 and not splits[name]]
+    if split_areas or split_by == "blocks":
+        split_of = _tile_splits(sources, fractions, seed, split_by, block_size, split_areas, tile_size, overlap,
+                                resolution)  # fmt: skip
+        splits = None
+    else:
+        splits = split_sources(len(sources), fractions, seed)
+        split_of = None
+    empty = (
+        [] if splits is None else [n for n, f in zip(("train", "val", "test"), fractions) if f > 0 and not splits[n]]
+    )
     if empty:
         where = (f"{len(sources)} source image(s) leave split {', '.join(empty)} empty (tiles of one image stay in one "
                  "split)")  # fmt: skip
@@ -266,7 +295,7 @@ def convert(
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
     try:
         counts = _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, tmp,
-                              resolution)  # fmt: skip
+                              resolution, split_of)  # fmt: skip
         classes = collections.defaultdict(list)
         for n in names:
             sup, sub = n.split(":", 1)
@@ -470,19 +499,77 @@ def _burn_order(order, names):
     return [k for k in range(len(names)) if k not in listed] + listed
 
 
-def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_format, bands, root, resolution=None):
+def _tile_splits(sources, fractions, seed, split_by, block_size, split_areas, tile_size, overlap, resolution):
+    """split(source index, y, x) of every tile, by blocks of `block_size` pixels or by the polygons of
+    `split_areas`; checks first that every split asked for gets tiles."""
+    sizes = [image_size(path, resolution) for path, _ in sources]
+    tiles = [(i, y, x) for i, (h, w) in enumerate(sizes) for y in tile_origins(h, tile_size, overlap)
+             for x in tile_origins(w, tile_size, overlap)]  # fmt: skip
+    if split_areas:
+        table = _area_splits(sources, tiles, split_areas, tile_size, resolution)
+    else:
+        if not block_size or block_size < tile_size:
+            raise ConfigError(f"--split-by blocks needs --block-size PX of at least --tile-size ({tile_size})")
+        blocks = sorted({(i, y // block_size, x // block_size) for i, y, x in tiles})
+        drawn = split_sources(len(blocks), fractions, seed)
+        block_split = {blocks[k]: split for split, members in drawn.items() for k in members}
+        table = {(i, y, x): block_split[(i, y // block_size, x // block_size)] for i, y, x in tiles}
+        empty = [n for n, f in zip(("train", "val", "test"), fractions) if f > 0 and not drawn[n]]
+        if empty:
+            raise ConfigError(f"{len(blocks)} block(s) of {block_size} px leave split {', '.join(empty)} empty; give a "
+                              "smaller --block-size")  # fmt: skip
+    missing = [n for n in ("train", "val") if n not in table.values()]
+    if missing:
+        raise ConfigError(f"split {', '.join(missing)} gets no tile; training needs train and val")
+    return lambda i, y, x: table[(i, y, x)]
+
+
+def _area_splits(sources, tiles, split_areas, tile_size, resolution):
+    """{(source, y, x): split}: a tile goes to the split of the area that holds its larger part, else to train."""
+    from imseg.geo import require
+    from imseg.geo.vectors import read_vectors
+
+    _, shapely = require()
+    from rasterio.warp import transform_geom
+
+    areas = {split: read_vectors(path) for split, path in split_areas.items()}
+    table, grids = {}, {}
+    for i, y, x in tiles:
+        if i not in grids:
+            georef = georeference(sources[i][0], resolution)
+            if georef is None:
+                raise DataError(f"{sources[i][0]}: not georeferenced, so --split-areas cannot place its tiles")
+            regions = {}
+            for split, (geometries, crs) in areas.items():
+                moved = [shapely.geometry.shape(transform_geom(crs, georef["crs"], shapely.geometry.mapping(g)))
+                         for g in geometries]  # fmt: skip
+                regions[split] = shapely.unary_union([g for g in moved if g.area > 0] or [shapely.Polygon()])
+            grids[i] = (georef["transform"], regions)
+        transform, regions = grids[i]
+        corners = [transform * (x, y), transform * (x + tile_size, y + tile_size)]
+        box = shapely.box(*(min(c[0] for c in corners), min(c[1] for c in corners)),
+                          *(max(c[0] for c in corners), max(c[1] for c in corners)))  # fmt: skip
+        share = {split: box.intersection(region).area for split, region in regions.items()}
+        best = max(share, key=share.get) if share else None
+        table[(i, y, x)] = best if best and share[best] > box.area / 2 else "train"
+    return table
+
+
+def _write_tiles(
+    sources, labels, splits, names, tile_size, overlap, annotation_format, bands, root, resolution=None, tile_split=None
+):
     from imseg.progress import progress
 
     path_map, counts = {}, {}
     ext = ".npz" if annotation_format == "npz" else ".json"
     number = 0
-    split_of = {i: s for s, members in splits.items() for i in members}
+    split_of = {i: s for s, members in (splits or {}).items() for i in members}
     for split in ("train", "val", "test"):
         for sub in ("images", "annotations"):
             os.makedirs(os.path.join(root, "im_seg", split, sub), exist_ok=True)
         counts[split] = 0
     for i, (image_path, mask_path) in progress(list(enumerate(sources)), "converting", unit="images"):
-        split, t = split_of[i], tile_size
+        split, t = split_of.get(i), tile_size
         georef = georeference(image_path, resolution)
         # Row by row of tiles: memory holds a strip of the scene, not the scene (a GeoTIFF is read in windows).
         with rows_of(image_path, bands, resolution) as (h, w, read_rows):
@@ -492,7 +579,8 @@ def _write_tiles(sources, labels, splits, names, tile_size, overlap, annotation_
                 annotation, ignored = label_rows(y, min(y + t, h))
                 ignored = ignored | ~has_data
                 for x in tile_origins(w, t, overlap):
-                    number = _write_tile(strip, annotation, ignored, x, y, t, names, number, split, root, ext, georef,
+                    where = tile_split(i, y, x) if tile_split else split
+                    number = _write_tile(strip, annotation, ignored, x, y, t, names, number, where, root, ext, georef,
                                          image_path, resolution, path_map, counts)  # fmt: skip
     with open(os.path.join(root, "im_seg", "path_map.json"), "w", encoding="utf-8") as f:
         json.dump(path_map, f, indent=1)
