@@ -374,21 +374,45 @@ def _write_prediction(out, stem, image, predicted, names, palette, save_probs, l
 
 
 def image_files(paths):
+    """The image files that `--images` names, in a stable order: files, folders of images (by name), glob
+    patterns (`scenes/*.tif`, quoted against the shell; sorted), and text files that list paths one per line
+    (`.txt`, `.lst`; relative to the list, `#` comments). Every missing file is named before anything starts."""
+    import glob
+
     from imseg.layout import IMAGE_EXTENSIONS
 
-    found = []
-    for path in paths:
+    found, missing = [], []
+
+    def add(path, origin=None):
         if os.path.isdir(path):
-            found += sorted(
+            found.extend(sorted(
                 os.path.join(path, n) for n in os.listdir(path) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
-            )
+            ))  # fmt: skip
+        elif os.path.isfile(path) and path.lower().endswith((".txt", ".lst")) and origin is None:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    line = line.split("#", 1)[0].strip()
+                    if line:
+                        add(os.path.join(os.path.dirname(path), line), origin=path)
         elif os.path.isfile(path):
             found.append(path)
+        elif any(c in path for c in "*?[") and origin is None:
+            matches = sorted(glob.glob(path))
+            if not matches:
+                missing.append(f"{path} (no file matches)")
+            for match in matches:
+                add(match, origin=path)
         else:
-            raise ConfigError(f"{path}: no such file or folder")
+            missing.append(f"{path} (listed in {origin})" if origin else path)
+
+    for path in paths:
+        add(path)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ConfigError(f"{len(missing)} image(s) not found: {', '.join(missing[:5])}{more}; nothing was predicted")
     if not found:
         raise ConfigError(f"no images in {', '.join(paths)}")
-    return found
+    return list(dict.fromkeys(found))  # a scene named twice is predicted once
 
 
 def predict_images(

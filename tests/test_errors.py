@@ -397,6 +397,10 @@ SCENARIOS = {
         os.makedirs(c.D + "/elsewhere"),
         open(c.D + "/elsewhere/summary.json", "w").write(json.dumps(other_prediction(c))),
     ),
+    "infer-images-missing": lambda c, m: (
+        infer_with_model(c, "--images", c.D + "/scenes.txt", "--output", c.D + "/elsewhere"),
+        open(c.D + "/scenes.txt", "w").write("im_seg/val/images/0.jpg\nim_seg/val/images/9.jpg\n"),
+    ),
     "infer-threshold-multiclass": lambda c, m: (
         c.config.update(task="multiclass", loss="CrossEntropy"),
         infer_with_model(

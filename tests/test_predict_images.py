@@ -81,3 +81,22 @@ def test_a_runs_config_predicts_without_a_classes_file_and_a_disagreeing_one_is_
     (tmp / "other.json").write_text(json.dumps({**config, "classes": ["b:y", "a:x"]}))
     with pytest.raises(ConfigError, match="trained on classes \\['a:x', 'b:y'\\], but .*other.json selects"):
         load_predictor(str(tmp / "m.keras"), str(tmp / "other.json"))
+
+
+def test_images_come_from_files_folders_globs_and_lists_in_a_stable_order(tmp_path):
+    from imseg.infer import image_files
+
+    (tmp_path / "a").mkdir()
+    for name in ("b.tif", "a.tif", "c.png", "notes.txt"):
+        (tmp_path / "a" / name).write_bytes(b"")
+    (tmp_path / "scenes.txt").write_text("# tonight's scenes\na/c.png\n\na/a.tif  # the first\n")
+    assert image_files([str(tmp_path / "a")]) == [str(tmp_path / "a" / n) for n in ("a.tif", "b.tif", "c.png")]
+    assert image_files([str(tmp_path / "a" / "*.tif")]) == [str(tmp_path / "a" / n) for n in ("a.tif", "b.tif")]
+    assert image_files([str(tmp_path / "scenes.txt")]) == [str(tmp_path / "a" / "c.png"), str(tmp_path / "a" / "a.tif")]
+    (tmp_path / "more.txt").write_text("a/gone.tif\nnowhere.tif\n")
+    with pytest.raises(ConfigError) as e:
+        image_files([str(tmp_path / "more.txt"), str(tmp_path / "x*.tif")])
+    assert str(e.value) == (
+        f"3 image(s) not found: {tmp_path}/a/gone.tif (listed in {tmp_path}/more.txt), {tmp_path}/nowhere.tif "
+        f"(listed in {tmp_path}/more.txt), {tmp_path}/x*.tif (no file matches); nothing was predicted"
+    )
