@@ -59,6 +59,16 @@ class Predictor:
     gsd: float = None
 
 
+def shard_spec(text):
+    """ "K/N" -> (K, N), checked: 1 <= K <= N."""
+    import argparse
+
+    k, sep, n = text.partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 2/8, got {text!r}")
+    return int(k), int(n)
+
+
 def parse_args(argv=None):
     p = ArgumentParser(prog="imseg-infer", description="Predict with a trained imseg model.")
     p.add_argument("--config", help="the run's config (needed for --split; optional with --model and --images)")
@@ -79,6 +89,8 @@ def parse_args(argv=None):
     )
     p.add_argument("--threshold", type=number(-1e9, 1e9), metavar="T",
                    help="multilabel: a class where its logit > T (default: the model's, usually 0)")  # fmt: skip
+    p.add_argument("--shard", type=shard_spec, metavar="K/N",
+                   help="take scenes K, K+N, K+2N, ... of --images (1-based): N processes share one job")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="clear an --output folder that holds other predictions before writing")  # fmt: skip
     p.add_argument("--tta", choices=("none", "flip"), default="none",
@@ -96,6 +108,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.vectorize and not args.images:
         p.error("--vectorize turns predicted images into polygons; give --images (GeoTIFF scenes)")
+    if args.shard and not args.images:
+        p.error("--shard shares the scenes of --images among processes; give --images")
     if args.images and args.split:
         p.error("--split predicts a dataset split, --images predicts image files; give one of them")
     if args.images and not args.output:
@@ -415,6 +429,10 @@ def image_files(paths):
     return list(dict.fromkeys(found))  # a scene named twice is predicted once
 
 
+MANIFEST = "manifest.jsonl"  # one record per finished scene; a scene without one is (re)done
+OWN_ENTRIES = {".lock", ".locks", MANIFEST, "summary.json", "legend.png", "masks", "classes", "overlays", "probs"}
+
+
 def predict_images(
     predictor,
     paths,
@@ -431,18 +449,23 @@ def predict_images(
     overwrite=False,
     vector_format="geojson",
     output_grid="scene",
+    shard=None,
 ):
-    """Predict image files of any size with a sliding window; writes masks, overlays and a summary to `output`.
+    """Predict image files of any size with a sliding window; writes masks, overlays, a manifest and a summary to
+    `output`: a job of many scenes, resumable, and shared by several processes if need be.
 
     GeoTIFF scenes are read window by window and written strip by strip as tiled GeoTIFFs with their CRS and
-    transform (`imseg.geo.raster`), so their size is not bounded by memory; other images are read whole.
+    transform (`imseg.geo.raster`), so their size is not bounded by memory; other images are read whole. Each
+    scene's files are written whole (temporary name, then renamed), and only then its record is appended to
+    `output/manifest.jsonl`: running the same job again skips the scenes with a record and redoes the others (one
+    cut short included). Several processes (`shard`, or simply started together) may write into one `output`:
+    each scene is taken by one process at a time, and the manifest takes their records in turn.
 
     Args:
         predictor: from `load_predictor`.
-        paths: image files or folders of them (JPEG, PNG, GeoTIFF).
+        paths: image files, folders, glob patterns or lists of paths (see `image_files`).
         output: the output folder (created). One that holds predictions of the same model with the same settings
-            is added to (its summary keeps the earlier images); any other non-empty folder is refused, unless
-            `overwrite` clears it first.
+            is added to; any other non-empty folder is refused, unless `overwrite` clears it first.
         overlap: the fraction of a tile shared with its neighbour, 0 to 0.5.
         batch_size: tiles per prediction call (default: the predictor's).
         save_probs: also write probabilities.
@@ -453,22 +476,31 @@ def predict_images(
         overwrite: clear `output` first.
         output_grid: for a model that records the ground sample distance it was trained at, GeoTIFF scenes of
             another are predicted resampled to it, and written on their own grid ("scene") or the model's ("model").
+        shard: (K, N): this process takes the scenes K, K + N, K + 2N, ... (1-based) of the stable list.
 
     Returns:
-        The summary (also written as `summary.json`).
+        The summary of every scene done in `output` so far (also written as `summary.json`).
     """
+    import time
+
     from imseg.images import GEOTIFF
-    from imseg.outputs import clear_folder, output_folder, sha256, write_json, write_png
+    from imseg.outputs import clear_folder, output_folder, sha256, try_lock, write_json, write_png
     from imseg.visualize import class_colours, hex_colour, legend
 
     files = image_files(paths)
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     if len(set(stems)) != len(stems):
-        raise ConfigError("two input images share a file name; predict them into separate --output folders")
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        raise ConfigError(f"two input images share the name '{twice[0]}'; predict them into separate --output folders")
     if vectorize:
         plain = [f for f in files if not f.lower().endswith(GEOTIFF)]
         if plain:
             raise ConfigError(f"{plain[0]}: --vectorize needs georeferenced GeoTIFF input (polygons need a CRS)")
+    if shard:
+        k, n = shard
+        if not 1 <= k <= n:
+            raise ConfigError(f"--shard {k}/{n}: expected K/N with 1 <= K <= N (this process takes scenes K, K+N, …)")
+        files, stems = files[k - 1 :: n], stems[k - 1 :: n]
     scenes = [f for f in files if f.lower().endswith(GEOTIFF)]
     if scenes:  # before anything is written: every scene's bands fit the model (and have a CRS for polygons)
         from imseg.geo.raster import scene_bands
@@ -479,47 +511,96 @@ def predict_images(
     colours = class_colours(names)
     batch_size = batch_size or predictor.batch_size
     settings = {"classes": names, "task": predictor.task, "threshold": predictor.threshold, "overlap": overlap,
-                "tta": tta, "model": os.path.abspath(predictor.path),
-                "model_sha256": sha256(predictor.path)}  # fmt: skip
-    earlier = {} if overwrite else _earlier_predictions(output, settings)
-    with output_folder(output, "imseg-infer"):
+                "tta": tta, "model": os.path.abspath(predictor.path), "model_sha256": sha256(predictor.path),
+                "save_probs": save_probs, "vectorize": vectorize, "output_grid": output_grid}  # fmt: skip
+    if not overwrite:
+        _done_scenes(output, settings)  # refuse a folder of other predictions before anything is written
+    with output_folder(output, "imseg-infer", shared=not overwrite):
         if overwrite:
             clear_folder(output)
         _make_dirs(output, names, save_probs, predictor.task)
-        written = dict(earlier)
-        for path, stem in zip(files, stems):
-            predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
-            written[stem] = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid)
-            if vectorize:
-                written[stem]["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs,
-                                                       vector_format)  # fmt: skip
-        summary = {**settings, "colours": {n: hex_colour(c) for n, c in colours.items()}, "images": written}
+        os.makedirs(os.path.join(output, ".locks"), exist_ok=True)
         write_png(os.path.join(output, "legend.png"), np.asarray(legend(colours)))
+        todo = [(f, s) for f, s in zip(files, stems) if s not in _done_scenes(output, settings)]
+        if len(todo) < len(files):
+            log(f"imseg-infer: {len(files) - len(todo)} of {len(files)} scene(s) already done in {output}; going on")
+        start, pixels = time.monotonic(), 0
+        for number, (path, stem) in enumerate(todo, start=1):
+            held = try_lock(os.path.join(output, ".locks"), stem + ".lock")
+            if held is None or stem in _done_scenes(output, settings):  # another process has it, or had it
+                if held:
+                    held.release()
+                continue
+            try:
+                began = time.monotonic()
+                predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
+                result = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid)
+                if vectorize:
+                    result["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs,
+                                                    vector_format)  # fmt: skip
+                record = {"scene": os.path.abspath(path), "stem": stem, "status": "done",
+                          "seconds": round(time.monotonic() - began, 2), **result, **settings}  # fmt: skip
+                _append(os.path.join(output, MANIFEST), record)
+            finally:
+                held.release()
+            pixels += result["height"] * result["width"]
+            elapsed = max(time.monotonic() - start, 1e-6)
+            left = (len(todo) - number) * elapsed / number
+            log(f"imseg-infer: scene {number}/{len(todo)} {stem} done: {pixels / 1e6 / elapsed:.2f} MP/s, about "
+                f"{left / 60:.0f} min left")  # fmt: skip
+        done = _done_scenes(output, settings)
+        images = {stem: {k: v for k, v in r.items() if k not in settings and k != "stem"} for stem, r in done.items()}
+        area = {n: round(sum((r.get("area_m2") or {}).get(n, 0.0) for r in done.values()), 2)
+                for n in names if n != BACKGROUND}  # fmt: skip
+        summary = {**settings, "colours": {n: hex_colour(c) for n, c in colours.items()}, "images": images,
+                   "area_m2": area}  # fmt: skip
         write_json(os.path.join(output, "summary.json"), summary)
-    log(f"imseg-infer: predicted {len(files)} image(s) into {output}")
+    log(f"imseg-infer: {len(done)} scene(s) predicted in {output}" + (f" (shard {k}/{n})" if shard else ""))
     return summary
 
 
-def _earlier_predictions(output, settings):
-    """The images of an earlier prediction in `output` made with the same `settings`, which a new one may join; a
-    ConfigError for a non-empty folder of anything else (nothing is written before)."""
-    if not os.path.isdir(output) or not set(os.listdir(output)) - {".lock"}:
+def _done_scenes(output, settings):
+    """{stem: record} of the scenes of `output/manifest.jsonl` (the last record of each); a ConfigError for a folder
+    that holds anything else, or predictions made otherwise (nothing is written before)."""
+    if not os.path.isdir(output):
         return {}
-    try:
-        with open(os.path.join(output, "summary.json"), encoding="utf-8") as f:
-            earlier = json.load(f)
-    except (OSError, ValueError):
+    records = []
+    manifest = os.path.join(output, MANIFEST)
+    if os.path.exists(manifest):
+        with open(manifest, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:  # a line cut short by a crash: its scene is redone
+                    continue
+    polygons = {r["stem"] + ext for r in records for ext in (".geojson", ".gpkg", ".fgb")}
+    strangers = sorted(e for e in set(os.listdir(output)) - OWN_ENTRIES - polygons)
+    if strangers:
         raise ConfigError(
-            f"{output}: folder is not empty and holds no imseg prediction (no readable summary.json); choose "
+            f"{output}: folder holds other files ({', '.join(strangers[:3])}) and is no imseg prediction; choose "
             "another --output or pass --overwrite to clear it"
-        ) from None
-    differ = [k for k, v in settings.items() if earlier.get(k) != v]
+        )
+    differ = sorted({k for r in records for k, v in settings.items() if r.get(k) != v})
     if differ:
         raise ConfigError(
             f"{output}: holds predictions made otherwise ({', '.join(differ)} differ), which would mix with these; "
             "choose another --output or pass --overwrite to clear it"
         )
-    return earlier.get("images", {})
+    return {r["stem"]: r for r in records if r.get("status") == "done"}
+
+
+def _append(path, record):
+    """Append one JSON line to the manifest, under an exclusive lock: processes of one job take turns."""
+    import fcntl
+
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid="scene"):
@@ -539,8 +620,10 @@ def _predict_whole(predictor, path, output, stem, overlap, batch_size, save_prob
     predicted = predict_masks(logits, predictor.task, predictor.threshold) & valid[..., None]
     _write_prediction(output, stem, image, predicted, names, drawn_colours(names), save_probs, logits,
                       task=predictor.task, valid=valid)  # fmt: skip
+    found = predicted.reshape(-1, len(names)).sum(0)
     return {"source": os.path.abspath(path), "height": image.shape[0], "width": image.shape[1],
-            "georeferenced": False, "nodata_pixels": int((~valid).sum())}  # fmt: skip
+            "georeferenced": False, "nodata_pixels": int((~valid).sum()),
+            "class_pixels": {n: int(found[k]) for k, n in enumerate(names)}, "area_m2": None}  # fmt: skip
 
 
 def _predict_scene(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid="scene"):
@@ -599,6 +682,7 @@ def main(argv=None):
                 vector_format=args.vector_format,
                 overwrite=args.overwrite,
                 output_grid=args.output_grid,
+                shard=args.shard,
             )
         else:
             predict_split(

@@ -92,15 +92,17 @@ def clear_folder(folder):
 
 
 class FolderLock:
-    """An exclusive `fcntl.flock` on `folder/.lock`, held until `release()` or the end of the process.
+    """An exclusive `fcntl.flock` on `folder/.lock`, held until `release()` or the end of the process (`shared`: a
+    shared one, which processes that divide the work among themselves hold together, and which keeps out an
+    exclusive holder).
 
     The kernel drops the lock when the process dies, even by `kill -9`, so it is never stale. The file
     records who holds it (PID, host, program, start time) for the message another process gets.
     """
 
-    def __init__(self, folder, program):
-        self.folder, self.program = folder, program
-        self.path = os.path.join(folder, LOCK_NAME)
+    def __init__(self, folder, program, shared=False, name=LOCK_NAME):
+        self.folder, self.program, self.shared = folder, program, shared
+        self.path = os.path.join(folder, name)
         self._fd = None
 
     def acquire(self):
@@ -113,7 +115,7 @@ class FolderLock:
                 "pass --output-dir DIR to write elsewhere"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
@@ -121,11 +123,20 @@ class FolderLock:
                 f"{self.folder}: in use by {holder}; wait for it to finish or stop it, "
                 "or choose another name or --output-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(fd, f"{self.program} (PID {os.getpid()} on host {socket.gethostname()}, since {started})".encode())
+        if not self.shared:  # the holder's name, for the message another process gets
+            os.ftruncate(fd, 0)
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            os.write(fd, f"{self.program} (PID {os.getpid()} on host {socket.gethostname()}, since {started})".encode())
         self._fd = fd
         return self
+
+    def alone(self):
+        """Whether this process is the lock's only holder now (a shared lock, upgraded when it is)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
 
     def release(self):
         if self._fd is not None:
@@ -140,21 +151,29 @@ class FolderLock:
         self.release()
 
 
+def try_lock(folder, name):
+    """An exclusive lock on `folder/name` if no other process holds it, else None (release it when done)."""
+    try:
+        return FolderLock(folder, "imseg", name=name).acquire()
+    except ConfigError:
+        return None
+
+
 @contextlib.contextmanager
-def output_folder(folder, program):
-    """Hold the lock of an output folder while writing into it; if the work fails, remove the folder when
-    this call created it (nothing half-written is left behind)."""
+def output_folder(folder, program, shared=False):
+    """Hold the lock of an output folder while writing into it (`shared`: with the other processes of one job);
+    if the work fails, remove the folder when this call created it (nothing half-written is left behind)."""
     top = folder
     while not os.path.exists(os.path.dirname(top) or "."):
         top = os.path.dirname(top)
     created = not os.path.exists(top)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ConfigError(f"{folder}: exists and is not a folder; choose another output folder")
-    with FolderLock(folder, program):
+    with FolderLock(folder, program, shared=shared) as lock:
         try:
             yield folder
         except BaseException:
-            if created:
+            if created and (not shared or lock.alone()):  # never from under another process of the job
                 shutil.rmtree(top, ignore_errors=True)
             raise
 

@@ -92,9 +92,10 @@ HELD = []
 
 
 def other_prediction(c):
-    """The summary.json of predictions by another model, with the settings infer_with_model's run would have."""
-    return {"classes": ["building:other", "highway:other"], "task": "multilabel", "threshold": 0.0, "overlap": 0.25,
-            "tta": "none", "model": "/elsewhere/best.keras", "model_sha256": "0" * 64}  # fmt: skip
+    """A manifest record of a scene predicted by another model, with the settings infer_with_model's run has."""
+    return {"stem": "0", "status": "done", "classes": ["building:other", "highway:other"], "task": "multilabel",
+            "threshold": 0.0, "overlap": 0.25, "tta": "none", "model": "/elsewhere/best.keras",
+            "model_sha256": "0" * 64, "save_probs": False, "vectorize": False, "output_grid": "scene"}  # fmt: skip
 
 
 def infer_with_model(c, *extra):
@@ -395,7 +396,7 @@ SCENARIOS = {
     "infer-output-other-model": lambda c, m: (
         infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.D + "/elsewhere"),
         os.makedirs(c.D + "/elsewhere"),
-        open(c.D + "/elsewhere/summary.json", "w").write(json.dumps(other_prediction(c))),
+        open(c.D + "/elsewhere/manifest.jsonl", "w").write(json.dumps(other_prediction(c)) + "\n"),
     ),
     "infer-images-missing": lambda c, m: (
         infer_with_model(c, "--images", c.D + "/scenes.txt", "--output", c.D + "/elsewhere"),

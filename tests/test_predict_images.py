@@ -58,7 +58,7 @@ def test_a_folder_of_other_predictions_or_other_files_is_refused_and_overwrite_c
     assert masks_of(tmp / "out", "two").all()  # -28 > -50: the right half too
     (tmp / "mine").mkdir()
     (tmp / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(ConfigError, match="is not empty and holds no imseg prediction"):
+    with pytest.raises(ConfigError, match="mine: folder holds other files \\(notes.txt\\) and is no imseg prediction"):
         predict_images(predictor, [str(tmp / "one.png")], str(tmp / "mine"), log=lambda line: None)
     assert os.listdir(tmp / "mine") == ["notes.txt"]
 

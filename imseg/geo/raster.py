@@ -67,8 +67,9 @@ def predict_raster(
             targets = _targets(output, stem, classes, task, save_probs)
             staged = {k: _tmp(t, "model" if resample and output_grid == "scene" else "") for k, t in targets.items()}
             try:
-                nodata, preview = _predict_grid(model, src, chosen, staged, classes, task, threshold, overlap,
-                                                batch_size, tta, progress, block, palette, masked)  # fmt: skip
+                nodata, preview, found = _predict_grid(model, src, chosen, staged, classes, task, threshold,
+                                                       overlap, batch_size, tta, progress, block, palette,
+                                                       masked)  # fmt: skip
                 if resample and output_grid == "scene":
                     for key, target in targets.items():
                         _to_grid(staged[key], _tmp(target), scene, "bilinear" if key == "probs" else "nearest",
@@ -84,9 +85,14 @@ def predict_raster(
             for target in targets.values():  # each file appears whole or not at all
                 os.replace(_tmp(target), target)
             grid = src if output_grid == "model" else scene
+            size = pixel_size(src)  # metres per pixel where the classes were counted
             return {"height": grid.height, "width": grid.width, "georeferenced": scene.crs is not None,
                     "nodata_pixels": nodata, "gsd": gsd if resample else own, "resampled": resample,
-                    "output_grid": output_grid if resample else "scene", "preview": preview}  # fmt: skip
+                    "output_grid": output_grid if resample else "scene",
+                    "class_pixels": {classes[k]: int(found[k]) for k in range(len(classes))},
+                    "area_m2": {classes[k]: round(float(found[k]) * size * size, 2) for k in range(len(classes))
+                                if classes[k] != BACKGROUND} if size else None,
+                    "preview": preview}  # fmt: skip
 
 
 def _targets(output, stem, classes, task, save_probs):
@@ -116,7 +122,7 @@ def _profile(src, key, classes):
 def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, batch_size, tta, progress, block,
                   palette, masked):  # fmt: skip
     """Predict the dataset `src` (a scene, or a resampled view of one) into `files` ({output key: path}) on its
-    grid; returns (nodata pixels, the preview)."""
+    grid; returns (nodata pixels, the preview, pixels predicted per class)."""
     rasterio, _ = require()
     from rasterio.windows import Window
 
@@ -128,7 +134,7 @@ def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, 
     factor = max(1, math.ceil(max(height, width) / PREVIEW))
     preview = np.zeros((math.ceil(height / factor), math.ceil(width / factor), 3), np.uint8)
     display = _display_scale(src, chosen[:3])
-    nodata, outputs = 0, {}
+    nodata, outputs, found = 0, {}, np.zeros(len(classes), np.int64)
     try:
         for key, target in files.items():
             outputs[key] = rasterio.open(target, "w", **_profile(src, key, classes))
@@ -151,6 +157,7 @@ def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, 
             valid = src.dataset_mask(window=window) > 0
             nodata += int((~valid).sum())
             predicted = predict_masks(logits, task, threshold) & valid[..., None]
+            found += predicted.reshape(-1, len(classes)).sum(0)
             for key, dst in outputs.items():
                 if key == "classes":
                     dst.write(np.where(valid, predicted.argmax(-1), 255).astype(np.uint8), 1, window=window)
@@ -171,7 +178,7 @@ def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, 
     finally:
         for dst in outputs.values():
             dst.close()
-    return nodata, preview
+    return nodata, preview, found
 
 
 def _to_grid(source, target, scene, resampling, masked, rows=1024):

@@ -1,0 +1,114 @@
+"""Mapping a region: many scenes, resumable after kill -9, shared by processes, the same outputs as one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow  # processes of imseg-infer, killed and resumed
+
+rasterio = pytest.importorskip("rasterio")
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory):
+    """Six 3-band GeoTIFF scenes side by side and a small model that finds bright pixels (with its record)."""
+    import keras
+    from rasterio.transform import from_origin
+
+    from imseg.checkpoints import save_model
+
+    root = tmp_path_factory.mktemp("region")
+    (root / "scenes").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        pixels = rng.integers(0, 256, (3, 400, 400)).astype(np.uint8)
+        with rasterio.open(root / "scenes" / f"s{i}.tif", "w", driver="GTiff", height=400, width=400, count=3,
+                           dtype="uint8", crs="EPSG:32640",
+                           transform=from_origin(500_000 + 200 * i, 2_780_000, 0.5, 0.5)) as dst:  # fmt: skip
+            dst.write(pixels)
+    inputs = keras.Input((32, 32, 3))
+    conv = keras.layers.Conv2D(2, 3, padding="same")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([rng.normal(0, 0.05, (3, 3, 3, 2)).astype("float32"), np.array([-5.0, 0.0], "float32")])
+    save_model(model, str(root / "m.keras"), {"classes": ["building:other", "highway:other"], "task": "multilabel"})
+    return root
+
+
+def infer(region, output, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "imseg.infer", "--model", str(region / "m.keras"), "--images", str(region / "scenes"),
+         "--output", str(output), "--batch-size", "32", *extra],
+        env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def outputs(folder):
+    """{relative path: pixels} of every mask and overlay, and the stems of the manifest and summary."""
+    found = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            path = os.path.join(d, f)
+            if f.endswith(".tif"):
+                with rasterio.open(path) as src:
+                    found[os.path.relpath(path, folder)] = (src.read(), src.read_masks(1), src.transform)
+            elif f.endswith(".png"):
+                found[os.path.relpath(path, folder)] = open(path, "rb").read()
+    stems = sorted(json.loads(line)["stem"] for line in open(os.path.join(folder, "manifest.jsonl")))
+    summary = json.load(open(os.path.join(folder, "summary.json")))
+    return found, stems, sorted(summary["images"]), summary["area_m2"]
+
+
+def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_process(region, tmp_path):
+    one = infer(region, tmp_path / "one")
+    assert one.wait(timeout=600) == 0, one.stderr.read()
+    job = tmp_path / "job"
+    first, second = infer(region, job, "--shard", "1/2"), infer(region, job, "--shard", "2/2")
+    manifest = job / "manifest.jsonl"
+    for _ in range(6000):  # kill the second shard as soon as the job has a finished scene
+        if manifest.exists() and manifest.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    second.send_signal(signal.SIGKILL)
+    second.wait()
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    done_before = manifest.read_text().count("\n")
+    assert done_before < 6  # the killed shard left scenes undone
+    again = infer(region, job)  # the same job again, no shard: finishes what is left
+    assert again.wait(timeout=600) == 0, again.stderr.read()
+    said = again.stderr.read()
+    assert f"{done_before} of 6 scene(s) already done" in said
+    mine, theirs = outputs(tmp_path / "one"), outputs(job)
+    assert mine[1] == theirs[1] == mine[2] == theirs[2] == [f"s{i}" for i in range(6)]
+    assert mine[3] == theirs[3]
+    assert sorted(mine[0]) == sorted(theirs[0])
+    for name, value in mine[0].items():
+        if name.endswith(".tif"):
+            for a, b in zip(value, theirs[0][name]):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    leftovers = [f for d, _, fs in os.walk(job) for f in fs if f.startswith(".") and f.endswith(".tif")]
+    assert not leftovers  # nothing half-written remains
+
+
+def test_shards_take_every_nth_scene_a_changed_setting_is_refused_and_the_spec_is_checked(region, tmp_path):
+    from imseg.infer import main
+
+    job = tmp_path / "job"
+    done = infer(region, job, "--shard", "2/3")
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+    assert sorted(json.loads(x)["stem"] for x in open(job / "manifest.jsonl")) == ["s1", "s4"]  # scenes 2 and 5
+    changed = infer(region, job, "--threshold", "0.5")
+    assert changed.wait(timeout=600) == 2
+    assert "holds predictions made otherwise (threshold differ)" in changed.stderr.read()
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(region / "m.keras"), "--images", str(region / "scenes"), "--output", str(job),
+              "--shard", "4/3"])  # fmt: skip
+    assert e.value.code == 2
