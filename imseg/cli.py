@@ -6,6 +6,7 @@ one line and 128 + the signal's number. Anything else is a bug and keeps its tra
 """
 
 import argparse
+import errno
 import signal
 import sys
 
@@ -76,6 +77,13 @@ def run(prog, work, stop_signals=False, stopped_hint=""):
         status = work(signals) if stop_signals else work()
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"{prog}: error: no space left on the device{where}; free some and run the same command again (what "
+              "was finished is kept, the rest is done then)", file=sys.stderr)  # fmt: skip
         return 2
     except TrainingStopped as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -515,7 +515,8 @@ def predict_images(
                 "save_probs": save_probs, "vectorize": vectorize, "output_grid": output_grid}  # fmt: skip
     if not overwrite:
         _done_scenes(output, settings)  # refuse a folder of other predictions before anything is written
-    with output_folder(output, "imseg-infer", shared=not overwrite):
+    finished = os.path.join(output, MANIFEST)
+    with output_folder(output, "imseg-infer", shared=not overwrite, keep=lambda: os.path.exists(finished)):
         if overwrite:
             clear_folder(output)
         _make_dirs(output, names, save_probs, predictor.task)

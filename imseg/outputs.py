@@ -160,9 +160,10 @@ def try_lock(folder, name):
 
 
 @contextlib.contextmanager
-def output_folder(folder, program, shared=False):
+def output_folder(folder, program, shared=False, keep=None):
     """Hold the lock of an output folder while writing into it (`shared`: with the other processes of one job);
-    if the work fails, remove the folder when this call created it (nothing half-written is left behind)."""
+    if the work fails, remove the folder when this call created it (nothing half-written is left behind), unless
+    `keep()` says it holds finished work by then."""
     top = folder
     while not os.path.exists(os.path.dirname(top) or "."):
         top = os.path.dirname(top)
@@ -173,7 +174,7 @@ def output_folder(folder, program, shared=False):
         try:
             yield folder
         except BaseException:
-            if created and (not shared or lock.alone()):  # never from under another process of the job
+            if created and (not shared or lock.alone()) and not (keep and keep()):  # never from under another
                 shutil.rmtree(top, ignore_errors=True)
             raise
 

@@ -91,6 +91,17 @@ def hold_lock(folder, program="imseg-train"):
 HELD = []
 
 
+def disk_full_for(part, write):
+    """`write`, except that writing a path containing `part` fails as on a full disk."""
+
+    def full(path, *args, **kwargs):
+        if part in path:
+            raise OSError(28, "No space left on device", path)
+        return write(path, *args, **kwargs)
+
+    return full
+
+
 def other_prediction(c):
     """A manifest record of a scene predicted by another model, with the settings infer_with_model's run has."""
     return {"stem": "0", "status": "done", "classes": ["building:other", "highway:other"], "task": "multilabel",
@@ -402,6 +413,13 @@ SCENARIOS = {
         infer_with_model(c, "--images", c.D + "/scenes.txt", "--output", c.D + "/elsewhere"),
         open(c.D + "/scenes.txt", "w").write("im_seg/val/images/0.jpg\nim_seg/val/images/9.jpg\n"),
     ),
+    "infer-shard": lambda c, m: infer_with_model(
+        c, "--images", c.D + "/im_seg/val/images", "--output", c.D + "/elsewhere", "--shard", "4/3"
+    ),
+    "infer-disk-full": lambda c, m: (
+        infer_with_model(c, "--images", c.D + "/im_seg/val/images", "--output", c.D + "/elsewhere"),
+        m.setattr("imseg.outputs.write_png", disk_full_for("/masks/", __import__("imseg.outputs").outputs.write_png)),
+    ),
     "infer-threshold-multiclass": lambda c, m: (
         c.config.update(task="multiclass", loss="CrossEntropy"),
         infer_with_model(
@@ -604,6 +622,6 @@ def test_error(row, tmp_path, monkeypatch, capsys):
         assert last.startswith(expected[:-1]), last
     else:
         assert last == expected
-    progress = ("imseg: caching", "converting:", "imseg: classes from")  # progress lines before the error are allowed
+    progress = ("imseg: caching", "converting:", "imseg: classes from", "predicting ")  # progress, before the error
     assert len([line for line in err.splitlines() if not line.startswith(progress)]) == 1, err
     assert snapshot(watched) == before  # nothing written: no out/, no cache, nothing changed

@@ -100,3 +100,27 @@ def test_images_come_from_files_folders_globs_and_lists_in_a_stable_order(tmp_pa
         f"3 image(s) not found: {tmp_path}/a/gone.tif (listed in {tmp_path}/more.txt), {tmp_path}/nowhere.tif "
         f"(listed in {tmp_path}/more.txt), {tmp_path}/x*.tif (no file matches); nothing was predicted"
     )
+
+
+def test_a_full_disk_mid_job_keeps_finished_scenes_and_the_same_command_redoes_the_rest(setup, monkeypatch):
+    import imseg.outputs
+
+    tmp, predictor = setup
+    write = imseg.outputs.write_png
+
+    def full(path, *args):
+        if "two" in os.path.basename(path):
+            raise OSError(28, "No space left on device", path)
+        return write(path, *args)
+
+    monkeypatch.setattr(imseg.outputs, "write_png", full)
+    with pytest.raises(OSError):
+        predict_images(predictor, [str(tmp / "one.png"), str(tmp / "two.png")], str(tmp / "out"), log=print)
+    assert [json.loads(x)["stem"] for x in open(tmp / "out" / "manifest.jsonl")] == ["one"]
+    assert not [f for d, _, fs in os.walk(tmp / "out") for f in fs if f.startswith(".") and "tmp" in f]
+    monkeypatch.setattr(imseg.outputs, "write_png", write)
+    said = []
+    summary = predict_images(predictor, [str(tmp / "one.png"), str(tmp / "two.png")], str(tmp / "out"),
+                             log=said.append)  # fmt: skip
+    assert "imseg-infer: 1 of 2 scene(s) already done in " + str(tmp / "out") + "; going on" in said
+    assert sorted(summary["images"]) == ["one", "two"] and masks_of(tmp / "out", "two")[:, :20].all()
