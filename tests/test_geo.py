@@ -376,6 +376,8 @@ def test_nodata_anywhere_in_a_scene_stays_exactly_where_it_is(tmp_path, region):
     with rasterio.open(tmp_path / "out" / "classes" / "s.tif") as out:
         np.testing.assert_array_equal(out.read(1), np.where(valid, winner, 255))
         np.testing.assert_array_equal(out.read_masks(1), valid * 255)
+        # a Cloud Optimized GeoTIFF: COG layout, internal tiles and an overview, its mask kept at every level
+        assert out.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and out.profile["tiled"] and out.overviews(1)
     for k in (1, 2):
         with rasterio.open(tmp_path / "out" / "masks" / classes[k].replace(":", "-") / "s.tif") as out:
             np.testing.assert_array_equal(out.read(1), ((winner == k) & valid) * 255)

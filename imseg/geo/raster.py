@@ -1,10 +1,10 @@
 """GeoTIFF scenes of any size, predicted window by window and written strip by strip.
 
-The scene is read in windows of one row of tiles (rasterio, boundless reads pad the edges with zeros) and
-columns in blocks, blended as `imseg.predict.stream_logits` does, and the masks are written as tiled,
-compressed GeoTIFFs with the scene's CRS and transform as each strip is final; pixels without data (nodata,
-internal mask, alpha) stay nodata in every output. Working memory depends on the model, the tile size and the
-column block, neither on the scene's height nor its width.
+The scene is read in windows of one row of tiles (outside the scene: zeros) and columns in blocks, blended as
+`imseg.predict.stream_logits` does, and the masks are written as tiled, compressed GeoTIFFs with the scene's CRS
+and transform as each strip is final, then rewritten as Cloud Optimized GeoTIFFs (internal tiles, overviews);
+pixels without data (nodata, internal mask, alpha) stay nodata in every output. Working memory depends on the
+model, the tile size and the column block, neither on the scene's height nor its width.
 """
 
 import math
@@ -82,8 +82,8 @@ def predict_raster(
                         if os.path.exists(leftover):
                             os.remove(leftover)
                 raise
-            for target in targets.values():  # each file appears whole or not at all
-                os.replace(_tmp(target), target)
+            for key, target in targets.items():  # each file appears whole or not at all, as a COG
+                _as_cog(_tmp(target), target, "average" if key == "probs" else "nearest")
             grid = src if output_grid == "model" else scene
             size = pixel_size(src)  # metres per pixel where the classes were counted
             return {"height": grid.height, "width": grid.width, "georeferenced": scene.crs is not None,
@@ -179,6 +179,22 @@ def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, 
         for dst in outputs.values():
             dst.close()
     return nodata, preview, found
+
+
+def _as_cog(source, target, resampling):
+    """The GeoTIFF `source` rewritten as a Cloud Optimized GeoTIFF at `target` (GDAL's COG driver: internal tiles
+    and overviews, so that QGIS or a tile server streams it at any scale), atomically; `source` is removed."""
+    require()
+    import rasterio.shutil
+
+    staged = _tmp(target, "cog")
+    try:
+        rasterio.shutil.copy(source, staged, driver="COG", compress="deflate", overview_resampling=resampling)
+        os.replace(staged, target)
+    finally:
+        for leftover in (source, staged):
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
 
 def _to_grid(source, target, scene, resampling, masked, rows=1024):
