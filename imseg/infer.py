@@ -430,7 +430,8 @@ def image_files(paths):
 
 
 MANIFEST = "manifest.jsonl"  # one record per finished scene; a scene without one is (re)done
-OWN_ENTRIES = {".lock", ".locks", MANIFEST, "summary.json", "legend.png", "masks", "classes", "overlays", "probs"}
+OWN_ENTRIES = {".lock", ".locks", MANIFEST, "summary.json", "legend.png", "masks", "classes", "overlays", "probs",
+               "mosaic.vrt"}  # fmt: skip
 
 
 def predict_images(
@@ -556,6 +557,11 @@ def predict_images(
         summary = {**settings, "colours": {n: hex_colour(c) for n, c in colours.items()}, "images": images,
                    "area_m2": area}  # fmt: skip
         write_json(os.path.join(output, "summary.json"), summary)
+        georeferenced = [stem for stem, r in done.items() if r.get("georeferenced")]
+        if georeferenced:
+            from imseg.geo.mosaic import write_mosaic
+
+            write_mosaic(output, [class_folder(n) for n in names if n != BACKGROUND], georeferenced)
     log(f"imseg-infer: {len(done)} scene(s) predicted in {output}" + (f" (shard {k}/{n})" if shard else ""))
     return summary
 
@@ -575,7 +581,7 @@ def _done_scenes(output, settings):
                 except ValueError:  # a line cut short by a crash: its scene is redone
                     continue
     polygons = {r["stem"] + ext for r in records for ext in (".geojson", ".gpkg", ".fgb")}
-    strangers = sorted(e for e in set(os.listdir(output)) - OWN_ENTRIES - polygons)
+    strangers = sorted(e for e in set(os.listdir(output)) - OWN_ENTRIES - polygons if not e.startswith("mosaic-"))
     if strangers:
         raise ConfigError(
             f"{output}: folder holds other files ({', '.join(strangers[:3])}) and is no imseg prediction; choose "

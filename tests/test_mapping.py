@@ -96,6 +96,14 @@ def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_pro
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
     leftovers = [f for d, _, fs in os.walk(job) for f in fs if f.startswith(".") and f.endswith(".tif")]
     assert not leftovers  # nothing half-written remains
+    with rasterio.open(job / "mosaic.vrt") as mosaic:  # the six scenes side by side, a band per class
+        assert (mosaic.count, mosaic.width, mosaic.height) == (2, 6 * 400, 400)
+        assert mosaic.descriptions == ("building-other", "highway-other")
+        whole = mosaic.read()
+    for i in range(6):
+        for band, folder in enumerate(("building-other", "highway-other")):
+            with rasterio.open(job / "masks" / folder / f"s{i}.tif") as scene:
+                np.testing.assert_array_equal(whole[band, :, 400 * i : 400 * (i + 1)], scene.read(1))
 
 
 def test_shards_take_every_nth_scene_a_changed_setting_is_refused_and_the_spec_is_checked(region, tmp_path):
