@@ -283,8 +283,9 @@ def bench_precision(quick):
 def bench_infer(quick):
     import numpy as np
 
-    from imseg.predict import predict_image, tile_starts
+    from imseg.predict import predict_image
     from imseg.tfenv import import_tensorflow
+    from imseg.tiles import tile_starts
 
     import_tensorflow()
     model, details = _seed_model("auto")
@@ -497,9 +498,9 @@ def bench_raster_child(quick):
     output = tempfile.mkdtemp(dir=os.path.dirname(scene))
     start = time.perf_counter()
     if way == "windowed":
-        from imseg.geo.raster import predict_raster
+        from imseg.geo.raster import predict_geotiff
 
-        result = predict_raster(model, scene, output, "scene", ["a:x", "b:y"], batch_size=16)
+        result = predict_geotiff(model, scene, output, "scene", ["a:x", "b:y"], batch_size=16)
         height, width = result["height"], result["width"]
     else:
         from imseg.images import read_image

@@ -294,7 +294,7 @@ class ValidationImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        from imseg.predict import predict_masks
+        from imseg.predict import masks_from_logits
         from imseg.visualize import displayable, drawn_colours, overlay, side_by_side
 
         images, masks, valid = self.tiles
@@ -311,7 +311,7 @@ class ValidationImages(keras.callbacks.Callback):
         palette = drawn_colours(self.class_names)
         pictures = []
         for image, truth, ok, logit in zip(images, masks.astype(bool), valid.astype(bool), logits):
-            predicted = predict_masks(logit, self.task, self.threshold) & ok[..., None]
+            predicted = masks_from_logits(logit, self.task, self.threshold) & ok[..., None]
             image = displayable(image, self.value_range)
             pictures.append(
                 side_by_side(overlay(image, predicted, palette), overlay(image, truth & ok[..., None], palette))

@@ -27,33 +27,9 @@ def metric_key(kind, class_name):
     return f"{kind}/{class_name}"
 
 
-def scores_from_counts(tp, fp, fn, class_names=None):
-    """NumPy twin of `SegmentationMetrics.result()` for count arrays of shape (..., classes)."""
-    tp, fp, fn = (np.asarray(v, np.float64) for v in (tp, fp, fn))
-
-    def ratio(num, den):
-        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
-
-    iou = ratio(tp, tp + fp + fn)
-    defined = ~np.isnan(iou) & _counted(class_names, iou.shape[-1])
-    mean = ratio(np.where(defined, iou, 0).sum(-1), defined.sum(-1))
-    return {"iou": iou, "precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "mean_iou": mean}
-
-
 def _counted(class_names, n):
     """Which classes the mean IoU averages: all but the implicit background."""
     return np.array([name != BACKGROUND for name in class_names] if class_names else [True] * n)
-
-
-def counts_from_masks(truth, predicted, valid):
-    """NumPy (tp, fp, fn) per class of boolean (..., K) truth and prediction over the `valid` pixels."""
-    truth, predicted = truth.reshape(-1, truth.shape[-1]), predicted.reshape(-1, predicted.shape[-1])
-    valid = np.asarray(valid, bool).reshape(-1, 1)
-    return (
-        (truth & predicted & valid).sum(0),
-        (~truth & predicted & valid).sum(0),
-        (truth & ~predicted & valid).sum(0),
-    )
 
 
 def _ratio(num, den):

@@ -13,15 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from imseg.tiles import tile_starts
+
 TTA = ("none", "flip")
-
-
-def tile_starts(length, tile, stride):
-    """Starts of the tiles along one axis; the last tile ends exactly at the image's edge."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
 
 
 def blend_window(size, overlap):
@@ -37,7 +31,7 @@ def blend_window(size, overlap):
     return np.maximum(w, 1e-3)
 
 
-def predict_masks(logits: np.ndarray, task: str = "multilabel", threshold: float = 0.0) -> np.ndarray:
+def masks_from_logits(logits: np.ndarray, task: str = "multilabel", threshold: float = 0.0) -> np.ndarray:
     """Boolean (..., K) masks from logits: logit > `threshold` per class (multilabel), or the class of the
     largest logit (multiclass), the rule imseg's metrics use."""
     logits = np.asarray(logits)
@@ -55,7 +49,7 @@ def probabilities(logits: np.ndarray, task: str = "multilabel") -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def predict_tiles(model, tiles, tta="none"):
+def tile_logits(model, tiles, tta="none"):
     """Logits of a batch of tiles; with `tta="flip"` the mean of the logits of the tiles as they are and flipped
     horizontally, vertically and both (each flipped back)."""
     logits = np.asarray(model.predict_on_batch(tiles), np.float32)
@@ -120,7 +114,7 @@ def _blend_block(model, read, tiles, height, weight, batch_size, tta, pool, coun
 
     batches = _batches(tiles, batch_size)
     batch = next(batches)
-    pending = pool.submit(predict_tiles, model, pixels(batch), tta)
+    pending = pool.submit(tile_logits, model, pixels(batch), tta)
     while batch:
         following = next(batches, None)
         if following:  # read while the model works on this batch
@@ -128,14 +122,14 @@ def _blend_block(model, read, tiles, height, weight, batch_size, tta, pool, coun
                 del strips[y]
             ahead = pixels(following)
         logits = pending.result()
-        pending = pool.submit(predict_tiles, model, ahead, tta) if following else None
+        pending = pool.submit(tile_logits, model, ahead, tta) if following else None
         bottom = max(y for y, _ in batch) + th
         if top + len(acc) < bottom:
             grow = bottom - top - len(acc)
             acc = np.concatenate([acc, np.zeros((grow, cx1 - cx0, classes), np.float32)])
             norm = np.concatenate([norm, np.zeros((grow, cx1 - cx0, 1), np.float32)])
-        for (y, x), tile_logits in zip(batch, logits):
-            acc[y - top : y - top + th, x - cx0 : x - cx0 + tw] += weight * tile_logits
+        for (y, x), one in zip(batch, logits):
+            acc[y - top : y - top + th, x - cx0 : x - cx0 + tw] += weight * one
             norm[y - top : y - top + th, x - cx0 : x - cx0 + tw] += weight
         counter.add(len(batch))
         final = following[0][0] if following else top + len(acc)  # rows above it: no later tile reaches them
@@ -170,7 +164,7 @@ def predict_image(
         overlap: the fraction of a tile shared with its neighbour (0 to 0.5).
         batch_size: tiles per prediction call.
         output: `"probabilities"` (float32: sigmoid per class, or softmax for `task="multiclass"`),
-            `"logits"` (the blended logits) or `"masks"` (boolean, see `predict_masks`).
+            `"logits"` (the blended logits) or `"masks"` (boolean, see `masks_from_logits`).
         threshold: the multilabel decision threshold on logits for `output="masks"`.
         progress: if given, called with the number of tiles done and the total.
         task: `"multilabel"` or `"multiclass"`, as the model was trained.
@@ -212,5 +206,5 @@ def finish(logits, output="probabilities", threshold=0.0, task="multilabel"):
     if output == "logits":
         return logits
     if output == "masks":
-        return predict_masks(logits, task, threshold)
+        return masks_from_logits(logits, task, threshold)
     return probabilities(logits, task)

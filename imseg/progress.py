@@ -35,3 +35,8 @@ def progress(items, label, unit="items", total=None, stream=None):
     for i, item in enumerate(items, start=1):
         yield item
         report(i)
+
+
+def say(message):
+    """What the library says while it works, when its caller gives no `log`: one line on stderr, at once."""
+    print(message, file=sys.stderr, flush=True)

@@ -41,7 +41,9 @@ def test_the_library_never_imports_a_command_line_module(module):
     assert not [m for m, _ in MODULES[module] if m in CLI]
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith(PLAIN)))
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m in PLAIN or m.startswith(tuple(p + "." for p in PLAIN)))
+)
 def test_layers_losses_metrics_and_models_take_plain_values_not_the_config(module):
     assert not [m for m, _ in MODULES[module] if m == "imseg.config"]
 

@@ -10,7 +10,8 @@ from PIL import Image
 from helpers import files_under
 from imseg.annotations import read_annotation
 from imseg.data.__main__ import main
-from imseg.data.convert import split_sources, tile_origins
+from imseg.data.convert import split_sources
+from imseg.tiles import tile_starts
 
 COLOURS = {"#FF0000": "building", "#00FF00": "highway:roads", "#0000FF": "ignore", "#000000": "background"}
 RGB = {"building": (255, 0, 0), "roads": (0, 255, 0), "ignore": (0, 0, 255), "none": (0, 0, 0)}
@@ -60,9 +61,9 @@ def convert(sources, *extra, output="out"):
 
 
 def test_tile_origins_cover_with_overlap_and_pad_the_edge():
-    assert tile_origins(50, 16, 4) == [0, 12, 24, 36]  # the last tile runs 36..52, padded past 50
-    assert tile_origins(16, 16, 4) == [0]
-    assert tile_origins(10, 16, 0) == [0]
+    assert tile_starts(50, 16, 12, edge="pad") == [0, 12, 24, 36]  # the last tile runs 36..52, padded past 50
+    assert tile_starts(16, 16, 12, edge="pad") == [0]
+    assert tile_starts(10, 16, 16, edge="pad") == [0]
 
 
 def test_split_is_by_source_and_follows_the_fractions():
@@ -79,7 +80,7 @@ def test_convert_colour_masks_to_air_tiles(sources):
     assert json.loads((out / "classes.json").read_text()) == {"building": ["other"], "highway": ["roads"]}
     path_map = json.loads((out / "im_seg" / "path_map.json").read_text())
     expected_tiles = sum(
-        len(tile_origins(h, 16, 4)) * len(tile_origins(w, 16, 4))
+        len(tile_starts(h, 16, 12, edge="pad")) * len(tile_starts(w, 16, 12, edge="pad"))
         for h, w in [(50, 70), (33, 40), (40, 40), (40, 40), (20, 20)]
     )
     assert len(path_map) == expected_tiles

@@ -314,14 +314,14 @@ def test_polygons_as_a_geopackage_layer_per_class_or_a_flatgeobuf(tmp_path, vect
 def test_windowed_prediction_in_column_blocks_equals_the_whole_image(tmp_path):
     import keras
 
-    from imseg.geo.raster import predict_raster
+    from imseg.geo.raster import predict_geotiff
     from imseg.predict import predict_image
 
     inputs = keras.Input((32, 32, 4))
     x = keras.layers.Rescaling(1 / 3000)(inputs)
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="he_normal")(x))
     write_scene(str(tmp_path / "s.tif"), size=(70, 90))
-    result = predict_raster(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", ["a:x", "b:y"], block=40,
+    result = predict_geotiff(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", ["a:x", "b:y"], block=40,
                             save_probs=True)  # fmt: skip
     with rasterio.open(tmp_path / "s.tif") as src:
         image = np.moveaxis(src.read(), 0, -1)
@@ -353,7 +353,7 @@ def test_nodata_anywhere_in_a_scene_stays_exactly_where_it_is(tmp_path, region):
     nodata)."""
     import keras
 
-    from imseg.geo.raster import predict_raster
+    from imseg.geo.raster import predict_geotiff
     from imseg.predict import predict_image
 
     inputs = keras.Input((32, 32, 3))
@@ -367,7 +367,7 @@ def test_nodata_anywhere_in_a_scene_stays_exactly_where_it_is(tmp_path, region):
                        transform=from_origin(500_000.0, 2_780_000.0, PIXEL, PIXEL)) as dst:  # fmt: skip
         dst.write(pixels)
     classes = ["background", "a:x", "b:y"]
-    result = predict_raster(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", classes, task="multiclass",
+    result = predict_geotiff(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", classes, task="multiclass",
                             block=200, batch_size=32)  # fmt: skip
     valid = np.ones(NODATA_SIZE, bool)
     valid[NODATA_REGIONS[region]] = False
@@ -388,12 +388,12 @@ def test_nodata_anywhere_in_a_scene_stays_exactly_where_it_is(tmp_path, region):
 def test_a_scene_without_nodata_gets_no_mask_band(tmp_path):
     import keras
 
-    from imseg.geo.raster import predict_raster
+    from imseg.geo.raster import predict_geotiff
 
     inputs = keras.Input((32, 32, 4))
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))
     write_scene(str(tmp_path / "s.tif"), size=(70, 90))
-    predict_raster(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", ["a:x"])
+    predict_geotiff(model, str(tmp_path / "s.tif"), str(tmp_path / "out"), "s", ["a:x"])
     with rasterio.open(tmp_path / "out" / "masks" / "a-x" / "s.tif") as out:
         assert out.mask_flag_enums == ([rasterio.enums.MaskFlags.all_valid],)
 
@@ -425,13 +425,13 @@ def brightness_model():
 def test_a_scene_of_another_ground_resolution_is_predicted_at_the_models(tmp_path):
     """The same town at 0.3 m and at 0.6 m gives the same building pixels on the model's 0.6 m grid (to the
     resampling's tolerance), and masks on the 0.3 m scene's own grid by default."""
-    from imseg.geo.raster import predict_raster
+    from imseg.geo.raster import predict_geotiff
 
     fine, coarse = write_town(str(tmp_path / "fine.tif"), 0.3), write_town(str(tmp_path / "coarse.tif"), 0.6)
     model = brightness_model()
     run = {"classes": ["building:other"], "gsd": 0.6}
-    a = predict_raster(model, str(tmp_path / "coarse.tif"), str(tmp_path / "a"), "coarse", **run)
-    b = predict_raster(model, str(tmp_path / "fine.tif"), str(tmp_path / "b"), "fine", **run, output_grid="model")
+    a = predict_geotiff(model, str(tmp_path / "coarse.tif"), str(tmp_path / "a"), "coarse", **run)
+    b = predict_geotiff(model, str(tmp_path / "fine.tif"), str(tmp_path / "b"), "fine", **run, output_grid="model")
     assert (a["resampled"], b["resampled"], b["gsd"]) == (False, True, 0.6)
     with rasterio.open(tmp_path / "a/masks/building-other/coarse.tif") as x, \
          rasterio.open(tmp_path / "b/masks/building-other/fine.tif") as y:  # fmt: skip
@@ -439,7 +439,7 @@ def test_a_scene_of_another_ground_resolution_is_predicted_at_the_models(tmp_pat
         np.testing.assert_array_equal(x.read(1) > 0, coarse > 0)
         edge = 2 * (40 + 50)  # the building's outline on the 0.6 m grid: resampling may move it by a pixel
         assert ((x.read(1) > 0) != (y.read(1) > 0)).sum() <= edge / 2
-    predict_raster(model, str(tmp_path / "fine.tif"), str(tmp_path / "c"), "fine", **run)  # the scene's grid
+    predict_geotiff(model, str(tmp_path / "fine.tif"), str(tmp_path / "c"), "fine", **run)  # the scene's grid
     with rasterio.open(tmp_path / "c/masks/building-other/fine.tif") as z:
         assert z.shape == fine.shape and abs(z.transform.a - 0.3) < 1e-9
         assert ((z.read(1) > 0) != (fine > 0)).sum() <= 2 * (80 + 100)  # a fine pixel along the outline

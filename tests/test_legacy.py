@@ -22,7 +22,7 @@ def expected():
 @pytest.mark.parametrize("name", MODELS)
 def test_an_earlier_best_keras_predicts_what_it_predicted_then(name, expected):
     from imseg.checkpoints import load_trained_model, read_metadata
-    from imseg.predict import predict_image, predict_masks
+    from imseg.predict import masks_from_logits, predict_image
 
     path = os.path.join(LEGACY, f"{name}.keras")
     model = load_trained_model(path)
@@ -32,7 +32,7 @@ def test_an_earlier_best_keras_predicts_what_it_predicted_then(name, expected):
     task = read_metadata(path)["task"]
     np.testing.assert_array_equal(
         predict_image(model, expected["scene"], output="masks", task=task),
-        predict_masks(expected[f"{name}_scene"], task),
+        masks_from_logits(expected[f"{name}_scene"], task),
     )
 
 

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from imseg.predict import blend_window, predict_image, tile_starts
+from imseg.predict import blend_window, predict_image
+from imseg.tiles import tile_starts
 
 
 def conv_model(size=32, kernel=None, bias=2.0, classes=1):

@@ -10,7 +10,9 @@ from PIL import Image
 
 from imseg.checkpoints import save_model
 from imseg.errors import ConfigError
-from imseg.infer import load_predictor, main, predict_images
+from imseg.infer import main
+from imseg.mapping import map_images
+from imseg.predictor import load_predictor
 
 
 @pytest.fixture
@@ -36,8 +38,8 @@ def masks_of(folder, stem):
 
 def test_the_same_model_and_settings_add_to_a_folder_and_its_summary(setup):
     tmp, predictor = setup
-    predict_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None)
-    summary = predict_images(predictor, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None)
+    map_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None)
+    summary = map_images(predictor, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None)
     assert sorted(summary["images"]) == ["one", "two"]
     assert sorted(json.load(open(tmp / "out" / "summary.json"))["images"]) == ["one", "two"]
     assert masks_of(tmp / "out", "two")[:, :20].all() and not masks_of(tmp / "out", "two")[:, 20:].any()
@@ -47,19 +49,19 @@ def test_a_folder_of_other_predictions_or_other_files_is_refused_and_overwrite_c
     import dataclasses
 
     tmp, predictor = setup
-    predict_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None)
+    map_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None)
     before = sorted(os.listdir(tmp / "out"))
     other = dataclasses.replace(predictor, threshold=-50.0)
     with pytest.raises(ConfigError, match="holds predictions made otherwise \\(threshold differ\\), which would mix"):
-        predict_images(other, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None)
+        map_images(other, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None)
     assert sorted(os.listdir(tmp / "out")) == before
-    summary = predict_images(other, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None, overwrite=True)
+    summary = map_images(other, [str(tmp / "two.png")], str(tmp / "out"), log=lambda line: None, overwrite=True)
     assert list(summary["images"]) == ["two"] and not os.path.exists(tmp / "out" / "masks" / "a-x" / "one.png")
     assert masks_of(tmp / "out", "two").all()  # -28 > -50: the right half too
     (tmp / "mine").mkdir()
     (tmp / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(ConfigError, match="mine: folder holds other files \\(notes.txt\\) and is no imseg prediction"):
-        predict_images(predictor, [str(tmp / "one.png")], str(tmp / "mine"), log=lambda line: None)
+        map_images(predictor, [str(tmp / "one.png")], str(tmp / "mine"), log=lambda line: None)
     assert os.listdir(tmp / "mine") == ["notes.txt"]
 
 
@@ -84,7 +86,7 @@ def test_a_runs_config_predicts_without_a_classes_file_and_a_disagreeing_one_is_
 
 
 def test_images_come_from_files_folders_globs_and_lists_in_a_stable_order(tmp_path):
-    from imseg.infer import image_files
+    from imseg.mapping import image_files
 
     (tmp_path / "a").mkdir()
     for name in ("b.tif", "a.tif", "c.png", "notes.txt"):
@@ -115,12 +117,12 @@ def test_a_full_disk_mid_job_keeps_finished_scenes_and_the_same_command_redoes_t
 
     monkeypatch.setattr(imseg.outputs, "write_png", full)
     with pytest.raises(OSError):
-        predict_images(predictor, [str(tmp / "one.png"), str(tmp / "two.png")], str(tmp / "out"), log=print)
+        map_images(predictor, [str(tmp / "one.png"), str(tmp / "two.png")], str(tmp / "out"), log=print)
     assert [json.loads(x)["stem"] for x in open(tmp / "out" / "manifest.jsonl")] == ["one"]
     assert not [f for d, _, fs in os.walk(tmp / "out") for f in fs if f.startswith(".") and "tmp" in f]
     monkeypatch.setattr(imseg.outputs, "write_png", write)
     said = []
-    summary = predict_images(predictor, [str(tmp / "one.png"), str(tmp / "two.png")], str(tmp / "out"),
+    summary = map_images(predictor, [str(tmp / "one.png"), str(tmp / "two.png")], str(tmp / "out"),
                              log=said.append)  # fmt: skip
     assert "imseg-infer: 1 of 2 scene(s) already done in " + str(tmp / "out") + "; going on" in said
     assert sorted(summary["images"]) == ["one", "two"] and masks_of(tmp / "out", "two")[:, :20].all()

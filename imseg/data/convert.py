@@ -23,6 +23,7 @@ from imseg.config import parse_file
 from imseg.errors import ConfigError, DataError, did_you_mean
 from imseg.images import georeference, image_size, read_mask, rows_of, tile_extension, write_image
 from imseg.layout import IMAGE_EXTENSIONS
+from imseg.tiles import tile_starts
 
 IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts
 BACKGROUND = "background"  # class-map target: the pixel is labelled, with none of the classes
@@ -132,15 +133,6 @@ def to_annotation(mask, mask_type, table, names, path):
     per_pixel = channel[inverse.reshape(codes.shape)]
     ignored = np.array([keys[int(v)] == IGNORE for v in values])[inverse.reshape(codes.shape)]
     return np.stack([(per_pixel == k) for k in range(len(names))]).astype(np.uint8), ignored.astype(np.uint8)
-
-
-def tile_origins(length, tile, overlap):
-    """Tile starts along one axis: every `tile - overlap` pixels, until the image is covered."""
-    stride = tile - overlap
-    starts = [0]
-    while starts[-1] + tile < length:
-        starts.append(starts[-1] + stride)
-    return starts
 
 
 def split_sources(count, fractions, seed):
@@ -503,8 +495,9 @@ def _tile_splits(sources, fractions, seed, split_by, block_size, split_areas, ti
     """split(source index, y, x) of every tile, by blocks of `block_size` pixels or by the polygons of
     `split_areas`; checks first that every split asked for gets tiles."""
     sizes = [image_size(path, resolution) for path, _ in sources]
-    tiles = [(i, y, x) for i, (h, w) in enumerate(sizes) for y in tile_origins(h, tile_size, overlap)
-             for x in tile_origins(w, tile_size, overlap)]  # fmt: skip
+    stride = tile_size - overlap
+    tiles = [(i, y, x) for i, (h, w) in enumerate(sizes) for y in tile_starts(h, tile_size, stride, edge="pad")
+             for x in tile_starts(w, tile_size, stride, edge="pad")]  # fmt: skip
     if split_areas:
         table = _area_splits(sources, tiles, split_areas, tile_size, resolution)
     else:
@@ -574,11 +567,11 @@ def _write_tiles(
         # Row by row of tiles: memory holds a strip of the scene, not the scene (a GeoTIFF is read in windows).
         with rows_of(image_path, bands, resolution) as (h, w, read_rows):
             label_rows = labels((image_path, mask_path), (h, w))
-            for y in tile_origins(h, t, overlap):
+            for y in tile_starts(h, t, t - overlap, edge="pad"):
                 strip, has_data = read_rows(y, min(y + t, h))
                 annotation, ignored = label_rows(y, min(y + t, h))
                 ignored = ignored | ~has_data
-                for x in tile_origins(w, t, overlap):
+                for x in tile_starts(w, t, t - overlap, edge="pad"):
                     where = tile_split(i, y, x) if tile_split else split
                     number = _write_tile(strip, annotation, ignored, x, y, t, names, number, where, root, ext, georef,
                                          image_path, resolution, path_map, counts)  # fmt: skip

@@ -15,16 +15,13 @@ import numpy as np
 from imseg.errors import DataError
 from imseg.geo import require
 from imseg.tasks import BACKGROUND
+from imseg.writers import class_folder
 
 BLOCK = 4096  # columns predicted at a time
 PREVIEW = 2048  # the longest side of the overlay preview, in pixels
 
 
-def class_folder(name):
-    return name.replace(":", "-")
-
-
-def predict_raster(
+def predict_geotiff(
     model,
     path,
     output,
@@ -126,7 +123,7 @@ def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, 
     rasterio, _ = require()
     from rasterio.windows import Window
 
-    from imseg.predict import predict_masks, probabilities, stream_logits
+    from imseg.predict import masks_from_logits, probabilities, stream_logits
     from imseg.visualize import overlay
 
     th, tw = model.input_shape[1:3]
@@ -156,7 +153,7 @@ def _predict_grid(model, src, chosen, files, classes, task, threshold, overlap, 
             window = Window(x, y, cols, rows)
             valid = src.dataset_mask(window=window) > 0
             nodata += int((~valid).sum())
-            predicted = predict_masks(logits, task, threshold) & valid[..., None]
+            predicted = masks_from_logits(logits, task, threshold) & valid[..., None]
             found += predicted.reshape(-1, len(classes)).sum(0)
             for key, dst in outputs.items():
                 if key == "classes":
