@@ -52,6 +52,9 @@ def parse_args(argv=None):
                    help="multilabel: a class where its logit > T (default: the model's, usually 0)")  # fmt: skip
     p.add_argument("--shard", type=shard_spec, metavar="K/N",
                    help="take scenes K, K+N, K+2N, ... of --images (1-based): N processes share one job")  # fmt: skip
+    p.add_argument("--truth", action="append", metavar="CLASS=FILE",
+                   help="score the scenes against vector ground truth of CLASS (any CRS): pixel IoU, precision, "
+                        "recall, object F1 (repeatable)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="clear an --output folder that holds other predictions before writing")  # fmt: skip
     p.add_argument("--tta", choices=("none", "flip"), default="none",
@@ -89,6 +92,7 @@ def main(argv=None):
     args = parse_args(argv)
 
     def work():
+        from imseg.data.convert import parse_assignments
         from imseg.evaluate import evaluate_split
         from imseg.mapping import map_images
         from imseg.predictor import load_predictor
@@ -120,6 +124,7 @@ def main(argv=None):
                 overwrite=args.overwrite,
                 output_grid=args.output_grid,
                 shard=args.shard,
+                truth=parse_assignments(args.truth, "truth") if args.truth else None,
             )
         else:
             evaluate_split(

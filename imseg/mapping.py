@@ -76,6 +76,7 @@ def map_images(
     vector_format="geojson",
     output_grid="scene",
     shard=None,
+    truth=None,
 ):
     """Predict image files of any size with a sliding window; writes masks, overlays, a manifest and a summary to
     `output`: a job of many scenes, resumable, and shared by several processes if need be.
@@ -103,6 +104,9 @@ def map_images(
         output_grid: for a model that records the ground sample distance it was trained at, GeoTIFF scenes of
             another are predicted resampled to it, and written on their own grid ("scene") or the model's ("model").
         shard: (K, N): this process takes the scenes K, K + N, K + 2N, ... (1-based) of the stable list.
+        truth: [(class, vector file)] of ground truth (any CRS): each georeferenced scene is scored against it
+            (`imseg.geo.truth`: pixel IoU, precision, recall, and object F1 for polygon classes), in the manifest and
+            the summary.
 
     Returns:
         The summary of every scene done in `output` so far (also written as `summary.json`).
@@ -134,11 +138,13 @@ def map_images(
         for path in scenes:
             scene_bands(path, predictor.bands, predictor.model.input_shape[-1], georeferenced=vectorize)
     names = list(predictor.classes)
+    truth_layers = _truth_layers(truth, names, files) if truth else None
     colours = class_colours(names)
     batch_size = batch_size or predictor.batch_size
     settings = {"classes": names, "task": predictor.task, "threshold": predictor.threshold, "overlap": overlap,
                 "tta": tta, "model": os.path.abspath(predictor.path), "model_sha256": sha256(predictor.path),
-                "save_probs": save_probs, "vectorize": vectorize, "output_grid": output_grid}  # fmt: skip
+                "save_probs": save_probs, "vectorize": vectorize, "output_grid": output_grid,
+                "truth": [[c, os.path.abspath(p)] for c, p in truth or []]}  # fmt: skip
     if not overwrite:
         _done_scenes(output, settings)  # refuse a folder of other predictions before anything is written
     finished = os.path.join(output, MANIFEST)
@@ -165,6 +171,8 @@ def map_images(
                 if vectorize:
                     result["polygons"] = _vectorize(output, stem, names, simplify, min_area, vector_crs,
                                                     vector_format)  # fmt: skip
+                if truth_layers:
+                    result["truth_counts"] = _score(output, stem, truth_layers)
                 record = {"scene": os.path.abspath(path), "stem": stem, "status": "done",
                           "seconds": round(time.monotonic() - began, 2), **result, **settings}  # fmt: skip
                 _append(os.path.join(output, MANIFEST), record)
@@ -181,6 +189,13 @@ def map_images(
                 for n in names if n != BACKGROUND}  # fmt: skip
         summary = {**settings, "colours": {n: hex_colour(c) for n, c in colours.items()}, "images": images,
                    "area_m2": area}  # fmt: skip
+        if truth_layers:
+            from imseg.geo.truth import combine, scores_of
+
+            for stem, record in done.items():
+                images[stem]["truth"] = {n: scores_of(c) for n, c in record["truth_counts"].items()}
+            total = combine([r["truth_counts"] for r in done.values()])
+            summary["truth"] = {n: scores_of(c) for n, c in total.items()}
         write_json(os.path.join(output, "summary.json"), summary)
         georeferenced = [stem for stem, r in done.items() if r.get("georeferenced")]
         if georeferenced:
@@ -189,6 +204,30 @@ def map_images(
             write_mosaic(output, [class_folder(n) for n in names if n != BACKGROUND], georeferenced)
     log(f"imseg-infer: {len(done)} scene(s) predicted in {output}" + (f" (shard {k}/{n})" if shard else ""))
     return summary
+
+
+def _truth_layers(truth, names, files):
+    """{class: [(geometries, crs)]} of the ground truth files, checked before anything is written."""
+    from imseg.geo.vectors import read_vectors
+    from imseg.images import GEOTIFF, georeference
+
+    layers = {}
+    for name, path in truth:
+        if name not in names:
+            raise ConfigError(f"--truth {name}={path}: no such class; the model predicts {', '.join(names)}")
+        layers.setdefault(name, []).append(read_vectors(path))
+    plain = [f for f in files if not f.lower().endswith(GEOTIFF) or georeference(f) is None]
+    if plain:
+        raise ConfigError(f"{plain[0]}: --truth scores georeferenced GeoTIFF scenes (the truth is placed by its CRS)")
+    return layers
+
+
+def _score(output, stem, layers):
+    """The counts of one scene's masks against the truth (see `imseg.geo.truth.score_scene`)."""
+    from imseg.geo.truth import score_scene
+
+    masks = {n: os.path.join(output, "masks", class_folder(n), stem + ".tif") for n in layers}
+    return score_scene(masks, layers)
 
 
 def _done_scenes(output, settings):

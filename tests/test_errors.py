@@ -106,7 +106,8 @@ def other_prediction(c):
     """A manifest record of a scene predicted by another model, with the settings infer_with_model's run has."""
     return {"stem": "0", "status": "done", "classes": ["building:other", "highway:other"], "task": "multilabel",
             "threshold": 0.0, "overlap": 0.25, "tta": "none", "model": "/elsewhere/best.keras",
-            "model_sha256": "0" * 64, "save_probs": False, "vectorize": False, "output_grid": "scene"}  # fmt: skip
+            "model_sha256": "0" * 64, "save_probs": False, "vectorize": False, "output_grid": "scene",
+            "truth": []}  # fmt: skip
 
 
 def infer_with_model(c, *extra):
@@ -420,6 +421,7 @@ SCENARIOS = {
         infer_with_model(c, "--images", c.D + "/im_seg/val/images", "--output", c.D + "/elsewhere"),
         m.setattr("imseg.outputs.write_png", disk_full_for("/masks/", __import__("imseg.outputs").outputs.write_png)),
     ),
+    "infer-truth-class": lambda c, m: (geo_infer(c, "--truth", f"river={c.T}/s0.tif"),),
     "infer-threshold-multiclass": lambda c, m: (
         c.config.update(task="multiclass", loss="CrossEntropy"),
         infer_with_model(

@@ -21,6 +21,29 @@ STRIP = 2048  # rows traced at a time
 VECTOR_FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg", "fgb": ".fgb"}
 
 
+def regions(path):
+    """(polygons, CRS, pixel size) of the connected regions of a mask GeoTIFF (its non-zero, valid pixels), traced
+    in strips of rows and joined again across strip edges, holes kept, in the mask's CRS."""
+    rasterio, shapely = require()
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            raise DataError(f"{path}: not georeferenced; polygons need a CRS (give GeoTIFF input with one)")
+        pieces = []
+        for y in range(0, src.height, STRIP):
+            window = Window(0, y, src.width, min(STRIP, src.height - y))
+            region = (src.read(1, window=window) > 0) & (src.read_masks(1, window=window) > 0)
+            if region.any():
+                traced = shapes(region.astype(np.uint8), mask=region, transform=src.window_transform(window))
+                pieces += [shapely.geometry.shape(geometry) for geometry, _ in traced]
+        pixel = (abs(src.transform.a) + abs(src.transform.e)) / 2
+        crs = src.crs
+    merged = shapely.unary_union(pieces) if pieces else shapely.geometry.Polygon()  # join across strips
+    return [p for p in getattr(merged, "geoms", [merged]) if not p.is_empty], crs, pixel
+
+
 def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84", vector_format="geojson"):
     """Write the regions of `masks` ({class name: mask GeoTIFF}) to the vector file `output`.
 
@@ -36,30 +59,14 @@ def vectorize(masks, output, simplify=1.0, min_area=0.0, vector_crs="wgs84", vec
     Returns:
         {class name: number of polygons written}.
     """
-    rasterio, shapely = require()
-    from rasterio.features import shapes
+    _, shapely = require()
     from rasterio.warp import transform_geom
-    from rasterio.windows import Window
 
     features, counts, crs = [], {}, None
     for name, path in masks.items():
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise DataError(f"{path}: not georeferenced; polygons need a CRS (give GeoTIFF input with one)")
-            crs = src.crs
-            pieces = []
-            for y in range(0, src.height, STRIP):
-                window = Window(0, y, src.width, min(STRIP, src.height - y))
-                region = (src.read(1, window=window) > 0) & (src.read_masks(1, window=window) > 0)
-                if region.any():
-                    traced = shapes(region.astype(np.uint8), mask=region, transform=src.window_transform(window))
-                    pieces += [shapely.geometry.shape(geometry) for geometry, _ in traced]
-            pixel = (abs(src.transform.a) + abs(src.transform.e)) / 2
-        merged = shapely.unary_union(pieces) if pieces else shapely.geometry.Polygon()  # join across strips
+        found, crs, pixel = regions(path)
         counts[name] = 0
-        for polygon in getattr(merged, "geoms", [merged]):
-            if polygon.is_empty:
-                continue
+        for polygon in found:
             simple = polygon.simplify(simplify * pixel, preserve_topology=True) if simplify else polygon
             area = area_m2(simple, crs)
             if area < min_area:
