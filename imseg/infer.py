@@ -52,6 +52,8 @@ def parse_args(argv=None):
                    help="multilabel: a class where its logit > T (default: the model's, usually 0)")  # fmt: skip
     p.add_argument("--shard", type=shard_spec, metavar="K/N",
                    help="take scenes K, K+N, K+2N, ... of --images (1-based): N processes share one job")  # fmt: skip
+    p.add_argument("--merge", action="store_true",
+                   help="at the end, --output/merged.gpkg: all scenes' polygons joined across scene edges")  # fmt: skip
     p.add_argument("--truth", action="append", metavar="CLASS=FILE",
                    help="score the scenes against vector ground truth of CLASS (any CRS): pixel IoU, precision, "
                         "recall, object F1 (repeatable)")  # fmt: skip
@@ -125,6 +127,7 @@ def main(argv=None):
                 output_grid=args.output_grid,
                 shard=args.shard,
                 truth=parse_assignments(args.truth, "truth") if args.truth else None,
+                merge=args.merge,
             )
         else:
             evaluate_split(

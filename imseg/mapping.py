@@ -56,7 +56,7 @@ def image_files(paths):
 
 MANIFEST = "manifest.jsonl"  # one record per finished scene; a scene without one is (re)done
 OWN_ENTRIES = {".lock", ".locks", MANIFEST, "summary.json", "legend.png", "masks", "classes", "overlays", "probs",
-               "mosaic.vrt"}  # fmt: skip
+               "mosaic.vrt", "merged.gpkg"}  # fmt: skip
 
 
 def map_images(
@@ -77,6 +77,7 @@ def map_images(
     output_grid="scene",
     shard=None,
     truth=None,
+    merge=False,
 ):
     """Predict image files of any size with a sliding window; writes masks, overlays, a manifest and a summary to
     `output`: a job of many scenes, resumable, and shared by several processes if need be.
@@ -107,6 +108,8 @@ def map_images(
         truth: [(class, vector file)] of ground truth (any CRS): each georeferenced scene is scored against it
             (`imseg.geo.truth`: pixel IoU, precision, recall, and object F1 for polygon classes), in the manifest and
             the summary.
+        merge: at the end, `output/merged.gpkg` from every scene done so far (`imseg.geo.merge`; with `min_area`,
+            `simplify`).
 
     Returns:
         The summary of every scene done in `output` so far (also written as `summary.json`).
@@ -202,6 +205,10 @@ def map_images(
             from imseg.geo.mosaic import write_mosaic
 
             write_mosaic(output, [class_folder(n) for n in names if n != BACKGROUND], georeferenced)
+            if merge:
+                from imseg.geo.merge import merge as merge_scenes
+
+                merge_scenes([output], os.path.join(output, "merged.gpkg"), min_area, simplify, log=log)
     log(f"imseg-infer: {len(done)} scene(s) predicted in {output}" + (f" (shard {k}/{n})" if shard else ""))
     return summary
 

@@ -187,6 +187,19 @@ def osm_convert(c, osm_name="map.osm", classes=None, *extra):
     return c.command
 
 
+def merge_jobs(c, second_sha, *extra, classes=("highway:other",)):
+    """Two mapping jobs under {T} (the second by another model when `second_sha`); the merge command over both."""
+    import test_merge
+
+    mask = np.ones((8, 8), np.uint8)
+    test_merge.job(os.path.join(c.T, "a"), {"s": ((500_000.0, 2_780_000.0), mask)}, classes=classes)
+    test_merge.job(os.path.join(c.T, "b"), {"t": ((500_000.0, 2_780_000.0), mask)}, classes=classes,
+                   sha=second_sha or "a" * 64)  # fmt: skip
+    c.program = "data"
+    c.command = ["merge", os.path.join(c.T, "a"), os.path.join(c.T, "b"), "--output", c.T + ".gpkg", *extra]
+    return c.command
+
+
 def road_elsewhere(c):
     """Replace geo_convert's road.geojson with roads 300 km away (the buildings still overlap the scene)."""
     from rasterio.transform import from_origin
@@ -542,6 +555,13 @@ SCENARIOS = {
     ),
     "split-blocks-size": lambda c, m: geo_convert(c).extend(["--split-by", "blocks"]),
     "split-areas-syntax": lambda c, m: geo_convert(c).extend(["--split-areas", f"train={c.T}/building.geojson"]),
+    "merge-other-model": lambda c, m: merge_jobs(c, "b" * 64),
+    "merge-regularize": lambda c, m: merge_jobs(c, None, "--regularize"),
+    "merge-not-a-job": lambda c, m: (
+        os.makedirs(c.T),
+        setattr(c, "program", "data"),
+        setattr(c, "command", ["merge", c.T]),
+    ),
     "osm-tag-syntax": lambda c, m: osm_convert(c, "map.osm", {"building": ["yes;no"]}),
     "osm-no-extra": lambda c, m: (m.setitem(__import__("sys").modules, "osmium", None), osm_convert(c, "map.osm.pbf")),
     "osm-corrupt": lambda c, m: (

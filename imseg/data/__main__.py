@@ -85,6 +85,12 @@ def parse_args(argv=None):
     s.add_argument("--config", help="the config whose augment settings --augment shows")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of --config, as imseg-train's --set (repeatable)")  # fmt: skip
+    g = sub.add_parser("merge", help="one GeoPackage, a layer per class, from the scenes of mapping jobs")
+    g.add_argument("folders", nargs="+", metavar="DIR", help="output folders of imseg-infer --images (one model)")
+    g.add_argument("--output", help="the GeoPackage to write (default: DIR/merged.gpkg of the first DIR)")
+    g.add_argument("--min-area", type=number(0, 1e12), default=0.0, help="drop regions under this many m2 (default 0)")
+    g.add_argument("--simplify", type=number(0, 100), default=1.0, help="polygon tolerance in pixels (default 1)")
+    g.add_argument("--regularize", action="store_true", help="right-angled building outlines (building classes)")
     args = p.parse_args(argv)
     if getattr(args, "augment", False) and not args.config:
         s.error("--augment needs --config F (the config whose augment settings to show)")
@@ -124,6 +130,13 @@ def main(argv=None):
                 split_areas=parse_split_areas(args.split_areas),
                 log=log,
             )
+            return 0
+        if args.command == "merge":
+            from imseg.geo.merge import merge
+
+            output = args.output or os.path.join(args.folders[0], "merged.gpkg")
+            counts = merge(args.folders, output, args.min_area, args.simplify, args.regularize, log=log)
+            log(f"imseg-data: wrote {sum(counts.values())} polygon(s) to {output}")
             return 0
         from imseg.classes import default_classes_path, load_class_names
 
