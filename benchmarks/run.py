@@ -612,6 +612,48 @@ def bench_convert(quick):
                 print(line, flush=True)
 
 
+def bench_merge_child(quick):
+    """imseg-data merge of the job IMSEG_BENCH_JOB; seconds and this process's peak RSS."""
+    from imseg.geo.merge import merge
+
+    folder = os.environ["IMSEG_BENCH_JOB"]
+    start = time.perf_counter()
+    counts = merge([folder], os.path.join(folder, "merged.gpkg"), simplify=0)
+    seconds = time.perf_counter() - start
+    polygons = sum(counts.values())
+    emit("merge.polygons_per_s", polygons / seconds, "polygons/s", polygons=polygons, seconds=round(seconds, 1))
+    emit("merge.peak_rss_mb", peak_rss_mb(), "MB", polygons=polygons)
+
+
+def bench_merge(quick):
+    """imseg-data merge of a mapping job of 4 scenes whose masks hold a grid of 4 x 4 m buildings 10 m apart: a
+    million polygons (40,000 with --quick), in their own process for its peak memory."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    side = 1000 if quick else 5000  # each of the 2 x 2 scenes, at 1 m per pixel
+    with tempfile.TemporaryDirectory(dir=os.environ.get("IMSEG_BENCH_TMP")) as root:
+        folder = os.path.join(root, "job")
+        os.makedirs(os.path.join(folder, "masks", "building-other"))
+        row = np.zeros((10, side), np.uint8)
+        for x in range(2, side, 10):
+            row[2:6, x : x + 4] = 255
+        with open(os.path.join(folder, "manifest.jsonl"), "w") as manifest:
+            for i in range(4):
+                origin = (500_000 + side * (i % 2), 2_800_000 - side * (i // 2))
+                profile = {"driver": "GTiff", "height": side, "width": side, "count": 1, "dtype": "uint8",
+                           "crs": "EPSG:32640", "transform": from_origin(*origin, 1.0, 1.0), "tiled": True,
+                           "compress": "deflate"}  # fmt: skip
+                with rasterio.open(os.path.join(folder, "masks", "building-other", f"s{i}.tif"), "w", **profile) as d:
+                    for y in range(0, side, 1000):
+                        d.write(np.tile(row, (100, 1))[None], window=rasterio.windows.Window(0, y, side, 1000))
+                manifest.write(json.dumps({"stem": f"s{i}", "status": "done", "classes": ["building:other"],
+                                           "task": "multilabel", "model_sha256": "0"}) + "\n")  # fmt: skip
+        for line in _child("merge_child", quick, {**os.environ, "IMSEG_BENCH_JOB": folder}):
+            print(line, flush=True)
+
+
 GROUPS = {
     "data": bench_data,
     "train": bench_train,
@@ -626,7 +668,10 @@ GROUPS = {
     "raster_child": bench_raster_child,
     "convert": bench_convert,
     "convert_child": bench_convert_child,
+    "merge": bench_merge,
+    "merge_child": bench_merge_child,
 }
+
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]
 
 
@@ -669,7 +714,7 @@ def main():
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["data", "train", "precision", "infer", "memory", "profile", "tensorboard", "raster", "convert"],
+        choices=[g for g in GROUPS if not g.endswith("_child")],
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--table", metavar="FILE", help="print a saved run's JSON lines as a Markdown table")
