@@ -654,6 +654,71 @@ def bench_merge(quick):
             print(line, flush=True)
 
 
+def bench_mapping(quick):
+    """imseg-infer --images as a mapping job of 1, 10 and 100 GeoTIFF scenes (512 px; 1 and 10 with --quick) in one
+    process, so the set-up (model load, tracing) is paid once: scenes per hour and megapixels per second; and the
+    same tiles through TensorFlow and through ONNX Runtime (the exported model), to see whether --runtime onnx
+    would pay."""
+    import keras
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from imseg.checkpoints import save_model
+    from imseg.mapping import map_images
+    from imseg.predictor import load_predictor
+    from imseg.tfenv import import_tensorflow
+
+    import_tensorflow()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("IMSEG_BENCH_TMP")) as root:
+        inputs = keras.Input((256, 256, 3))
+        x = keras.layers.Rescaling(1 / 255)(inputs)
+        x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+        save_model(keras.Model(inputs, keras.layers.Conv2D(2, 1)(x)), os.path.join(root, "m.keras"),
+                   {"classes": ["building:other", "highway:other"], "task": "multilabel"})  # fmt: skip
+        predictor = load_predictor(os.path.join(root, "m.keras"))
+        rng = np.random.default_rng(0)
+        for count in (1, 10) if quick else (1, 10, 100):
+            folder = os.path.join(root, f"scenes{count}")
+            os.makedirs(folder)
+            for i in range(count):
+                with rasterio.open(os.path.join(folder, f"s{i}.tif"), "w", driver="GTiff", height=512, width=512,
+                                   count=3, dtype="uint8", crs="EPSG:32640",
+                                   transform=from_origin(500_000 + 256 * i, 2_800_000, 0.5, 0.5)) as dst:  # fmt: skip
+                    dst.write(rng.integers(0, 256, (3, 512, 512), dtype=np.uint8))
+            start = time.perf_counter()
+            map_images(predictor, [folder], os.path.join(root, f"out{count}"), batch_size=16, log=lambda line: None)
+            seconds = time.perf_counter() - start
+            emit("mapping.scenes_per_hour", count * 3600 / seconds, "scenes/h", scenes=count, scene="512x512",
+                 megapixels_per_s=round(count * 512 * 512 / 1e6 / seconds, 3), seconds=round(seconds, 1))  # fmt: skip
+        tiles = rng.integers(0, 256, (16, 256, 256, 3)).astype("float32")
+        rates = {}
+        model = predictor.model
+        model.predict_on_batch(tiles)
+        start = time.perf_counter()
+        for _ in range(10):
+            model.predict_on_batch(tiles)
+        rates["tensorflow"] = 160 / (time.perf_counter() - start)
+        try:
+            import onnxruntime
+
+            from imseg.export import export
+
+            session = onnxruntime.InferenceSession(
+                export(os.path.join(root, "m.keras"), "onnx", os.path.join(root, "o"))
+            )
+            name = session.get_inputs()[0].name
+            session.run(None, {name: tiles})
+            start = time.perf_counter()
+            for _ in range(10):
+                session.run(None, {name: tiles})
+            rates["onnxruntime"] = 160 / (time.perf_counter() - start)
+        except ImportError:
+            pass
+        for runtime, rate in rates.items():
+            emit("mapping.tiles_per_s", rate, "tiles/s", runtime=runtime, tile=256, batch=16)
+
+
 GROUPS = {
     "data": bench_data,
     "train": bench_train,
@@ -670,6 +735,7 @@ GROUPS = {
     "convert_child": bench_convert_child,
     "merge": bench_merge,
     "merge_child": bench_merge_child,
+    "mapping": bench_mapping,
 }
 
 PRECISION_SETTINGS = ["none:plain", "auto:plain", "none:xla", "auto:xla"]

@@ -210,6 +210,8 @@ def map_images(
 
                 merge_scenes([output], os.path.join(output, "merged.gpkg"), min_area, simplify, log=log)
     log(f"imseg-infer: {len(done)} scene(s) predicted in {output}" + (f" (shard {k}/{n})" if shard else ""))
+    if any(area.values()):
+        log("imseg-infer: area in m2: " + ", ".join(f"{name} {value:,.0f}" for name, value in area.items()))
     return summary
 
 
