@@ -482,6 +482,23 @@ def bench_tensorboard(quick):
     )
 
 
+def synthetic_scene(path, side):
+    """A side x side 3-band uint8 tiled GeoTIFF in UTM (0.5 m), written strip by strip: rows of one random colour."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    profile = {"driver": "GTiff", "height": side, "width": side, "count": 3, "dtype": "uint8", "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "crs": "EPSG:32640",
+               "transform": from_origin(500_000, 2_800_000, 0.5, 0.5)}  # fmt: skip
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, "w", **profile) as dst:
+        for y in range(0, side, 512):
+            rows = min(512, side - y)
+            strip = rng.integers(0, 256, (3, rows, 1), dtype=np.uint8) + np.zeros((3, rows, side), np.uint8)
+            dst.write(strip, window=rasterio.windows.Window(0, y, side, rows))
+
+
 def bench_raster_child(quick):
     """Predict the scene IMSEG_BENCH_SCENE with IMSEG_BENCH_MODEL one way (IMSEG_BENCH_PATH): `windowed`
     (imseg.geo.raster, as imseg-infer does now) or `whole` (the image read whole, then predict_image and the masks
@@ -524,22 +541,11 @@ def bench_raster(quick):
     """A synthetic 3-band uint8 GeoTIFF (20,000 x 20,000 px; 4,000 with --quick) through a small model, window by
     window and whole; the scene is written strip by strip here and deleted afterwards."""
     import keras
-    import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
 
     side = 4000 if quick else 20000
     with tempfile.TemporaryDirectory(dir=os.environ.get("IMSEG_BENCH_TMP")) as root:
         scene = os.path.join(root, "scene.tif")
-        profile = {"driver": "GTiff", "height": side, "width": side, "count": 3, "dtype": "uint8", "tiled": True,
-                   "blockxsize": 512, "blockysize": 512, "compress": "deflate", "crs": "EPSG:32640",
-                   "transform": from_origin(500_000, 2_800_000, 0.5, 0.5)}  # fmt: skip
-        rng = np.random.default_rng(0)
-        with rasterio.open(scene, "w", **profile) as dst:
-            for y in range(0, side, 512):
-                rows = min(512, side - y)
-                strip = rng.integers(0, 256, (3, rows, 1), dtype=np.uint8) + np.zeros((3, rows, side), np.uint8)
-                dst.write(strip, window=rasterio.windows.Window(0, y, side, rows))
+        synthetic_scene(scene, side)
         inputs = keras.Input((256, 256, 3))
         x = keras.layers.Rescaling(1 / 255)(inputs)
         x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
@@ -582,23 +588,11 @@ def bench_convert_child(quick):
 def bench_convert(quick):
     """imseg-data convert of a synthetic 3-band uint8 GeoTIFF with vector labels (a grid of 400 buildings): 4,000 and
     20,000 px square (4,000 only with --quick), each in its own process, for its peak memory."""
-    import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
 
     for side in (4000,) if quick else (4000, 20000):
         with tempfile.TemporaryDirectory(dir=os.environ.get("IMSEG_BENCH_TMP")) as root:
             scene = os.path.join(root, "scene.tif")
-            transform = from_origin(500_000, 2_800_000, 0.5, 0.5)
-            profile = {"driver": "GTiff", "height": side, "width": side, "count": 3, "dtype": "uint8", "tiled": True,
-                       "blockxsize": 512, "blockysize": 512, "compress": "deflate", "crs": "EPSG:32640",
-                       "transform": transform}  # fmt: skip
-            rng = np.random.default_rng(0)
-            with rasterio.open(scene, "w", **profile) as dst:
-                for y in range(0, side, 512):
-                    rows = min(512, side - y)
-                    strip = rng.integers(0, 256, (3, rows, 1), dtype=np.uint8) + np.zeros((3, rows, side), np.uint8)
-                    dst.write(strip, window=rasterio.windows.Window(0, y, side, rows))
+            synthetic_scene(scene, side)
             step = side * 0.5 / 20  # 20 x 20 buildings of 20 m, spread over the scene
             features = [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[
                 [500_000 + i * step, 2_800_000 - j * step], [500_020 + i * step, 2_800_000 - j * step],

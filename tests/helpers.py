@@ -209,3 +209,16 @@ def write_features(path, geometries, crs, attributes=None, layer=None):
     kind = kinds.pop() if len(kinds) == 1 else "Unknown"
     pyogrio.raw.write(path, np.array(shapely.to_wkb(geometries), dtype=object), data, names, layer=layer,
                       geometry_type=kind, crs=crs)  # fmt: skip
+
+
+def litert_logits(path, images):
+    """The logits of a LiteRT (.tflite) model for a batch of images."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(path)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

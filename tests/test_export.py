@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import run_module
+from helpers import litert_logits, run_module
 from imseg.export import float32_copy
 
 pytestmark = pytest.mark.slow  # real command lines, trainings and exports
@@ -46,13 +46,7 @@ def test_onnx_matches_the_float32_logits(model_and_images, tmp_path):
 
 def test_litert_matches_the_float32_logits(model_and_images, tmp_path):
     path, images, model = model_and_images
-    interpreter = tf.lite.Interpreter(export(path, "litert", str(tmp_path / "lite")))
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.resize_tensor_input(index, images.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, images)
-    interpreter.invoke()
-    logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    logits = litert_logits(export(path, "litert", str(tmp_path / "lite")), images)
     assert np.abs(logits - float32_copy(model).predict(images, verbose=0)).max() < 1e-4
 
 
