@@ -15,27 +15,27 @@ pyogrio = pytest.importorskip("pyogrio")
 from rasterio.transform import from_origin  # noqa: E402
 
 
-def job(folder, scenes, classes=("building:other",), sha="a" * 64):
-    """A mapping job's folder as imseg-infer --images leaves it: masks and a manifest of done scenes."""
+def write_tif(path, bands, origin):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", height=bands.shape[1], width=bands.shape[2], count=bands.shape[0],
+                       dtype=bands.dtype, crs=SCENE_CRS, transform=from_origin(*origin, 1.0, 1.0)) as dst:  # fmt: skip
+        dst.write(bands)
+
+
+def job(folder, scenes, classes=("building:other",), sha="a" * 64, task="multilabel", probs=None):
+    """A mapping job's folder as imseg-infer --images leaves it: masks, probabilities (`probs`: stem -> bands, all
+    outputs) and a manifest of done scenes."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "manifest.jsonl"), "w") as manifest:
         for stem, (origin, mask) in scenes.items():
-            for name in classes:
+            for i, name in enumerate(classes):
+                own = mask == i + 1 if task == "multiclass" else mask
                 path = os.path.join(folder, "masks", name.replace(":", "-"), stem + ".tif")
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with rasterio.open(
-                    path,
-                    "w",
-                    driver="GTiff",
-                    height=mask.shape[0],
-                    width=mask.shape[1],
-                    count=1,
-                    dtype="uint8",
-                    crs=SCENE_CRS,
-                    transform=from_origin(*origin, 1.0, 1.0),
-                ) as dst:
-                    dst.write(mask[None] * 255)  # fmt: skip
-            manifest.write(json.dumps({"stem": stem, "status": "done", "classes": list(classes), "task": "multilabel",
+                write_tif(path, own[None].astype(np.uint8) * 255, origin)
+            if probs:
+                write_tif(os.path.join(folder, "probs", stem + ".tif"), probs[stem], origin)
+            outputs = ["background", *classes] if task == "multiclass" else list(classes)
+            manifest.write(json.dumps({"stem": stem, "status": "done", "classes": outputs, "task": task,
                                        "model_sha256": sha}) + "\n")  # fmt: skip
 
 
@@ -88,3 +88,26 @@ def test_regularize_squares_a_ragged_footprint_and_keeps_an_l_shape(tmp_path):
     square, ell = sorted(shapely.from_wkb(wkb), key=lambda p: -p.area)
     assert square.area == 400 and len(shapely.get_coordinates(square)) == 5  # the full rectangle
     assert ell.area == 18 * 5 + 5 * 13
+
+
+def test_where_multiclass_scenes_overlap_the_more_confident_scene_decides_the_class(tmp_path):
+    """West says building at 0.6 and east says road at 0.9 over their 10 px overlap: the road wins there; without
+    probabilities a pixel is every class a scene gives it."""
+    from imseg.geo.merge import merge
+
+    classes = ("building:other", "highway:other")
+    west, east = np.ones((20, 30), np.uint8), np.full((20, 30), 2, np.uint8)  # 1 = building, 2 = road
+    probs = {"w": np.zeros((3, 20, 30), np.float32), "e": np.zeros((3, 20, 30), np.float32)}
+    probs["w"][1], probs["w"][0] = 0.6, 0.4
+    probs["e"][2], probs["e"][0] = 0.9, 0.1
+    scenes = {"w": ((500_000.0, 2_780_000.0), west), "e": ((500_020.0, 2_780_000.0), east)}
+    job(str(tmp_path / "p"), scenes, classes, task="multiclass", probs=probs)
+    job(str(tmp_path / "u"), scenes, classes, task="multiclass")
+    for folder, building_east, road_west in (("p", 500_020.0, 500_020.0), ("u", 500_030.0, 500_020.0)):
+        merge([str(tmp_path / folder)], str(tmp_path / f"{folder}.gpkg"), simplify=0)
+        area = {}
+        for name in classes:
+            _, _, wkb, _ = pyogrio.raw.read(str(tmp_path / f"{folder}.gpkg"), layer=name)
+            area[name] = shapely.union_all(shapely.from_wkb(wkb))
+        assert area["building:other"].bounds == (500_000.0, 2_779_980.0, building_east, 2_780_000.0), folder
+        assert area["highway:other"].bounds == (road_west, 2_779_980.0, 500_050.0, 2_780_000.0), folder

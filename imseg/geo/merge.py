@@ -38,19 +38,23 @@ def merge(folders, output, min_area=0.0, simplify=1.0, regularize=False, log=Non
     grids = []
     for folder, record in records:
         masks = {c: os.path.join(folder, "masks", c.replace(":", "-"), record["stem"] + ".tif") for c in classes}
+        probs = os.path.join(folder, "probs", record["stem"] + ".tif")
         with rasterio.open(next(iter(masks.values()))) as src:
-            grids.append((masks, src.crs, src.transform, src.width, src.height))
+            grids.append((masks, src.crs, src.transform, src.width, src.height, probs))
+    # Multiclass scenes with probabilities: where they overlap, the more confident one decides the class.
+    outputs = records[0][1]["classes"]
+    confident = records[0][1]["task"] == "multiclass" and all(os.path.exists(g[5]) for g in grids)
     crss = {g[1].to_string() for g in grids if g[1] is not None}
     if len(crss) != 1 or any(g[1] is None for g in grids):
         raise DataError(
             f"merge needs georeferenced scenes in one CRS; these are in {', '.join(sorted(crss)) or 'none'}"
         )
     crs = grids[0][1]
-    step = min(min(abs(t.a), abs(t.e)) for _, _, t, _, _ in grids)
-    left = min(t.c for _, _, t, _, _ in grids)
-    top = max(t.f for _, _, t, _, _ in grids)
-    width = math.ceil((max(t.c + w * abs(t.a) for _, _, t, w, _ in grids) - left) / step)
-    height = math.ceil((top - min(t.f - h * abs(t.e) for _, _, t, _, h in grids)) / step)
+    step = min(min(abs(t.a), abs(t.e)) for _, _, t, _, _, _ in grids)
+    left = min(t.c for _, _, t, _, _, _ in grids)
+    top = max(t.f for _, _, t, _, _, _ in grids)
+    width = math.ceil((max(t.c + w * abs(t.a) for _, _, t, w, _, _ in grids) - left) / step)
+    height = math.ceil((top - min(t.f - h * abs(t.e) for _, _, t, _, h, _ in grids)) / step)
     counts = {}
     from imseg.outputs import atomic_path
 
@@ -59,7 +63,8 @@ def merge(folders, output, min_area=0.0, simplify=1.0, regularize=False, log=Non
         for name in classes:
             building = regularize and name.split(":")[0] in BUILDING_KEYS
             writer = _Layer(tmp, name, crs, min_area, simplify * step, building)
-            _trace_class(name, grids, crs, left, top, step, width, height, writer)
+            index = outputs.index(name) if confident else None
+            _trace_class(name, grids, crs, left, top, step, width, height, writer, index)
             counts[name] = writer.close()
             if log:
                 log(f"imseg-data: {name}: {counts[name]} polygon(s)")
@@ -92,28 +97,19 @@ def _scenes(folders):
     return records, [c for c in records[0][1]["classes"] if c != "background"]
 
 
-def _trace_class(name, grids, crs, left, top, step, width, height, writer):
-    """Trace the union of the class's masks strip by strip, joining regions across strip edges."""
+def _trace_class(name, grids, crs, left, top, step, width, height, writer, index=None):
+    """Trace the class's pixels strip by strip (see `_strip`), joining regions across strip edges."""
     rasterio, shapely = require()
     from rasterio.features import shapes
     from rasterio.transform import from_origin
-    from rasterio.vrt import WarpedVRT
 
     grid = from_origin(left, top, step, step)
     open_regions = []  # regions that touch the lower edge of the strip traced last
     for y in range(0, height, STRIP):
         rows = min(STRIP, height - y)
-        strip = np.zeros((rows, width), bool)
-        window_transform = grid * grid.translation(0, y)
+        window_transform = rasterio.windows.transform(rasterio.windows.Window(0, y, width, rows), grid)
         bounds = rasterio.transform.array_bounds(rows, width, window_transform)
-        for masks, scene_crs, transform, w, h in grids:
-            scene_bounds = rasterio.transform.array_bounds(h, w, transform)
-            if scene_bounds[0] >= bounds[2] or scene_bounds[2] <= bounds[0] or scene_bounds[1] >= bounds[3] or \
-                    scene_bounds[3] <= bounds[1]:  # fmt: skip
-                continue
-            with rasterio.open(masks[name]) as src, WarpedVRT(src, crs=scene_crs, transform=window_transform,
-                                                               width=width, height=rows, nodata=0) as view:  # fmt: skip
-                strip |= view.read(1) > 0
+        strip = _strip(name, grids, window_transform, bounds, rows, width, index)
         pieces = []
         if strip.any():
             traced = shapes(strip.astype(np.uint8), mask=strip, transform=window_transform)
@@ -132,6 +128,32 @@ def _trace_class(name, grids, crs, left, top, step, width, height, writer):
                 writer.add(region)
     for region in open_regions:
         writer.add(region)
+
+
+def _strip(name, grids, window_transform, bounds, rows, width, index=None):
+    """The class's pixels in a strip of the merged grid: the union of the scenes' masks, or with `index` (the class's
+    channel of multiclass probabilities) the class of the most confident scene at each pixel."""
+    rasterio, _ = require()
+    from rasterio.vrt import WarpedVRT
+
+    strip = np.zeros((rows, width), bool)
+    best = np.zeros((rows, width), np.float32)
+    for masks, scene_crs, transform, w, h, probs in grids:
+        s = rasterio.transform.array_bounds(h, w, transform)
+        if s[0] >= bounds[2] or s[2] <= bounds[0] or s[1] >= bounds[3] or s[3] <= bounds[1]:
+            continue
+        source = probs if index is not None else masks[name]
+        with rasterio.open(source) as src, WarpedVRT(src, crs=scene_crs, transform=window_transform, width=width,
+                                                     height=rows, nodata=0) as view:  # fmt: skip
+            if index is None:
+                strip |= view.read(1) > 0
+                continue
+            p, valid = view.read(), view.dataset_mask() > 0
+            confidence = np.where(valid, p.max(0), 0.0)
+            better = confidence > best
+            best[better] = confidence[better]
+            strip[better] = p.argmax(0)[better] == index
+    return strip
 
 
 def _join(polygons, shapely):

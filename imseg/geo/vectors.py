@@ -179,7 +179,7 @@ def rasterize_rows(shapes, transform, shape, y0, y1):
     from rasterio.features import rasterize
 
     height, width = y1 - y0, shape[1]
-    moved = transform * transform.translation(0, y0)
+    moved = rasterio.windows.transform(rasterio.windows.Window(0, y0, width, height), transform)
     window = shapely.geometry.box(*rasterio.transform.array_bounds(height, width, moved))
 
     def burnt(geometries):
