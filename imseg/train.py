@@ -123,7 +123,6 @@ def prepare(options, strategy=None):
     classes_path = options.classes_path or default_classes_path(data_path)
     all_names = load_class_names(classes_path)
     names, indices = select_classes(config, all_names, source, classes_path)
-    log(f"imseg: classes from {classes_path}: {', '.join(all_names)}")
     if os.path.isfile(data_path):
         raise ConfigError(f"{data_path}: --data-path names a file; give the dataset's root folder (it holds im_seg/)")
     if not os.path.isdir(os.path.join(data_path, "im_seg")):
@@ -146,6 +145,8 @@ def prepare(options, strategy=None):
     from imseg.dataset import chosen_bands, load_splits, split_check, summarize
     from imseg.distribute import is_chief, make_strategy
 
+    # A multi-worker strategy must exist before TensorFlow's runtime starts, and building the model starts it.
+    strategy = strategy or make_strategy()
     steps_per_epoch = math.ceil(len(train_entries) / config.batch_size)
     check_model(config, output_names(config, names), source, steps_per_epoch)  # before the data is cached
     schedule = config.lr_schedule
@@ -154,7 +155,6 @@ def prepare(options, strategy=None):
         log(f"imseg: warning: the learning-rate warm-up ({warmup} steps) is not shorter than the run "
             f"({config.epochs * steps_per_epoch} steps): the rate never reaches its peak; shorten "
             "lr_schedule.warmup_epochs (or warmup_steps) or train for more epochs")  # fmt: skip
-    strategy = strategy or make_strategy()
     chief = is_chief(strategy)
     created = paths.root
     while not os.path.exists(os.path.dirname(created)):  # the highest folder the lock will create
@@ -162,6 +162,7 @@ def prepare(options, strategy=None):
     created = None if os.path.exists(created) else created
     lock = FolderLock(paths.root, "imseg-train").acquire() if chief else None
     try:
+        log(f"imseg: classes from {classes_path}: {', '.join(all_names)}")  # once every cheap check has passed
         outputs = output_names(config, names)
         bands = [b - 1 for b in config.bands] if config.bands else None
         check = split_check(config.task, indices, names, config.input_shape[2], bands, config.pretrained, data_path)
