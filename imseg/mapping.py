@@ -3,6 +3,7 @@ share (a manifest of finished scenes, a lock per scene, shards), with masks, ove
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -168,6 +169,7 @@ def map_images(
                     held.release()
                 continue
             try:
+                _remove_partial_files(output, stem)  # of a process killed while it wrote this scene
                 began = time.monotonic()
                 predict = _predict_scene if path.lower().endswith(GEOTIFF) else _predict_whole
                 result = predict(predictor, path, output, stem, overlap, batch_size, save_probs, tta, output_grid)
@@ -237,6 +239,16 @@ def _score(output, stem, layers):
 
     masks = {n: os.path.join(output, "masks", class_folder(n), stem + ".tif") for n in layers}
     return score_scene(masks, layers)
+
+
+def _remove_partial_files(output, stem):
+    """The temporary files (outputs.atomic_path: `.NAME.RANDOM.tmpEXT`) of scene `stem`'s outputs in the job folder;
+    only the holder of the scene's lock calls this, so no other process is writing them."""
+    partial = re.compile(rf"\.{re.escape(stem)}\.[^.]+\.[^.]+\.tmp")
+    for folder, _, files in os.walk(output):
+        for name in files:
+            if partial.match(name):
+                os.remove(os.path.join(folder, name))
 
 
 def _done_scenes(output, settings):

@@ -114,6 +114,15 @@ class FolderLock:
                 f"{self.folder}: cannot create the output folder ({e.strerror}); "
                 "pass --output-dir DIR to write elsewhere"
             ) from None
+        self._lock(fd)
+        if not self.shared:  # the holder's name, for the message another process gets
+            os.ftruncate(fd, 0)
+            started = time.strftime("%Y-%m-%d %H:%M:%S")
+            os.write(fd, f"{self.program} (PID {os.getpid()} on host {socket.gethostname()}, since {started})".encode())
+        self._fd = fd
+        return self
+
+    def _lock(self, fd):
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,12 +132,17 @@ class FolderLock:
                 f"{self.folder}: in use by {holder}; wait for it to finish or stop it, "
                 "or choose another name or --output-dir"
             ) from None
-        if not self.shared:  # the holder's name, for the message another process gets
-            os.ftruncate(fd, 0)
-            started = time.strftime("%Y-%m-%d %H:%M:%S")
-            os.write(fd, f"{self.program} (PID {os.getpid()} on host {socket.gethostname()}, since {started})".encode())
-        self._fd = fd
-        return self
+
+    def check_free(self):
+        """Raise the "in use" error now if another process holds the lock, without taking it (nor creating
+        anything): that a run is in use says more than what its folder holds at this moment."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        self._lock(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
     def alone(self):
         """Whether this process is the lock's only holder now (a shared lock, upgraded when it is)."""

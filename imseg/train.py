@@ -110,12 +110,12 @@ def options_from(args):
 
 def prepare(options, strategy=None):
     """Validate every input, lock the run folder (created if needed), build the model and cache the data.
-    On any error nothing is left behind. Returns a PreparedRun."""
+    On any error nothing is left behind. Returns a PreparedRun, or None when `--resume` finds the run finished."""
     from imseg.classes import default_classes_path, load_class_names, select_classes
     from imseg.config import load_config
     from imseg.layout import ground_sample_distance, list_split
     from imseg.outputs import FolderLock, RunPaths
-    from imseg.resume import check_resumable
+    from imseg.resume import check_resumable, load_state
 
     data_path = options.data_path
     config = load_config(options.config_path, options.overrides)
@@ -131,8 +131,14 @@ def prepare(options, strategy=None):
     list_split(data_path, "val")
     paths = RunPaths.for_run(data_path, config.name, options.output_dir)
     resolved = {**config.to_dict(), "classes": names}
+    FolderLock(paths.root, "imseg-train").check_free()
     if options.resume:
         check_resumable(paths, resolved)
+        finished = (load_state(paths) or {}).get("epoch", 0)
+        if finished >= config.epochs:  # said before anything is built, and nothing written
+            log(f"imseg: run '{config.name}' already finished {finished} epochs; to continue, raise them, "
+                f"e.g. --resume --set epochs={finished + 10}")  # fmt: skip
+            return None
     elif os.path.isdir(paths.root) and set(os.listdir(paths.root)) - {".lock"} and not options.overwrite:
         raise ConfigError(
             f"{paths.root}: a run named '{config.name}' already exists; pass --resume to continue it, "
@@ -343,12 +349,6 @@ def _train(options, prepared, signals):
             f"train / {prepared.val_meta.count} val images, classes {', '.join(prepared.names)}; "
             f"precision {details['precision']}, XLA {xla}, {details['replicas']} replica(s)"
         )
-    if initial_epoch >= config.epochs:
-        log(
-            f"imseg: run '{config.name}' already finished {initial_epoch} epochs; to continue, raise them, "
-            f"e.g. --resume --set epochs={initial_epoch + 10}"
-        )
-        return
     if "xla_off_because" in details:
         log(f"imseg: note: XLA is off for this run: {details['xla_off_because']}")
     log(
@@ -422,7 +422,9 @@ def main(argv=None):
 
             strategy = make_strategy()  # before the demo data is written: a multi-worker strategy must be first
         options = options_from(args)
-        train(options, prepare(options, strategy), signals)
+        prepared = prepare(options, strategy)
+        if prepared:  # None: a finished run resumed, nothing to do
+            train(options, prepared, signals)
 
     return run("imseg-train", work, stop_signals=True, stopped_hint="; continue with --resume")
 

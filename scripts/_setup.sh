@@ -7,7 +7,7 @@ imseg_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 imseg_importable() {
     local modules="imseg, tensorflow, keras"
-    [ "${IMSEG_NEED_TESTS:-0}" = 1 ] && modules="$modules, pytest"
+    [ "${IMSEG_NEED_TESTS:-0}" = 1 ] && modules="$modules, pytest, xdist"
     "$1" -c "import $modules" >/dev/null 2>&1
 }
 

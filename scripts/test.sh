@@ -9,4 +9,5 @@ cd "$imseg_root"
 # Lint and format first: a style slip fails in seconds, before the suite runs.
 "$IMSEG_PYTHON" -m ruff check --quiet . || { echo "imseg: ruff check failed (fix, or run: ruff check --fix .)" >&2; exit 1; }
 "$IMSEG_PYTHON" -m ruff format --check --quiet . || { echo "imseg: files need ruff format (run: ruff format .)" >&2; exit 1; }
-exec "$IMSEG_PYTHON" -m pytest "$@"
+# One worker per core (IMSEG_TEST_WORKERS=0: in this process); the slowest tests are listed at the end.
+exec "$IMSEG_PYTHON" -m pytest -n "${IMSEG_TEST_WORKERS:-auto}" --dist loadgroup --durations=15 "$@"

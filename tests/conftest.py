@@ -23,11 +23,12 @@ def _float32_policy():
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """The README example config trained for one epoch on a tiny AIR dataset (40 px images, model 32 px).
+    """The README example config on a narrow backbone, trained for one epoch on a tiny AIR dataset (40 px images,
+    model 32 px).
 
     Returns (data_path, classes_path, run folder, the finished imseg-train process).
     """
-    from helpers import RUN, SEED_CONFIG, SMALL, run_module, write_air_dataset
+    from helpers import LIGHT, RUN, SEED_CONFIG, SMALL, run_module, write_air_dataset
 
     data_path, classes_path = write_air_dataset(str(tmp_path_factory.mktemp("air") / "d"), counts=(8, 4, 3))
     result = run_module(
@@ -39,8 +40,17 @@ def trained(tmp_path_factory):
         "--config",
         SEED_CONFIG,
         *SMALL,
+        *LIGHT,
         "--set",
         "epochs=1",
     )
     assert result.returncode == 0, result.stderr
     return data_path, classes_path, os.path.join(data_path, "im_seg", "out", RUN), result
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`--dist loadgroup`), the tests of the `trained` run share one worker, so that the run is
+    trained once, not once per worker."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("trained"))

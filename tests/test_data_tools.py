@@ -157,11 +157,9 @@ def test_unmapped_colours_are_listed_with_counts_and_nothing_is_written(sources,
 
 
 @pytest.mark.slow
-def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
+def test_compact_format_gives_the_same_batches_and_is_much_smaller(tmp_path):
     import keras
 
-    from imseg.build import build_model
-    from imseg.config import config_from_dict
     from imseg.dataset import batches_per_epoch, load_split, make_dataset
 
     make_sources(str(tmp_path / "a"), [(128, 128)] * 4)
@@ -184,46 +182,18 @@ def test_compact_format_trains_the_same_and_is_much_smaller(tmp_path):
     size = lambda root: sum(os.path.getsize(p) for p in files_under(str(root)) if "annotations" in p)  # noqa: E731
     assert size(tmp_path / "json") > 10 * size(tmp_path / "npz")
 
-    config = config_from_dict(
-        {
-            "name": "c",
-            "backbone": "MobileNetV2",
-            "backbone_kwargs": {"alpha": 0.35},
-            "refine_net_blocks": [["block_3_expand_relu"]],
-            "input_shape": [32, 32, 3],
-            "epochs": 1,
-            "batch_size": 4,
-            "mixed_precision": "none",
-        }
-    )
-    histories, batches = [], []
+    batches = []
     for fmt in ("json", "npz"):
         root = str(tmp_path / fmt)
         train, val = (load_split(root, s, 2, log=lambda m: None) for s in ("train", "val"))
         keras.utils.set_random_seed(0)  # as imseg-train does: TensorFlow's global seed is part of the shuffle's
         steps = batches_per_epoch(train, 4)
-        batches.append(
-            [
-                b.numpy()
-                for batch in make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0).take(steps)
-                for b in batch
-            ]
-        )
-        keras.utils.set_random_seed(0)
-        model, _ = build_model(config, ["building:other", "highway:roads"])
-        history = model.fit(
-            make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0),
-            steps_per_epoch=steps,
-            validation_data=make_dataset(val, [0, 1], (32, 32, 3), 4, training=False),
-            verbose=0,
-            shuffle=False,
-        )
-        histories.append(history.history)
-    for a, b in zip(*batches):  # the very same training batches, in the same order ...
+        training = make_dataset(train, [0, 1], (32, 32, 3), 4, training=True, seed=0).take(steps)
+        validation = make_dataset(val, [0, 1], (32, 32, 3), 4, training=False)
+        batches.append([b.numpy() for dataset in (training, validation) for batch in dataset for b in batch])
+    assert len(batches[0]) == len(batches[1]) > 0
+    for a, b in zip(*batches):  # the very same batches in the same order: a run trains the same on either format
         np.testing.assert_array_equal(a, b)
-    assert histories[0].keys() == histories[1].keys()
-    for key in histories[0]:  # ... so the same metrics (multi-threaded CPU kernels are not bit-exact)
-        np.testing.assert_allclose(histories[0][key], histories[1][key], rtol=1e-3, equal_nan=True, err_msg=key)
 
 
 def test_index_and_binary_masks(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import litert_logits, run_module
+from helpers import run_module
 from imseg.export import float32_copy
 
 pytestmark = pytest.mark.slow  # real command lines, trainings and exports
@@ -28,28 +28,6 @@ def export(path, fmt, output):
     return said[-1].split("wrote ")[-1]
 
 
-def test_saved_model_matches_the_keras_logits(model_and_images, tmp_path):
-    path, images, model = model_and_images
-    exported = tf.saved_model.load(export(path, "saved_model", str(tmp_path / "sm")))
-    difference = np.abs(exported.serve(images).numpy() - model.predict(images, verbose=0)).max()
-    assert difference < 1e-4
-
-
-def test_onnx_matches_the_float32_logits(model_and_images, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("tf2onnx")
-    path, images, model = model_and_images
-    session = ort.InferenceSession(export(path, "onnx", str(tmp_path / "onnx")))
-    logits = session.run(None, {session.get_inputs()[0].name: images})[0]
-    assert np.abs(logits - float32_copy(model).predict(images, verbose=0)).max() < 1e-4
-
-
-def test_litert_matches_the_float32_logits(model_and_images, tmp_path):
-    path, images, model = model_and_images
-    logits = litert_logits(export(path, "litert", str(tmp_path / "lite")), images)
-    assert np.abs(logits - float32_copy(model).predict(images, verbose=0)).max() < 1e-4
-
-
 def test_missing_or_bad_model_file(tmp_path):
     result = run_module(
         "imseg.export", "--model", str(tmp_path / "x.keras"), "--format", "saved_model", "--output", str(tmp_path / "o")
@@ -61,19 +39,30 @@ def test_missing_or_bad_model_file(tmp_path):
     assert not os.path.exists(tmp_path / "o")
 
 
-def test_export_carries_the_model_record_and_replaces_only_with_overwrite(model_and_images, tmp_path):
+def test_export_matches_the_keras_logits_carries_the_model_record_and_replaces_only_with_overwrite(
+    model_and_images, tmp_path
+):
+    """The command line on a trained best.keras: ONNX, then a SavedModel in its place (ONNX and LiteRT of every
+    decoder: tests/test_decoders.py)."""
     import json
 
-    path = model_and_images[0]
-    folder = tmp_path / "lite"
-    export(path, "litert", str(folder))
+    import onnxruntime
+
+    path, images, model = model_and_images
+    expected = float32_copy(model).predict(images, verbose=0)
+    folder = tmp_path / "onnx"
+    session = onnxruntime.InferenceSession(export(path, "onnx", str(folder)))
+    assert np.abs(session.run(None, {session.get_inputs()[0].name: images})[0] - expected).max() < 1e-4
     record = json.loads((folder / "imseg.json").read_text())
     assert record["classes"] == ["building:other", "highway:other"] and record["task"] == "multilabel"
-    again = run_module("imseg.export", "--model", path, "--format", "litert", "--output", str(folder))
+    again = run_module("imseg.export", "--model", path, "--format", "saved_model", "--output", str(folder))
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
-    export_again = run_module(
-        "imseg.export", "--model", path, "--format", "litert", "--output", str(folder), "--overwrite"
+    assert sorted(os.listdir(folder)) == ["best.onnx", "imseg.json"]
+    replaced = run_module(
+        "imseg.export", "--model", path, "--format", "saved_model", "--output", str(folder), "--overwrite"
     )
-    assert export_again.returncode == 0, export_again.stderr
-    assert sorted(os.listdir(folder)) == ["best.tflite", "imseg.json"]
+    assert replaced.returncode == 0, replaced.stderr
+    assert "best.onnx" not in os.listdir(folder) and "saved_model.pb" in os.listdir(folder)
+    served = tf.saved_model.load(str(folder))
+    assert np.abs(served.serve(images).numpy() - model.predict(images, verbose=0)).max() < 1e-4
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left

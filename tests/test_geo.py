@@ -24,6 +24,7 @@ shapely = pytest.importorskip("shapely")
 from rasterio.transform import from_origin  # noqa: E402
 
 from imseg.annotations import read_annotation  # noqa: E402
+from imseg.checkpoints import read_metadata  # noqa: E402
 from imseg.data.convert import convert  # noqa: E402
 from imseg.errors import DataError  # noqa: E402
 
@@ -510,6 +511,7 @@ def test_from_a_geotiff_and_vector_labels_to_polygons(tmp_path):
     run = data / "im_seg" / "out" / "geo"
     resolved = json.load(open(run / "config.json"))["resolved"]
     assert resolved["pixels"] == "uint16" and len(resolved["normalization"]["mean"]) == 4
+    assert read_metadata(str(run / "checkpoints" / "best.keras"))["gsd"] == PIXEL  # the metres it learnt at
 
     result = run_module(
         "imseg.infer", "--model", str(run / "checkpoints" / "best.keras"), "--images", str(folder / "s1.tif"),

@@ -82,6 +82,8 @@ def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_pro
     assert first.wait(timeout=600) == 0, first.stderr.read()
     done_before = manifest.read_text().count("\n")
     assert done_before < 6  # the killed shard left scenes undone
+    undone = sorted({f"s{i}" for i in range(6)} - {json.loads(x)["stem"] for x in open(manifest)})[0]
+    (job / "overlays" / f".{undone}.png.k9x2ab_q.tmp.png").write_bytes(b"half")  # as a kill mid-write leaves it
     again = infer(region, job)  # the same job again, no shard: finishes what is left
     assert again.wait(timeout=600) == 0, again.stderr.read()
     said = again.stderr.read()
@@ -94,7 +96,7 @@ def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_pro
         if name.endswith(".tif"):
             for a, b in zip(value, theirs[0][name]):
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
-    leftovers = [f for d, _, fs in os.walk(job) for f in fs if f.startswith(".") and f.endswith(".tif")]
+    leftovers = [f for d, _, fs in os.walk(job) for f in fs if ".tmp" in f]
     assert not leftovers  # nothing half-written remains
     with rasterio.open(job / "mosaic.vrt") as mosaic:  # the six scenes side by side, a band per class
         assert (mosaic.count, mosaic.width, mosaic.height) == (2, 6 * 400, 400)

@@ -77,7 +77,7 @@ def test_test_script_lints_then_runs_pytest_with_the_arguments(stub_python, tmp_
     assert result.stdout.strip().splitlines() == [
         "CUDA_VISIBLE_DEVICES=unset args=-m ruff check --quiet .",
         "CUDA_VISIBLE_DEVICES=unset args=-m ruff format --check --quiet .",
-        "CUDA_VISIBLE_DEVICES=unset args=-m pytest -k metrics",
+        "CUDA_VISIBLE_DEVICES=unset args=-m pytest -n auto --dist loadgroup --durations=15 -k metrics",
     ]
 
 

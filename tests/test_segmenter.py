@@ -311,7 +311,7 @@ def test_what_the_data_says_is_built_in_and_the_config_never_changes():
     np.testing.assert_allclose(model.get_layer("head").bias.numpy(), np.log(p / (1 - p)), rtol=1e-6)
     np.testing.assert_allclose(model.predict(x, verbose=0)[0, 0, 0], np.log(p / (1 - p)), rtol=1e-5)  # zero kernel
     assert model.augmenter.value_range == (0.0, 1000.0)
-    model.compile(optimizer="adam", loss="mse")
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)  # the same step, without tens of seconds of tracing
     model.fit(x, np.zeros((1, 32, 32, 3)), verbose=0)
     assert model.get_config() == config
 
