@@ -48,6 +48,7 @@ def trained(tmp_path_factory):
     return data_path, classes_path, os.path.join(data_path, "im_seg", "out", RUN), result
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (`--dist loadgroup`), the tests of the `trained` run share one worker, so that the run is
     trained once, not once per worker."""
