@@ -131,7 +131,8 @@ def prepare(options, strategy=None):
     list_split(data_path, "val")
     paths = RunPaths.for_run(data_path, config.name, options.output_dir)
     resolved = {**config.to_dict(), "classes": names}
-    FolderLock(paths.root, "imseg-train").check_free()
+    if not os.environ.get("TF_CONFIG"):  # a multi-worker run's other workers share the chief's folder, unlocked
+        FolderLock(paths.root, "imseg-train").check_free()
     if options.resume:
         check_resumable(paths, resolved)
         finished = (load_state(paths) or {}).get("epoch", 0)
