@@ -74,61 +74,58 @@ def best(out):
         return json.load(f)["value"]
 
 
-def kill_in_epoch_2(args, out, signum):
-    process = start(args)
-    wait_until(lambda: state_epoch(out) >= 1)
-    time.sleep(0.4)  # inside epoch 2
-    process.send_signal(signum)
-    process.wait(timeout=120)
-    assert state_epoch(out) == 1, "the signal should arrive during epoch 2"
-    return process
+def test_a_running_run_refuses_a_second_process_stops_on_sigterm_and_on_a_nan_loss_and_resumes(
+    run, monkeypatch, capsys
+):
+    """One run interrupted in every way but SIGKILL (the test below kills one and resumes it exactly): a second
+    imseg-train on it is refused while it trains; SIGTERM stops it keeping the last completed epoch; a resume whose
+    loss turns NaN stops naming epoch and batch and keeps the best; the next resume finishes; one more says so."""
+    import imseg.train as train
 
-
-def test_sigterm_stops_cleanly_and_the_run_resumes(run):
     args, out = run
-    process = kill_in_epoch_2(args, out, signal.SIGTERM)
+    process = start([*args, "--set", "epochs=50"])  # outlives the checks below
+    wait_until(lambda: state_epoch(out) >= 1)
+    for extra in ([], ["--overwrite"], ["--resume"]):  # none may touch a run that another process trains
+        second = run_module("imseg.train", *args, "--set", "epochs=50", *extra)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip().splitlines() == [second.stderr.strip()]  # one line
+        assert f"{out}: in use by imseg-train (PID {process.pid} on host " in second.stderr
+    assert process.poll() is None  # the first run was not disturbed
+
+    done = state_epoch(out)
+    wait_until(lambda: state_epoch(out) > done)
+    time.sleep(0.4)  # inside the next epoch
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    done = state_epoch(out)
     assert process.returncode == 143
     assert process.stderr.read().strip().splitlines()[-1] == "imseg-train: stopped by SIGTERM; continue with --resume"
     assert "stopped: SIGTERM; the last completed epoch is kept" in open(os.path.join(out, "metrics", "r.log")).read()
-    result = run_module("imseg.train", *args, "--resume", "--set", "epochs=3")  # epochs may change
-    assert result.returncode == 0, result.stderr
-    assert [row["epoch"] for row in history(out)] == ["1", "2", "3"]
-    finished = run_module("imseg.train", *args, "--resume", "--set", "epochs=3")
-    assert finished.returncode == 0 and "already finished 3 epochs" in finished.stderr
 
+    before = open(os.path.join(out, "checkpoints", "best.keras"), "rb").read()
+    real_restore = train._restore
 
-def test_a_kill_while_the_checkpoint_is_written_keeps_the_previous_one(run, tmp_path):
-    args, out = run
-    driver = (
-        "import os, sys\n"
-        "import imseg.callbacks as c, imseg.outputs as o\n"
-        "real_save, real_end = c.save_model, c.BestIoUCheckpoint.on_epoch_end\n"
-        "def on_epoch_end(self, epoch, logs=None):\n"
-        "    if epoch == 1:\n"
-        "        self.best = float('-inf')  # force a save in epoch 2 ...\n"
-        "    return real_end(self, epoch, logs)\n"
-        "def save(model, path, metadata=None):\n"
-        "    if os.path.exists(path):  # ... and die half-way through writing it\n"
-        "        with o.atomic_path(path, suffix='.keras') as tmp:\n"
-        "            model.save(tmp)\n"
-        "            os.truncate(tmp, os.path.getsize(tmp) // 2)\n"
-        "            os._exit(9)\n"
-        "    return real_save(model, path, metadata)\n"
-        "c.BestIoUCheckpoint.on_epoch_end, c.save_model = on_epoch_end, save\n"
-        "from imseg.train import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
+    def poisoned(model, *a, **k):
+        result = real_restore(model, *a, **k)
+        kernel = model.get_layer("head").kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+        return result
+
+    monkeypatch.setattr(train, "_restore", poisoned)
+    capsys.readouterr()
+    assert train.main([*args, "--resume", "--set", f"epochs={done + 1}"]) == 1  # epochs may change
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"imseg-train: error: the loss became nan in epoch {done + 1}, batch 1; training stopped (lower the learning "
+        "rate, or check the data); the best checkpoint is unchanged"
     )
-    process = start(args, driver)
-    process.wait(timeout=240)
-    assert process.returncode == 9
-    with open(os.path.join(out, "checkpoints", "best.json")) as f:
-        assert json.load(f)["epoch"] == 1
-    model = keras.models.load_model(os.path.join(out, "checkpoints", "best.keras"))
-    assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 32, 32, 1)
-    assert any(".best.keras." in p for p in files_under(out))  # the half-written temporary file ...
-    result = run_module("imseg.train", *args, "--resume", "--set", "epochs=2")
+    assert open(os.path.join(out, "checkpoints", "best.keras"), "rb").read() == before
+    assert state_epoch(out) == done
+
+    result = run_module("imseg.train", *args, "--resume", "--set", f"epochs={done + 1}")
     assert result.returncode == 0, result.stderr
-    assert not any(".tmp" in p for p in files_under(out))  # ... is cleaned up by the next run
+    assert [row["epoch"] for row in history(out)] == [str(epoch) for epoch in range(1, done + 2)]
+    finished = run_module("imseg.train", *args, "--resume", "--set", f"epochs={done + 1}")
+    assert finished.returncode == 0 and f"already finished {done + 1} epochs" in finished.stderr
 
 
 def test_resume_refuses_a_missing_run(run):
@@ -153,31 +150,6 @@ def test_resume_refuses_a_changed_config(trained):
     assert {p: os.path.getmtime(p) for p in files_under(out)} == before
 
 
-def test_non_finite_loss_stops_with_epoch_and_batch_and_keeps_the_best(run, monkeypatch, capsys):
-    import imseg.train as train
-
-    args, out = run
-    assert train.main([*args, "--set", "epochs=1"]) == 0
-    before = open(os.path.join(out, "checkpoints", "best.keras"), "rb").read()
-    real_restore = train._restore
-
-    def poisoned(model, *a, **k):
-        result = real_restore(model, *a, **k)
-        kernel = model.get_layer("head").kernel
-        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-        return result
-
-    monkeypatch.setattr(train, "_restore", poisoned)
-    capsys.readouterr()
-    assert train.main([*args, "--resume", "--set", "epochs=2"]) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "imseg-train: error: the loss became nan in epoch 2, batch 1; training stopped (lower the learning rate, "
-        "or check the data); the best checkpoint is unchanged"
-    )
-    assert open(os.path.join(out, "checkpoints", "best.keras"), "rb").read() == before
-    assert state_epoch(out) == 1
-
-
 RECIPE = {
     **CONFIG,
     "epochs": 4,
@@ -190,9 +162,11 @@ RECIPE = {
 }
 
 
-def test_a_run_killed_mid_epoch_resumes_its_schedule_ema_and_early_stopping_exactly(tmp_path):
-    """SIGKILL in the middle of epoch 3, then --resume: the history has no gap and no repeat, and every figure
-    equals that of a run never stopped (the half-done epoch is redone from the state after epoch 2)."""
+def test_a_run_killed_while_writing_its_checkpoint_resumes_its_schedule_ema_and_early_stopping_exactly(tmp_path):
+    """SIGKILL half-way through writing best.keras in epoch 3: the previous best.keras is kept intact, and the
+    half-written temporary file is removed by --resume, which takes the run over (the kernel released its lock)
+    and redoes epoch 3 from the state after epoch 2: the history has no gap and no repeat, and every figure equals
+    that of a run never stopped."""
     data_path, classes_path = write_air_dataset(
         str(tmp_path / "d"), classes={"building": ["other"]}, counts=(12, 4, 1), size=(32, 32)
     )
@@ -204,24 +178,32 @@ def test_a_run_killed_mid_epoch_resumes_its_schedule_ema_and_early_stopping_exac
         out = os.path.join(data_path, "im_seg", "out", name)
         if name == "resumed":
             driver = (
-                "import os, signal, sys, keras\n"
-                "class Kill(keras.callbacks.Callback):\n"
-                "    def on_epoch_begin(self, epoch, logs=None):\n"
-                "        self.epoch = epoch\n"
-                "    def on_train_batch_end(self, batch, logs=None):\n"
-                "        if self.epoch == 2 and batch == 2:\n"
-                "            os.kill(os.getpid(), signal.SIGKILL)\n"
-                "real_fit = keras.Model.fit\n"
-                "def fit(self, *a, callbacks=(), **k):\n"
-                "    return real_fit(self, *a, callbacks=[*callbacks, Kill()], **k)\n"
-                "keras.Model.fit = fit\n"
+                "import os, signal, sys\n"
+                "import imseg.callbacks as c, imseg.outputs as o\n"
+                "real_end = c.BestIoUCheckpoint.on_epoch_end\n"
+                "def on_epoch_end(self, epoch, logs=None):\n"
+                "    if epoch == 2:\n"
+                "        self.best = float('-inf')  # in epoch 3, force a save of best.keras ...\n"
+                "        c.save_model = save\n"
+                "    return real_end(self, epoch, logs)\n"
+                "def save(model, path, metadata=None):  # ... and die half-way through writing it\n"
+                "    with o.atomic_path(path, suffix='.keras') as tmp:\n"
+                "        model.save(tmp)\n"
+                "        os.truncate(tmp, os.path.getsize(tmp) // 2)\n"
+                "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                "c.BestIoUCheckpoint.on_epoch_end = on_epoch_end\n"
                 "from imseg.train import main\n"
                 "sys.exit(main(sys.argv[1:]))\n"
             )
             process = start(args, driver)
             process.wait(timeout=300)
             assert process.returncode == -signal.SIGKILL and state_epoch(out) == 2
+            with open(os.path.join(out, "checkpoints", "best.json")) as f:
+                assert json.load(f)["epoch"] <= 2
             best_before = best(out)
+            model = keras.models.load_model(os.path.join(out, "checkpoints", "best.keras"))
+            assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 32, 32, 1)
+            assert any(".best.keras." in p for p in files_under(out))  # the half-written temporary file
             args.append("--resume")
         result = run_module("imseg.train", *args)
         assert result.returncode == 0, result.stderr
@@ -241,3 +223,4 @@ def test_a_run_killed_mid_epoch_resumes_its_schedule_ema_and_early_stopping_exac
     assert "resuming run 'resumed' after epoch 2" in log
     assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch ")] == ["1/4", "2/4", "3/4", "4/4"]
     assert sorted(os.listdir(os.path.join(out, "resume"))) == ["epoch-0004.weights.h5", "state.json"]
+    assert not any(".tmp" in p for p in files_under(out))

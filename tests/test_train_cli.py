@@ -189,39 +189,6 @@ def current_umask():
     return mask
 
 
-def test_a_second_process_on_a_running_run_is_refused_and_a_killed_run_leaves_no_stale_lock(tmp_path):
-    """Two `imseg-train` of one run at once: the second is refused naming the first's PID; after `kill -9` of
-    the first, `--resume` takes the run over (the kernel released the lock)."""
-    import signal
-    import time
-
-    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), counts=(8, 2, 1), size=(32, 32))
-    args = ["--data_path", data_path, "--classes_path", classes_path, "--config", SEED_CONFIG, *SMALL, *LIGHT]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "imseg.train", *args, "--set", "epochs=50"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out = os.path.join(data_path, "im_seg", "out", RUN)
-    deadline = time.monotonic() + 300
-    while not os.path.exists(os.path.join(out, "config.json")):  # the run has started
-        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read() if first.poll() else "timeout"
-        time.sleep(0.2)
-    for extra in ([], ["--overwrite"], ["--resume"]):  # none may touch a run that another process trains
-        second = run_module("imseg.train", *args, "--set", "epochs=50", *extra)
-        assert second.returncode == 2, second.stderr
-        assert second.stderr.strip().splitlines() == [second.stderr.strip()]  # one line
-        assert f"{out}: in use by imseg-train (PID {first.pid} on host " in second.stderr
-    assert first.poll() is None  # the first run was not disturbed
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=60)
-    resumed = run_module("imseg.train", *args, "--resume", "--set", "epochs=1")
-    assert resumed.returncode == 0, resumed.stderr
-
-
 def test_a_read_only_dataset_trains_and_predicts_with_output_dir(tmp_path):
     """The dataset is on a read-only share: the run goes to --output-dir and the cache to IMSEG_CACHE_DIR,
     checked with real permissions (as root, the commands run without the capabilities that bypass them)."""
