@@ -271,23 +271,12 @@ def test_a_read_only_dataset_trains_and_predicts_with_output_dir(tmp_path):
             os.chmod(folder, 0o755)
 
 
-def test_tensorboard_shows_the_same_validation_tiles_each_epoch_the_confusion_matrix_and_hparams(tmp_path):
+def test_tensorboard_shows_the_same_validation_tiles_each_epoch_the_confusion_matrix_and_hparams(multiclass):
     import numpy as np
     import tensorflow as tf
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    data_path, classes_path = write_air_dataset(str(tmp_path / "d"), classes={"building": ["other"], "road": ["other"]},
-                                                counts=(8, 5, 1), size=(32, 32), exclusive=True)  # fmt: skip
-    config = tmp_path / "c.json"
-    config.write_text(json.dumps({
-        "name": "tb", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
-        "task": "multiclass", "background": True, "loss": "CrossEntropy", "epochs": 2, "batch_size": 4,
-        "mixed_precision": "none", "tensorboard": {"num_images": 3},
-    }))  # fmt: skip
-    result = run_module("imseg.train", "--data-path", data_path, "--classes-path", classes_path, "--config", config)
-    assert result.returncode == 0, result.stderr
-    metrics = os.path.join(data_path, "im_seg", "out", "tb", "metrics")
+    metrics = os.path.join(multiclass[1], "metrics")
     validation = EventAccumulator(os.path.join(metrics, "validation"), size_guidance={"tensors": 0})
     validation.Reload()
     assert {"predictions", "legend", "confusion_matrix", "epoch_mean_iou"} <= set(validation.Tags()["tensors"])
