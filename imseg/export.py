@@ -22,8 +22,11 @@ NEEDS = {"onnx": (("tf2onnx", "onnxruntime"), "imseg[onnx]")}  # format -> (modu
 
 
 def float32_copy(model):
-    """The same network and weights with every layer computing in float32."""
-    from imseg.models.segmenter import rebuilt
+    """The same network and weights with every layer computing in float32 (the model itself where it does)."""
+    from imseg.models.segmenter import all_layers, rebuilt
+
+    if not any(layer.dtype_policy.name.startswith("mixed_") for layer in all_layers(model)):
+        return model
 
     def float32(node):
         if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed_"):

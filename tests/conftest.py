@@ -94,6 +94,8 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`--dist loadgroup`), the tests of one shared run share one worker, so that the run is
     trained once, not once per worker. Checked, because a pytest that pytest-xdist does not know drops the groups
     without a word (pytest 9.2 with pytest-xdist 3.8)."""
+    # Slow tests first, so that the quick ones fill the workers' last minutes instead of one slow test alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     for item in items:  # before pytest-xdist's own hook reads the groups
         for run in SHARED_RUNS:
             if run in getattr(item, "fixturenames", ()):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import run_module
+from helpers import run_module, toy_segmenter
 from imseg.export import float32_copy
+from imseg.models.segmenter import all_layers
 
 pytestmark = pytest.mark.slow  # real command lines, trainings and exports
 
@@ -18,6 +19,19 @@ def model_and_images(trained):
     path = os.path.join(trained[2], "checkpoints", "best.keras")
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     return path, images, keras.models.load_model(path)
+
+
+def test_the_float32_copy_of_a_bfloat16_network_computes_in_float32_and_a_float32_network_is_kept():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = toy_segmenter().inference_model()
+    keras.mixed_precision.set_global_policy("float32")
+    copy = float32_copy(mixed)
+    assert "bfloat16" in {layer.compute_dtype for layer in all_layers(mixed)}
+    assert {layer.compute_dtype for layer in all_layers(copy)} == {"float32"}
+    for a, b in zip(copy.weights, mixed.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    plain = toy_segmenter().inference_model()
+    assert float32_copy(plain) is plain  # nothing to convert: no copy
 
 
 def export(path, fmt, output):
