@@ -152,7 +152,8 @@ def test_resume_refuses_a_changed_config(trained):
 
 RECIPE = {
     **CONFIG,
-    "epochs": 4,
+    "name": "recipe",
+    "epochs": 3,
     "lr_schedule": {"name": "cosine", "warmup_epochs": 1},
     "ema": 0.9,
     "early_stopping": {"patience": 3},
@@ -160,67 +161,75 @@ RECIPE = {
     "gradient_clip_norm": 1.0,
     "loss": [{"name": "CrossEntropy"}, {"name": "Dice", "weight": 0.5}],
 }
+# Epoch 3 runs to its end and writes down what it reached; then best.keras is forced to be saved, and the process
+# is killed half-way through writing it.
+KILLED_WHILE_SAVING = """
+import json, os, signal, sys
+import keras
+import imseg.callbacks as c, imseg.outputs as o
+real_end, real_early = c.BestIoUCheckpoint.on_epoch_end, c.EarlyStopping.on_epoch_end
+early = []
+def early_end(self, epoch, logs=None):
+    early[:] = [self]
+    return real_early(self, epoch, logs)
+def on_epoch_end(self, epoch, logs=None):
+    if epoch == 2:
+        figures = {k: float(v) for k, v in logs.items()}
+        figures["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        with open(sys.argv[1], "w") as f:
+            json.dump({"figures": figures, "early_stopping": early[0].state()}, f)
+        self.best = float("-inf")
+        c.save_model = save
+    return real_end(self, epoch, logs)
+def save(model, path, metadata=None):
+    with o.atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+        os.truncate(tmp, os.path.getsize(tmp) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+c.BestIoUCheckpoint.on_epoch_end, c.EarlyStopping.on_epoch_end = on_epoch_end, early_end
+from imseg.train import main
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def test_a_run_killed_while_writing_its_checkpoint_resumes_its_schedule_ema_and_early_stopping_exactly(tmp_path):
-    """SIGKILL half-way through writing best.keras in epoch 3: the previous best.keras is kept intact, and the
-    half-written temporary file is removed by --resume, which takes the run over (the kernel released its lock)
-    and redoes epoch 3 from the state after epoch 2: the history has no gap and no repeat, and every figure equals
-    that of a run never stopped."""
+    """SIGKILL half-way through writing best.keras at the end of epoch 3: the previous best.keras is kept intact,
+    and --resume takes the run over (the kernel released its lock), removes the half-written file and redoes
+    epoch 3 from the state after epoch 2, reaching exactly what the killed process had reached in it: loss,
+    learning rate (warm-up, then cosine), validation on the moving average, early-stopping state."""
     data_path, classes_path = write_air_dataset(
         str(tmp_path / "d"), classes={"building": ["other"]}, counts=(12, 4, 1), size=(32, 32)
     )
-    runs = {}
-    for name in ("straight", "resumed"):
-        config = tmp_path / f"{name}.json"
-        config.write_text(json.dumps({**RECIPE, "name": name}))
-        args = ["--data_path", data_path, "--classes_path", classes_path, "--config", str(config)]
-        out = os.path.join(data_path, "im_seg", "out", name)
-        if name == "resumed":
-            driver = (
-                "import os, signal, sys\n"
-                "import imseg.callbacks as c, imseg.outputs as o\n"
-                "real_end = c.BestIoUCheckpoint.on_epoch_end\n"
-                "def on_epoch_end(self, epoch, logs=None):\n"
-                "    if epoch == 2:\n"
-                "        self.best = float('-inf')  # in epoch 3, force a save of best.keras ...\n"
-                "        c.save_model = save\n"
-                "    return real_end(self, epoch, logs)\n"
-                "def save(model, path, metadata=None):  # ... and die half-way through writing it\n"
-                "    with o.atomic_path(path, suffix='.keras') as tmp:\n"
-                "        model.save(tmp)\n"
-                "        os.truncate(tmp, os.path.getsize(tmp) // 2)\n"
-                "        os.kill(os.getpid(), signal.SIGKILL)\n"
-                "c.BestIoUCheckpoint.on_epoch_end = on_epoch_end\n"
-                "from imseg.train import main\n"
-                "sys.exit(main(sys.argv[1:]))\n"
-            )
-            process = start(args, driver)
-            process.wait(timeout=300)
-            assert process.returncode == -signal.SIGKILL and state_epoch(out) == 2
-            with open(os.path.join(out, "checkpoints", "best.json")) as f:
-                assert json.load(f)["epoch"] <= 2
-            best_before = best(out)
-            model = keras.models.load_model(os.path.join(out, "checkpoints", "best.keras"))
-            assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 32, 32, 1)
-            assert any(".best.keras." in p for p in files_under(out))  # the half-written temporary file
-            args.append("--resume")
-        result = run_module("imseg.train", *args)
-        assert result.returncode == 0, result.stderr
-        with open(os.path.join(out, "resume", "state.json")) as f:
-            runs[name] = (history(out), json.load(f))
-    (straight, straight_state), (resumed, resumed_state) = runs["straight"], runs["resumed"]
-    assert [row["epoch"] for row in resumed] == ["1", "2", "3", "4"]
-    for a, b in zip(straight, resumed):
-        for key in ("loss", "learning_rate", "val_loss", "val_mean_iou"):
-            np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-4, err_msg=f"epoch {a['epoch']} {key}")
-    assert straight_state["early_stopping"] == resumed_state["early_stopping"]
-    rates = [float(row["learning_rate"]) for row in straight]  # the rate after each epoch's last step:
-    assert rates[0] == pytest.approx(0.003) and rates[1] > rates[2] > rates[3]  # warm-up done, then cosine
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps(RECIPE))
+    args = ["--data_path", data_path, "--classes_path", classes_path, "--config", str(config)]
+    out = os.path.join(data_path, "im_seg", "out", "recipe")
+    reached = tmp_path / "reached.json"
+    process = start([str(reached), *args], KILLED_WHILE_SAVING)
+    process.wait(timeout=300)
+    assert process.returncode == -signal.SIGKILL and state_epoch(out) == 2
+    with open(os.path.join(out, "checkpoints", "best.json")) as f:
+        assert json.load(f)["epoch"] <= 2
+    best_before = best(out)
+    model = keras.models.load_model(os.path.join(out, "checkpoints", "best.keras"))
+    assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 32, 32, 1)
+    assert any(".best.keras." in p for p in files_under(out))  # the half-written temporary file
+
+    result = run_module("imseg.train", *args, "--resume")
+    assert result.returncode == 0, result.stderr
+    killed = json.loads(reached.read_text())
+    rows = history(out)
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    for key in ("loss", "learning_rate", "val_loss", "val_mean_iou"):
+        np.testing.assert_allclose(float(rows[2][key]), killed["figures"][key], rtol=1e-4, err_msg=key)
+    with open(os.path.join(out, "resume", "state.json")) as f:
+        assert json.load(f)["early_stopping"] == killed["early_stopping"]
+    rates = [float(row["learning_rate"]) for row in rows]  # the rate after each epoch's last step:
+    assert rates[0] == pytest.approx(0.003) and rates[1] > rates[2]  # warm-up done, then cosine
     assert best(out) >= best_before
     assert keras.models.load_model(os.path.join(out, "checkpoints", "best.keras")).output_shape == (None, 32, 32, 1)
-    log = open(os.path.join(out, "metrics", "resumed.log")).read()
-    assert "resuming run 'resumed' after epoch 2" in log
-    assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch ")] == ["1/4", "2/4", "3/4", "4/4"]
-    assert sorted(os.listdir(os.path.join(out, "resume"))) == ["epoch-0004.weights.h5", "state.json"]
+    log = open(os.path.join(out, "metrics", "recipe.log")).read()
+    assert "resuming run 'recipe' after epoch 2" in log
+    assert [line.split()[1] for line in log.splitlines() if line.startswith("epoch ")] == ["1/3", "2/3", "3/3"]
+    assert sorted(os.listdir(os.path.join(out, "resume"))) == ["epoch-0003.weights.h5", "state.json"]
     assert not any(".tmp" in p for p in files_under(out))
