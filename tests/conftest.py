@@ -2,10 +2,11 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from imseg.tfenv import import_tensorflow
+
+tf = import_tensorflow()  # as the command-line tools import it: quiet, oneDNN kernels on
 
 _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
