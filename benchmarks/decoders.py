@@ -89,8 +89,8 @@ def train_and_score(data, config, run, sets, work):
     model = os.path.join(folder, "checkpoints", "best.keras")
     subprocess.run(
         [sys.executable, "-m", "imseg.infer", "--data-path", data, "--model", model, "--split", "test",
-         "--output", os.path.join(folder, "test")],
-        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--config", os.path.join(folder, "config.json"), "--output", os.path.join(folder, "test")],
+        check=True, env=env, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     with open(os.path.join(folder, "test", "summary.json")) as f:
         summary = json.load(f)

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from imseg.errors import ConfigError
 from imseg.progress import say
 from imseg.writers import make_dirs, write_prediction
 
@@ -22,9 +23,12 @@ def evaluate_split(
     batch_size=None,
     save_probs=False,
     tta="none",
+    output=None,
+    overwrite=False,
     log=say,
 ):
-    """Predict a split of an AIR dataset and score it; writes `<run>/preds/<split>/` (see the module docstring).
+    """Predict a split of an AIR dataset and score it; writes `<run>/preds/<split>/` or `output` (see the module
+    docstring).
 
     Args:
         predictor: from `load_predictor` with a config (it selects the classes of the dataset).
@@ -35,6 +39,8 @@ def evaluate_split(
         batch_size: images per prediction call (default: the config's).
         save_probs: also write float16 probabilities.
         tta: "flip" averages each image's logits over its four flips.
+        output: the folder to write (default `<run>/preds/<split>`); one that is not empty is refused, unless
+            `overwrite` clears it first, so that the predictions of two models or splits never mix.
         log: called with each line to report.
 
     Returns:
@@ -43,7 +49,7 @@ def evaluate_split(
     from imseg.classes import default_classes_path, load_class_names, select_classes
     from imseg.dataset import chosen_bands, load_split, make_dataset, split_check
     from imseg.layout import list_split
-    from imseg.outputs import RunPaths, output_folder
+    from imseg.outputs import LOCK_NAME, RunPaths, clear_folder, output_folder
 
     config, names, model = predictor.config, list(predictor.classes), predictor.model
     classes_path = classes_path or default_classes_path(data_path)
@@ -51,8 +57,13 @@ def evaluate_split(
     indices = select_classes(config, all_names, "config", classes_path)[1]
     log(f"imseg: classes from {classes_path}: {', '.join(all_names)}")
     entries = list_split(data_path, split)
-    out = os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
+    out = output or os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
+    if output and os.path.isdir(output) and set(os.listdir(output)) - {LOCK_NAME} and not overwrite:
+        raise ConfigError(f"{output}: folder is not empty; a split's predictions get a folder of their own: choose "
+                          "another --output or pass --overwrite to clear it")  # fmt: skip
     with output_folder(out, "imseg-infer"):
+        if output and overwrite:
+            clear_folder(out)
         bands = [b - 1 for b in config.bands] if config.bands else None
         check = split_check(config.task, indices, names, config.input_shape[2], bands, config.pretrained, data_path)
         meta = load_split(data_path, split, len(all_names), log, check)

@@ -39,7 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--model", help="a .keras model (default: the run's checkpoints/best.keras)")
     p.add_argument("--output-dir", metavar="DIR", help="where the run folder is: DIR/<name> (as imseg-train's)")
     p.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders to predict instead of a split")
-    p.add_argument("--output", help="output folder for --images")
+    p.add_argument(
+        "--output",
+        help="output folder: for --images (required), or for a split's predictions (default: the run's preds/<split>)",
+    )
     p.add_argument(
         "--overlap", type=number(0, 0.5), default=0.25, help="tile overlap for large images, 0-0.5 (default 0.25)"
     )
@@ -58,7 +61,7 @@ def parse_args(argv=None):
                    help="score the scenes against vector ground truth of CLASS (any CRS): pixel IoU, precision, "
                         "recall, object F1 (repeatable)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
-                   help="clear an --output folder that holds other predictions before writing")  # fmt: skip
+                   help="clear an --output folder that holds other files or predictions before writing")  # fmt: skip
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="flip: average each tile's logits over its four flips (4x the work)")  # fmt: skip
     p.add_argument("--vectorize", action="store_true", help="also write <stem>.geojson: the regions as polygons")
@@ -139,6 +142,8 @@ def main(argv=None):
                 batch_size=args.batch_size,
                 save_probs=args.save_probs,
                 tta=args.tta,
+                output=args.output,
+                overwrite=args.overwrite,
             )
 
     return run("imseg-infer", work)

@@ -418,6 +418,11 @@ SCENARIOS = {
         os.makedirs(c.D + "/elsewhere"),
         open(c.D + "/elsewhere/notes.txt", "w").write("mine"),
     ),
+    "infer-split-output-not-empty": lambda c, m: (
+        infer_with_model(c, "--split", "val", "--output", c.D + "/elsewhere"),
+        os.makedirs(c.D + "/elsewhere"),
+        open(c.D + "/elsewhere/notes.txt", "w").write("mine"),
+    ),
     "infer-output-other-model": lambda c, m: (
         infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.D + "/elsewhere"),
         os.makedirs(c.D + "/elsewhere"),

@@ -255,9 +255,9 @@ def test_a_file_that_is_not_a_model_and_an_unreadable_image(trained, config_32, 
     assert not files_under(str(tmp_path / "o" / "masks"))
 
 
-def test_multiclass_with_background_and_ignored_border_from_training_to_split_scores(multiclass):
+def test_multiclass_with_background_and_ignored_border_from_training_to_split_scores(multiclass, tmp_path):
     """task multiclass + background on exclusive labels with an ignored border: training reports what
-    imseg-infer recomputes from the masks it writes, counting only valid pixels."""
+    imseg-infer recomputes from the masks it writes (into a cleared --output), counting only valid pixels."""
     common, out = multiclass
     data_path = common[1]
     with open(os.path.join(out, "checkpoints", "best.json")) as f:
@@ -266,9 +266,12 @@ def test_multiclass_with_background_and_ignored_border_from_training_to_split_sc
     with open(os.path.join(out, "metrics", "history.csv")) as f:
         epoch = list(csv.DictReader(f))[best["epoch"] - 1]  # the epoch best.keras was saved in
     assert "val_pixel_accuracy" in epoch and "val_iou/background" in epoch
-    result = run_module("imseg.infer", *common, "--split", "val")
+    preds = str(tmp_path / "preds")
+    os.makedirs(preds)
+    open(os.path.join(preds, "stale.png"), "w").close()  # an earlier prediction's, cleared by --overwrite
+    result = run_module("imseg.infer", *common, "--split", "val", "--output", preds, "--overwrite")
     assert result.returncode == 0, result.stderr
-    preds = os.path.join(out, "preds", "val")
+    assert not os.path.exists(os.path.join(out, "preds")) and not os.path.exists(os.path.join(preds, "stale.png"))
     with open(os.path.join(preds, "summary.json")) as f:
         summary = json.load(f)
     matrix = np.zeros((3, 3), np.int64)
