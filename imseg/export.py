@@ -41,11 +41,14 @@ def export(model_path, fmt, output, overwrite=False):
     SavedModel, else a file in it). An existing, non-empty `output` is refused unless `overwrite`; a failed
     export leaves nothing behind."""
     from imseg.checkpoints import load_trained_model, read_metadata
+    from imseg.outputs import refuse_to_clear
 
     if os.path.exists(output) and not os.path.isdir(output):
         raise ConfigError(f"{output}: --output names a file; give a folder")
     if os.path.isdir(output) and os.listdir(output) and not overwrite:
         raise ConfigError(f"{output}: folder exists and is not empty; choose another --output or pass --overwrite")
+    if overwrite:
+        refuse_to_clear(output, [model_path])
     modules, extra = NEEDS.get(fmt, ((), None))
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:

@@ -100,10 +100,14 @@ def main(argv=None):
         from imseg.data.convert import parse_assignments
         from imseg.evaluate import evaluate_split
         from imseg.mapping import map_images
+        from imseg.outputs import refuse_to_clear
         from imseg.predictor import load_predictor
 
         if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
             raise ConfigError(f"{args.output}: --output names a file; give a folder (it is created if needed)")
+        if args.output and args.overwrite:
+            inputs = [*(args.images or []), args.model, args.config, args.classes_path, args.output_dir, args.data_path]
+            refuse_to_clear(args.output, inputs)
         predictor = load_predictor(args.model, args.config, args.data_path, args.classes_path, args.output_dir)
         if args.bands:
             predictor = dataclasses.replace(predictor, bands=tuple(args.bands))

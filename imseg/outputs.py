@@ -83,6 +83,18 @@ class RunPaths:
 LOCK_NAME = ".lock"
 
 
+def refuse_to_clear(folder, inputs):
+    """A ConfigError, before anything is written, when clearing `folder` (`--overwrite`) would delete one of the
+    command's own `inputs` (a model, a dataset, images: paths that exist inside it or are it)."""
+    top = os.path.realpath(folder)
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.commonpath([top, os.path.realpath(path)]) == top:
+            raise ConfigError(
+                f"{folder}: --overwrite would clear it and delete {path}, an input of this command; choose another "
+                "--output"
+            )
+
+
 def clear_folder(folder):
     """Remove everything in `folder` but the lock this process holds on it (`--overwrite`)."""
     for entry in os.listdir(folder):

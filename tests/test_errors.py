@@ -423,6 +423,9 @@ SCENARIOS = {
         os.makedirs(c.D + "/elsewhere"),
         open(c.D + "/elsewhere/notes.txt", "w").write("mine"),
     ),
+    "infer-overwrite-input": lambda c, m: infer_with_model(
+        c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.D, "--overwrite"
+    ),
     "infer-output-other-model": lambda c, m: (
         infer_with_model(c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.D + "/elsewhere"),
         os.makedirs(c.D + "/elsewhere"),
@@ -468,6 +471,11 @@ SCENARIOS = {
         setattr(c, "T", c.T + ".keras"),
         tiny_model(c.T, 2),
         setattr(c, "command", ["--model", c.T, "--format", "litert", "--output", c.D]),
+    ),
+    "export-overwrite-model": lambda c, m: (
+        setattr(c, "program", "export"),
+        tiny_model(c.D + "/m.keras", 2),
+        setattr(c, "command", ["--model", c.D + "/m.keras", "--format", "saved_model", "--output", c.D, "--overwrite"]),
     ),
     "export-onnx-missing": lambda c, m: (
         setattr(c, "program", "export"),
