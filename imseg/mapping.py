@@ -58,6 +58,7 @@ def image_files(paths):
 MANIFEST = "manifest.jsonl"  # one record per finished scene; a scene without one is (re)done
 OWN_ENTRIES = {".lock", ".locks", MANIFEST, "summary.json", "legend.png", "masks", "classes", "overlays", "probs",
                "mosaic.vrt", "merged.gpkg"}  # fmt: skip
+_TEMPORARY = re.compile(r"\.(.+)\.[^.]+\.tmp(\.[^.]+)?")  # outputs.atomic_path: .NAME.RANDOM.tmp[.EXT]
 
 
 def map_images(
@@ -244,10 +245,10 @@ def _score(output, stem, layers):
 def _remove_partial_files(output, stem):
     """The temporary files (outputs.atomic_path: `.NAME.RANDOM.tmpEXT`) of scene `stem`'s outputs in the job folder;
     only the holder of the scene's lock calls this, so no other process is writing them."""
-    partial = re.compile(rf"\.{re.escape(stem)}\.[^.]+\.[^.]+\.tmp")
     for folder, _, files in os.walk(output):
         for name in files:
-            if partial.match(name):
+            writing = _TEMPORARY.fullmatch(name)
+            if writing and os.path.splitext(writing.group(1))[0] == stem:
                 os.remove(os.path.join(folder, name))
 
 
@@ -266,7 +267,14 @@ def _done_scenes(output, settings):
                 except ValueError:  # a line cut short by a crash: its scene is redone
                     continue
     polygons = {r["stem"] + ext for r in records for ext in (".geojson", ".gpkg", ".fgb")}
-    strangers = sorted(e for e in set(os.listdir(output)) - OWN_ENTRIES - polygons if not e.startswith("mosaic-"))
+
+    def own(entry):  # an entry of a job, or the temporary file of one being written (outputs.atomic_path)
+        writing = _TEMPORARY.fullmatch(entry)
+        entry = writing.group(1) if writing else entry
+        return entry in OWN_ENTRIES or entry in polygons or entry.startswith("mosaic-")
+
+    # another shard may be writing the legend or the summary right now, or was killed while it did
+    strangers = sorted(e for e in os.listdir(output) if not own(e))
     if strangers:
         raise ConfigError(
             f"{output}: folder holds other files ({', '.join(strangers[:3])}) and is no imseg prediction; choose "
