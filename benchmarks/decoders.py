@@ -2,7 +2,7 @@
 
     python benchmarks/decoders.py --data DUBAI128 [--config configs/dubai_aerial.yaml] \
         [--runs RefineNet:MobileNetV2 FPN:ResNet50 ...] [--epochs 6] [--seeds 0] [--set KEY=VALUE ...]
-    python benchmarks/decoders.py --probe [--runs ...]     # training images/s on random tiles, no data needed
+    python benchmarks/decoders.py --probe [--runs ...] [--set ...]  # training images/s on random tiles, no data
 
 Each run is `imseg-train` with the config and `type`, `backbone` and their options from the tables below (and
 `--set` overrides), then `imseg-infer --split test` on its best-on-validation checkpoint; it prints the test mean
@@ -104,8 +104,9 @@ def train_and_score(data, config, run, sets, work):
     }
 
 
-def probe(runs, steps=12, batch=16, size=128):
-    """Training images/s of each run's model on random tiles (after a warm-up), in this process."""
+def probe(runs, config_path, extra, steps=12, batch=16, size=128):
+    """Training images/s of each run's model (the config with the run's and `extra` overrides, no augmentation) on
+    random tiles (after a warm-up), in this process."""
     import numpy as np
 
     from imseg.tfenv import import_tensorflow
@@ -114,12 +115,10 @@ def probe(runs, steps=12, batch=16, size=128):
     from run import model_flops
 
     from imseg.build import build_model
-    from imseg.config import config_from_dict, load_config
+    from imseg.config import load_config
 
-    base = load_config(os.path.join(REPO, "configs", "dubai_aerial.yaml")).to_dict()
     for run in runs:
-        sets = dict(s.split("=", 1) for s in overrides(run, 0, 1, []))
-        config = config_from_dict({**base, **{k: json.loads(v) for k, v in sets.items()}, "augment": {}})
+        config = load_config(config_path, [*overrides(run, 0, 1, extra), "augment={}"])
         model, _ = build_model(config, [f"c{i}" for i in range(5)], steps_per_epoch=steps)
         x = np.random.default_rng(0).integers(0, 256, (batch * steps, size, size, 3)).astype("uint8")
         y = np.eye(5, dtype="float32")[np.random.default_rng(1).integers(0, 5, (batch * steps, size, size))]
@@ -149,7 +148,7 @@ def main():
             parser.error(f"--runs {run}: expected DECODER:BACKBONE[:AIR] of {', '.join(DECODERS)} and "
                          f"{', '.join(BACKBONES)}")  # fmt: skip
     if args.probe:
-        probe(args.runs)
+        probe(args.runs, args.config, args.set)
         return
     if not args.data or not os.path.isdir(os.path.join(args.data, "im_seg")):
         parser.error("--data: give the converted Dubai dataset (a folder with im_seg/)")

@@ -123,10 +123,10 @@ def all_four(registry):
     from imseg.blocks import resize_like
 
     @registry.register_decoder("AllFour")
-    def every_decoder(features):
+    def every_decoder(features, reduce_channel_scale=8):  # the toy backbone's pyramid is narrower: 2
         joined = []
         for name, keys in DECODERS.items():
-            options = keys.get("decoder_kwargs") or {"reduce_channel_scale": 8}
+            options = keys.get("decoder_kwargs") or {"reduce_channel_scale": reduce_channel_scale}
             y = registry.get_decoder(name)(features, **options)
             y = resize_like(y, features["P2"], name=f"{name}_to_p2")
             joined.append(layers.Conv2D(8, 1, name=f"{name}_join")(y))
@@ -166,10 +166,12 @@ def test_every_decoder_saves_and_trains_in_bfloat16_on_two_replicas(all_four, tm
 
 @pytest.mark.slow
 def test_every_decoder_exports_to_onnx_and_litert(all_four, tmp_path):
-    """The converters meet every decoder's layers (a SavedModel through the command line: tests/test_export.py)."""
+    """The converters meet every decoder's layers, on the toy backbone: a conversion's time grows with the layers
+    it meets, and the keras.applications backbones' layers are converted in tests/test_export.py (with a SavedModel
+    through the command line)."""
     from imseg.export import export
 
-    model = build_segmenter(config_from_dict(all_four), CLASSES).inference_model()
+    model = toy_segmenter("AllFour", {"reduce_channel_scale": 2}, class_names=CLASSES).inference_model()
     rng = np.random.default_rng(0)
     for layer in model.layers:  # non-zero weights everywhere, so that the exports are compared on real logits
         if layer.name != "preprocess":
