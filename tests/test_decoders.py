@@ -167,8 +167,8 @@ def test_every_decoder_saves_and_trains_in_bfloat16_on_two_replicas(all_four, tm
 @pytest.mark.slow
 def test_every_decoder_exports_to_onnx_and_litert(all_four, tmp_path):
     """The converters meet every decoder's layers, on the toy backbone: a conversion's time grows with the layers
-    it meets, and the keras.applications backbones' layers are converted in tests/test_export.py (with a SavedModel
-    through the command line)."""
+    it meets (MobileNetV2 here took 97 s, the toy 58). A keras.applications backbone is exported to ONNX and a
+    SavedModel through the command line in tests/test_export.py."""
     from imseg.export import export
 
     model = toy_segmenter("AllFour", {"reduce_channel_scale": 2}, class_names=CLASSES).inference_model()
