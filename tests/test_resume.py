@@ -74,16 +74,31 @@ def best(out):
         return json.load(f)["value"]
 
 
-def test_a_running_run_refuses_a_second_process_stops_on_sigterm_and_on_a_nan_loss_and_resumes(
-    run, monkeypatch, capsys
-):
-    """One run interrupted in every way but SIGKILL (the test below kills one and resumes it exactly): a second
-    imseg-train on it is refused while it trains; SIGTERM stops it keeping the last completed epoch; a resume whose
-    loss turns NaN stops naming epoch and batch and keeps the best; the next resume finishes; one more says so."""
-    import imseg.train as train
+# Once the file argv[1] exists, the next epoch starts from a NaN head kernel (its first batch's loss is NaN); the
+# best.keras of that moment is copied to argv[2].
+POISONED_ON_REQUEST = """
+import os, shutil, sys
+import numpy as np
+import imseg.callbacks as c
+def on_epoch_begin(self, epoch, logs=None):
+    if os.path.exists(sys.argv[1]) and not os.path.exists(sys.argv[2]):
+        shutil.copy(self.filepath, sys.argv[2])
+        kernel = self.model.get_layer("head").kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+c.BestIoUCheckpoint.on_epoch_begin = on_epoch_begin
+from imseg.train import main
+sys.exit(main(sys.argv[3:]))
+"""
 
+
+def test_a_running_run_refuses_a_second_process_stops_on_a_nan_loss_and_on_sigterm_and_resumes(run, tmp_path):
+    """One run interrupted in every way but SIGKILL (the test below kills one and resumes it exactly), in two
+    trainings: a second imseg-train on it is refused while it trains; a loss that turns NaN stops it naming epoch
+    and batch, keeping the best checkpoint and the last completed epoch; --resume goes on from there and SIGTERM
+    stops it keeping its last completed epoch; one more --resume says the run is finished."""
     args, out = run
-    process = start([*args, "--set", "epochs=50"])  # outlives the checks below
+    poison, best_then = tmp_path / "poison", tmp_path / "best-then.keras"
+    process = start([str(poison), str(best_then), *args, "--set", "epochs=50"], POISONED_ON_REQUEST)
     wait_until(lambda: state_epoch(out) >= 1)
     for extra in ([], ["--overwrite"], ["--resume"]):  # none may touch a run that another process trains
         second = run_module("imseg.train", *args, "--set", "epochs=50", *extra)
@@ -92,40 +107,30 @@ def test_a_running_run_refuses_a_second_process_stops_on_sigterm_and_on_a_nan_lo
         assert f"{out}: in use by imseg-train (PID {process.pid} on host " in second.stderr
     assert process.poll() is None  # the first run was not disturbed
 
-    done = state_epoch(out)
-    wait_until(lambda: state_epoch(out) > done)
-    time.sleep(0.4)  # inside the next epoch
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
-    done = state_epoch(out)
-    assert process.returncode == 143
-    assert process.stderr.read().strip().splitlines()[-1] == "imseg-train: stopped by SIGTERM; continue with --resume"
-    assert "stopped: SIGTERM; the last completed epoch is kept" in open(os.path.join(out, "metrics", "r.log")).read()
-
-    before = open(os.path.join(out, "checkpoints", "best.keras"), "rb").read()
-    real_restore = train._restore
-
-    def poisoned(model, *a, **k):
-        result = real_restore(model, *a, **k)
-        kernel = model.get_layer("head").kernel
-        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
-        return result
-
-    monkeypatch.setattr(train, "_restore", poisoned)
-    capsys.readouterr()
-    assert train.main([*args, "--resume", "--set", f"epochs={done + 1}"]) == 1  # epochs may change
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"imseg-train: error: the loss became nan in epoch {done + 1}, batch 1; training stopped (lower the learning "
+    poison.touch()
+    process.wait(timeout=300)
+    failed = state_epoch(out) + 1
+    assert process.returncode == 1 and failed >= 2
+    assert process.stderr.read().strip().splitlines()[-1] == (
+        f"imseg-train: error: the loss became nan in epoch {failed}, batch 1; training stopped (lower the learning "
         "rate, or check the data); the best checkpoint is unchanged"
     )
-    assert open(os.path.join(out, "checkpoints", "best.keras"), "rb").read() == before
-    assert state_epoch(out) == done
+    assert open(os.path.join(out, "checkpoints", "best.keras"), "rb").read() == best_then.read_bytes()
 
-    result = run_module("imseg.train", *args, "--resume", "--set", f"epochs={done + 1}")
-    assert result.returncode == 0, result.stderr
-    assert [row["epoch"] for row in history(out)] == [str(epoch) for epoch in range(1, done + 2)]
-    finished = run_module("imseg.train", *args, "--resume", "--set", f"epochs={done + 1}")
-    assert finished.returncode == 0 and f"already finished {done + 1} epochs" in finished.stderr
+    resumed = start([*args, "--resume", "--set", "epochs=50"])  # epochs may change
+    wait_until(lambda: state_epoch(out) >= failed)
+    time.sleep(0.4)  # inside the next epoch
+    resumed.send_signal(signal.SIGTERM)
+    resumed.wait(timeout=120)
+    done = state_epoch(out)
+    assert resumed.returncode == 143
+    assert resumed.stderr.read().strip().splitlines()[-1] == "imseg-train: stopped by SIGTERM; continue with --resume"
+    log = open(os.path.join(out, "metrics", "r.log")).read()
+    assert f"resuming run 'r' after epoch {failed - 1}" in log
+    assert "stopped: SIGTERM; the last completed epoch is kept" in log
+    assert [row["epoch"] for row in history(out)] == [str(epoch) for epoch in range(1, done + 1)]
+    finished = run_module("imseg.train", *args, "--resume", "--set", f"epochs={done}")
+    assert finished.returncode == 0 and f"already finished {done} epochs" in finished.stderr
 
 
 def test_resume_refuses_a_missing_run(run):
