@@ -32,14 +32,15 @@ imseg_setup() {
     [ "${IMSEG_NEED_TESTS:-0}" = 1 ] && extra="$extra,test"
     echo "imseg: setting up $venv (extras: $extra); this takes a few minutes once" >&2
     python3 -m venv "$venv" || { echo "imseg: python3 -m venv failed (install python3-venv)" >&2; return 1; }
-    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2 || return 1
-    "$venv/bin/python" -m pip install --quiet -e "${imseg_root}[${extra}]" >&2 || {
+    # --no-compile: Python compiles a module when it is first imported, not all 8,000 files now (~40 s saved)
+    "$venv/bin/python" -m pip install --quiet --no-compile --upgrade pip >&2 || return 1
+    "$venv/bin/python" -m pip install --quiet --no-compile -e "${imseg_root}[${extra}]" >&2 || {
         echo "imseg: installing imseg into $venv failed (see pip's message above)" >&2
         return 1
     }
     if [ "${IMSEG_NEED_TESTS:-0}" = 1 ]; then
         # keras-hub without its tensorflow-text requirement, which would add a second TensorFlow (setup.cfg)
-        "$venv/bin/python" -m pip install --quiet --no-deps keras-hub==0.32.0 >&2 || return 1
+        "$venv/bin/python" -m pip install --quiet --no-compile --no-deps keras-hub==0.32.0 >&2 || return 1
     fi
     echo "$stamp" >"$venv/.imseg-stamp"
     export IMSEG_PYTHON="$venv/bin/python"
