@@ -73,7 +73,7 @@ def multiclass(tmp_path_factory, pytestconfig):
     config = root / "multi.json"
     config.write_text(json.dumps({
         "name": "multi", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [32, 32, 3],
+        "refine_net_blocks": [["block_3_expand_relu"], ["block_1_expand_relu"]], "input_shape": [32, 32, 3],
         "task": "multiclass", "background": True, "loss": [{"name": "CrossEntropy"}, {"name": "Dice"}], "epochs": 2,
         "batch_size": 4, "mixed_precision": "none", "augment": {"rotate_range": 20, "multiplier": 0},
         "tensorboard": {"num_images": 3},

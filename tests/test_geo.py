@@ -502,7 +502,7 @@ def test_from_a_geotiff_and_vector_labels_to_polygons(tmp_path):
     assert result.returncode == 0, result.stderr
     config = {
         "name": "geo", "backbone": "MobileNetV2", "backbone_kwargs": {"alpha": 0.35},
-        "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]], "input_shape": [64, 64, 4],
+        "refine_net_blocks": [["block_3_expand_relu"], ["block_1_expand_relu"]], "input_shape": [64, 64, 4],
         "normalization": "auto", "epochs": 1, "batch_size": 3, "mixed_precision": "none",
     }  # fmt: skip
     (tmp_path / "geo.json").write_text(json.dumps(config))

@@ -62,8 +62,8 @@ def test_two_workers_end_with_identical_weights_and_only_the_chief_writes(tmp_pa
                     "epochs=1",
                     "--set",
                     "batch_size=8",
-                    "--set",  # the backbone up to stride 8: any network shows the workers agree
-                    'refine_net_blocks=[["block_6_expand_relu"], ["block_3_expand_relu"]]',
+                    "--set",  # the backbone up to stride 4: any network shows the workers agree
+                    'refine_net_blocks=[["block_3_expand_relu"], ["block_1_expand_relu"]]',
                 ],
                 env=env,
                 stdout=subprocess.PIPE,

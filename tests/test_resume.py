@@ -20,7 +20,7 @@ CONFIG = {
     "name": "r",
     "backbone": "MobileNetV2",
     "backbone_kwargs": {"alpha": 0.35},
-    "refine_net_blocks": [["block_6_expand_relu"], ["block_3_expand_relu"]],
+    "refine_net_blocks": [["block_3_expand_relu"], ["block_1_expand_relu"]],
     "input_shape": [32, 32, 3],
     "epochs": 4,
     "batch_size": 2,
