@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -102,7 +103,9 @@ def _env():
 def run_imseg(variant, data, seed, epochs, extra, work):
     """Train with imseg-train, score best.keras on the test split with imseg-infer."""
     config = SEED_CONFIG if variant == "seed" else RECIPE_CONFIG
-    name = f"{variant}-s{seed}"
+    # The overrides are part of the name, so that one A/B does not replace another's run folders.
+    tag = "".join(f"-{re.sub(r'[^A-Za-z0-9_=]+', '_', s)}" for s in extra)
+    name = f"{variant}{tag}-s{seed}"
     sets = [f"name={name}", f"seed={seed}", f"epochs={epochs}", f"classes=[{CLASS}]", f"benchmark_class={CLASS}"]
     if variant == "seed":
         sets += ["pretrained=false", "batch_size=8"]
