@@ -25,7 +25,7 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
     carries the same record inside (`imseg.checkpoints`). A NaN or missing score never counts as an
     improvement, nor does an epoch whose validation loss is not finite, and `best` (e.g. from an earlier
     run) sets the bar, so a better checkpoint is never replaced by a worse one. Models with
-    an `inference_model()` method (RefineNet) are saved as that plain functional model, which loads
+    an `inference_model()` method (the Segmenter) are saved as that plain functional model, which loads
     with `keras.models.load_model` without imseg.
     """
 
@@ -56,12 +56,12 @@ class BestIoUCheckpoint(keras.callbacks.Callback):
 
 
 def _ema_weights(model):
-    """The model's moving-average weights for the duration (RefineNet with `ema_decay`), else a no-op."""
+    """The model's moving-average weights for the duration (a Segmenter with `ema_decay`), else a no-op."""
     return model.ema_weights() if hasattr(model, "ema_weights") else contextlib.nullcontext()
 
 
 class EvaluateWithEMA(keras.callbacks.Callback):
-    """Validation runs on the moving-average weights of a RefineNet trained with `ema_decay`."""
+    """Validation runs on the moving-average weights of a Segmenter trained with `ema_decay`."""
 
     def on_test_begin(self, logs=None):
         self.model.swap_ema_weights()
