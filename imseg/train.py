@@ -63,7 +63,9 @@ class PreparedRun:
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(prog="imseg-train", description="Train a segmentation model (a decoder on a backbone) on an AIR im_seg dataset.")
+    p = ArgumentParser(
+        prog="imseg-train", description="Train a segmentation model (a decoder on a backbone) on an AIR im_seg dataset."
+    )
     p.add_argument("--data-path", help="dataset root D holding D/im_seg/{train,val,test}")
     p.add_argument("--classes-path", help="classes.json (default: D/classes.json, else ./classes.json)")
     p.add_argument("--config", help="model/training config (.json, .yaml or .yml)")
