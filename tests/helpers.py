@@ -72,6 +72,24 @@ def run_module(module, *args, cwd=None, env=None, timeout=600):
     )
 
 
+def run_main(module, *args, cwd=None):
+    """`python -m module args` in this process: the tool's `main()` with stdout and stderr captured; returns a
+    CompletedProcess as `run_module` does. For tests of what a tool does, not of its process (signals, locks,
+    imports): each process would first spend seconds importing TensorFlow."""
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module("imseg.data.__main__" if module == "imseg.data" else module).main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(cwd or os.getcwd()):
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            status = e.code
+    return subprocess.CompletedProcess([module, *args], status or 0, out.getvalue(), err.getvalue())
+
+
 def files_under(folder):
     """Every file below `folder` (empty list when it does not exist)."""
     return [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import run_module, toy_segmenter
+from helpers import run_main, run_module, toy_segmenter
 from imseg.export import float32_copy
 from imseg.models.segmenter import all_layers
 
@@ -69,10 +69,10 @@ def test_export_matches_the_keras_logits_carries_the_model_record_and_replaces_o
     assert np.abs(session.run(None, {session.get_inputs()[0].name: images})[0] - expected).max() < 1e-4
     record = json.loads((folder / "imseg.json").read_text())
     assert record["classes"] == ["building:other", "highway:other"] and record["task"] == "multilabel"
-    again = run_module("imseg.export", "--model", path, "--format", "saved_model", "--output", str(folder))
+    again = run_main("imseg.export", "--model", path, "--format", "saved_model", "--output", str(folder))
     assert again.returncode == 2 and "pass --overwrite" in again.stderr
     assert sorted(os.listdir(folder)) == ["best.onnx", "imseg.json"]
-    replaced = run_module(
+    replaced = run_main(
         "imseg.export", "--model", path, "--format", "saved_model", "--output", str(folder), "--overwrite"
     )
     assert replaced.returncode == 0, replaced.stderr

@@ -11,6 +11,7 @@ from helpers import (
     HOLE,
     PIXEL,
     SCENE_CRS,
+    run_main,
     run_module,
     scene_truth,
     write_features,
@@ -494,7 +495,7 @@ def test_from_a_geotiff_and_vector_labels_to_polygons(tmp_path):
     with normalisation from the data -> a scene predicted window by window -> polygons."""
     folder, vectors, transforms = scene_folder(tmp_path, count=3)
     data = tmp_path / "D"
-    result = run_module(
+    result = run_main(
         "imseg.data", "convert", "--images", str(folder), "--vectors", f"building={vectors['building']}",
         "--vectors", f"road={vectors['road']}", "--line-width", "road=8", "--tile-size", "64",
         "--split", "0.34", "0.33", "0.33", "--output", str(data),
@@ -513,7 +514,7 @@ def test_from_a_geotiff_and_vector_labels_to_polygons(tmp_path):
     assert resolved["pixels"] == "uint16" and len(resolved["normalization"]["mean"]) == 4
     assert read_metadata(str(run / "checkpoints" / "best.keras"))["gsd"] == PIXEL  # the metres it learnt at
 
-    result = run_module(
+    result = run_main(
         "imseg.infer", "--model", str(run / "checkpoints" / "best.keras"), "--images", str(folder / "s1.tif"),
         "--output", str(tmp_path / "pred"), "--vectorize", "--simplify", "0",
     )  # fmt: skip

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import SEED_CONFIG, files_under, run_module
+from helpers import SEED_CONFIG, files_under, run_main
 
-pytestmark = pytest.mark.slow  # real command lines, trainings and exports
+pytestmark = pytest.mark.slow  # trainings, and the tool run on what they wrote
 
 
 def infer(trained, *args, config=SEED_CONFIG):
     data_path, classes_path = trained[0], trained[1]
-    return run_module(
-        "imseg.infer", "--data_path", data_path, "--classes_path", classes_path, "--config", config, *args
-    )
+    return run_main("imseg.infer", "--data_path", data_path, "--classes_path", classes_path, "--config", config, *args)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def test_a_large_png_gives_masks_of_exactly_its_size(trained, config_32, best_mo
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (1000, 1000, 3), dtype=np.uint8)).save(tmp_path / "big.png")
     Image.fromarray(rng.integers(0, 255, (20, 50, 3), dtype=np.uint8)).save(tmp_path / "small.jpg")
-    result = run_module(
+    result = run_main(
         "imseg.infer",
         "--config",
         config_32,
@@ -138,7 +136,7 @@ def test_geotiff_masks_keep_the_georeference(trained, config_32, best_model, tmp
         transform=transform,
     ) as dst:
         dst.write(data)
-    result = run_module(
+    result = run_main(
         "imseg.infer",
         "--config",
         config_32,
@@ -186,7 +184,7 @@ def test_nodata_stays_nodata_in_the_masks(trained, config_32, tmp_path):
     rgba = np.concatenate([data.transpose(1, 2, 0), np.full((40, 50, 1), 255, np.uint8)], axis=-1)
     rgba[30:, :, 3] = 0  # transparent rows of a PNG: no data either
     Image.fromarray(rgba).save(tmp_path / "cut.png")
-    result = run_module(
+    result = run_main(
         "imseg.infer",
         "--config",
         config_32,
@@ -233,7 +231,7 @@ def test_a_file_that_is_not_a_model_and_an_unreadable_image(trained, config_32, 
     assert result.returncode == 2 and "fake.keras: not a Keras model file" in result.stderr
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     shutil.copy(os.path.join(trained[2], "checkpoints", "best.keras"), tmp_path / "m.keras")
-    result = run_module(
+    result = run_main(
         "imseg.infer",
         "--config",
         config_32,
@@ -269,7 +267,7 @@ def test_multiclass_with_background_and_ignored_border_from_training_to_split_sc
     preds = str(tmp_path / "preds")
     os.makedirs(preds)
     open(os.path.join(preds, "stale.png"), "w").close()  # an earlier prediction's, cleared by --overwrite
-    result = run_module("imseg.infer", *common, "--split", "val", "--output", preds, "--overwrite")
+    result = run_main("imseg.infer", *common, "--split", "val", "--output", preds, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert not os.path.exists(os.path.join(out, "preds")) and not os.path.exists(os.path.join(preds, "stale.png"))
     with open(os.path.join(preds, "summary.json")) as f:
@@ -308,12 +306,12 @@ def test_a_model_file_says_what_it_predicts(trained, best_model, tmp_path):
     moved = tmp_path / "elsewhere.keras"
     shutil.copy(best_model, moved)
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    result = run_module("imseg.infer", "--model", moved, "--images", tmp_path / "a.png", "--output", tmp_path / "o")
+    result = run_main("imseg.infer", "--model", moved, "--images", tmp_path / "a.png", "--output", tmp_path / "o")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["classes"] == record["classes"] and summary["model"] == str(moved)
     (tmp_path / "other.json").write_text(json.dumps({"building": ["other"], "water": ["lake"]}))
-    refused = run_module(
+    refused = run_main(
         "imseg.infer",
         "--model",
         moved,

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, run_main
 
 pytestmark = pytest.mark.slow  # processes of imseg-infer, killed and resumed
 
@@ -42,10 +42,15 @@ def region(tmp_path_factory):
     return root
 
 
+def arguments(region, output, *extra):
+    return ["--model", region / "m.keras", "--images", region / "scenes", "--output", output, "--batch-size", "32",
+            *extra]  # fmt: skip
+
+
 def infer(region, output, *extra):
+    """imseg-infer as a process of its own (the tests below start several at once, and kill some)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "imseg.infer", "--model", str(region / "m.keras"), "--images", str(region / "scenes"),
-         "--output", str(output), "--batch-size", "32", *extra],
+        [sys.executable, "-m", "imseg.infer", *map(str, arguments(region, output, *extra))],
         env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -68,8 +73,8 @@ def outputs(folder):
 
 
 def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_process(region, tmp_path):
-    one = infer(region, tmp_path / "one")
-    assert one.wait(timeout=600) == 0, one.stderr.read()
+    one = run_main("imseg.infer", *arguments(region, tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
     job = tmp_path / "job"
     first, second = infer(region, job, "--shard", "1/2"), infer(region, job, "--shard", "2/2")
     manifest = job / "manifest.jsonl"
@@ -87,10 +92,9 @@ def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_pro
     # the job's own files as another shard writes them (the first wave refused the folder on seeing one)
     (job / ".legend.png.w7y3cd_e.tmp.png").write_bytes(b"half")
     (job / ".summary.json.p2q8rs_t.tmp").write_bytes(b"{")
-    again = infer(region, job)  # the same job again, no shard: finishes what is left
-    assert again.wait(timeout=600) == 0, again.stderr.read()
-    said = again.stderr.read()
-    assert f"{done_before} of 6 scene(s) already done" in said
+    again = run_main("imseg.infer", *arguments(region, job))  # the same job again, no shard: finishes what is left
+    assert again.returncode == 0, again.stderr
+    assert f"{done_before} of 6 scene(s) already done" in again.stderr
     mine, theirs = outputs(tmp_path / "one"), outputs(job)
     assert mine[1] == theirs[1] == mine[2] == theirs[2] == [f"s{i}" for i in range(6)]
     assert mine[3] == theirs[3]
@@ -112,16 +116,12 @@ def test_two_shards_at_once_and_a_rerun_after_kill_9_give_the_outputs_of_one_pro
 
 
 def test_shards_take_every_nth_scene_a_changed_setting_is_refused_and_the_spec_is_checked(region, tmp_path):
-    from imseg.infer import main
-
     job = tmp_path / "job"
-    done = infer(region, job, "--shard", "2/3")
-    assert done.wait(timeout=600) == 0, done.stderr.read()
+    done = run_main("imseg.infer", *arguments(region, job, "--shard", "2/3"))
+    assert done.returncode == 0, done.stderr
     assert sorted(json.loads(x)["stem"] for x in open(job / "manifest.jsonl")) == ["s1", "s4"]  # scenes 2 and 5
-    changed = infer(region, job, "--threshold", "0.5")
-    assert changed.wait(timeout=600) == 2
-    assert "holds predictions made otherwise (threshold differ)" in changed.stderr.read()
-    with pytest.raises(SystemExit) as e:
-        main(["--model", str(region / "m.keras"), "--images", str(region / "scenes"), "--output", str(job),
-              "--shard", "4/3"])  # fmt: skip
-    assert e.value.code == 2
+    changed = run_main("imseg.infer", *arguments(region, job, "--threshold", "0.5"))
+    assert changed.returncode == 2
+    assert "holds predictions made otherwise (threshold differ)" in changed.stderr
+    refused = run_main("imseg.infer", *arguments(region, job, "--shard", "4/3"))
+    assert refused.returncode == 2 and "--shard" in refused.stderr

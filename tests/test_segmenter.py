@@ -188,26 +188,22 @@ def test_local_weights_file_is_loaded(tmp_path):
         small_model(pretrained=True, backbone_kwargs={"weights": str(tmp_path / "missing.h5")})
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "refine_net_224_*.json"))))
-def test_seed_configs_build(path):
-    config = load_config(path, ["pretrained=false"])
-    model, details = build_model(config, list(config.classes))
-    assert model.output.shape == (None, 224, 224, len(config.classes))
-    assert model.get_layer("refine1_rcu1_conv1").filters == 2048 // 4
-    assert details["replicas"] == 1
-
-
 MODEL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*")) if "colors" not in p)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("path", [*MODEL_CONFIGS, "demo"], ids=os.path.basename)
 def test_every_shipped_config_builds_its_model(path):
-    config = load_config(path, ["pretrained=false"])
-    model, _ = build_model(config, ["a:x", "b:y"], steps_per_epoch=10)  # the configs' schedules need it
-    assert model.output.shape == (None, *config.input_shape[:2], 2)
-    assert model.decoder == config.type
+    """And the demo's (tests/test_train_cli.py trains the demo on a shallower cut of its backbone)."""
+    from imseg.demo import DEMO_CONFIG
+
+    config = config_from_dict(DEMO_CONFIG) if path == "demo" else load_config(path, ["pretrained=false"])
+    classes = list(config.classes) or ["a:x", "b:y"]  # the seed's three configs name their classes
+    model, details = build_model(config, classes, steps_per_epoch=10)  # the configs' schedules need it
+    assert model.output.shape == (None, *config.input_shape[:2], len(classes))
+    assert model.decoder == config.type and details["replicas"] == 1
+    if os.path.basename(path).startswith("refine_net_224_"):  # the seed's: AIR's RefineNet on ResNet50's stride 32
+        assert model.get_layer("refine1_rcu1_conv1").filters == 2048 // 4
 
 
 def test_xla_is_off_on_cpu_and_across_replicas():

@@ -539,7 +539,7 @@ def _area_splits(sources, tiles, split_areas, tile_size, resolution):
                 regions[split] = shapely.unary_union([g for g in moved if g.area > 0] or [shapely.Polygon()])
             grids[i] = (georef["transform"], regions)
         transform, regions = grids[i]
-        corners = [transform * (x, y), transform * (x + tile_size, y + tile_size)]
+        corners = [transform @ (x, y), transform @ (x + tile_size, y + tile_size)]
         box = shapely.box(*(min(c[0] for c in corners), min(c[1] for c in corners)),
                           *(max(c[0] for c in corners), max(c[1] for c in corners)))  # fmt: skip
         share = {split: box.intersection(region).area for split, region in regions.items()}
