@@ -108,14 +108,6 @@ def write_config(tmp_path, **changes):
             {"classes": ["building:offer"]},
             "config.json: key 'classes': unknown class 'building:offer' (did you mean 'building:other'?)",
         ),
-        (
-            {"refine_net_blocks": [["conv5_block3_output"]]},
-            "config.json: key 'refine_net_blocks': resnet50 has no "
-            "layer 'conv5_block3_output'; layers that end each "
-            "resolution: conv1_relu (16x16x64), conv2_block3_out "
-            "(8x8x256), conv3_block4_out (4x4x512), conv4_block6_out "
-            "(2x2x1024), conv5_block3_out (1x1x2048)",
-        ),
     ],
 )
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(fresh, tmp_path, change, message):
