@@ -236,8 +236,8 @@ def test_one_large_scene_gives_train_val_and_test_by_blocks_or_by_areas(tmp_path
     assert all(len(splits) == 1 for splits in by_block.values())  # a block's four tiles stay together
     assert [sum(s == {n} for s in by_block.values()) for n in ("train", "val", "test")] == [8, 4, 4]
     # Areas: the left half of the scene is validation, a strip at the bottom is test.
-    left = shapely.box(*(transform * (0, 256)), *(transform * (128, 0)))
-    bottom = shapely.box(*(transform * (128, 256)), *(transform * (256, 224)))
+    left = shapely.box(*(transform @ (0, 256)), *(transform @ (128, 0)))
+    bottom = shapely.box(*(transform @ (128, 256)), *(transform @ (256, 224)))
     write_features(str(tmp_path / "val.gpkg"), [left], SCENE_CRS)
     write_features(str(tmp_path / "test.gpkg"), [bottom], SCENE_CRS)
     convert([str(folder)], output=str(tmp_path / "A"), tile_size=32, split_areas={"val": str(tmp_path / "val.gpkg"),
