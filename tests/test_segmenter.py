@@ -194,7 +194,7 @@ MODEL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*")) 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", [*MODEL_CONFIGS, "demo"], ids=os.path.basename)
 def test_every_shipped_config_builds_its_model(path):
-    """And the demo's (tests/test_train_cli.py trains the demo on a shallower cut of its backbone)."""
+    """Every config in configs/, and the demo's (tests/test_train_cli.py trains the demo on a shallower cut)."""
     from imseg.demo import DEMO_CONFIG
 
     config = config_from_dict(DEMO_CONFIG) if path == "demo" else load_config(path, ["pretrained=false"])

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import LIGHT, RUN, SEED_CONFIG, SMALL, files_under, run_module, write_air_dataset
+from helpers import LIGHT, RUN, SEED_CONFIG, SMALL, files_under, run_main, run_module, write_air_dataset
 
 pytestmark = pytest.mark.slow  # real command lines, trainings and exports
 
@@ -101,18 +101,28 @@ def write_config(tmp_path, **changes):
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    "change, message, run",
     [
-        ({"batchsize": 8}, "config.json: unknown key 'batchsize' (did you mean 'batch_size'?)"),
+        ({"batchsize": 8}, "config.json: unknown key 'batchsize' (did you mean 'batch_size'?)", run_module),
         (
             {"classes": ["building:offer"]},
             "config.json: key 'classes': unknown class 'building:offer' (did you mean 'building:other'?)",
+            run_module,
+        ),
+        (  # found by building ResNet50: in this process (the rows above check the process's stderr)
+            {"refine_net_blocks": [["conv5_block3_output"]]},
+            "config.json: key 'refine_net_blocks': resnet50 has no "
+            "layer 'conv5_block3_output'; layers that end each "
+            "resolution: conv1_relu (16x16x64), conv2_block3_out "
+            "(8x8x256), conv3_block4_out (4x4x512), conv4_block6_out "
+            "(2x2x1024), conv5_block3_out (1x1x2048)",
+            run_main,
         ),
     ],
 )
-def test_bad_config_is_one_line_exit_2_and_writes_nothing(fresh, tmp_path, change, message):
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(fresh, tmp_path, change, message, run):
     data_path, classes_path = fresh
-    result = run_module(
+    result = run(
         "imseg.train",
         "--data_path",
         data_path,
