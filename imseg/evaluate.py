@@ -57,7 +57,7 @@ def evaluate_split(
     indices = select_classes(config, all_names, "config", classes_path)[1]
     log(f"imseg: classes from {classes_path}: {', '.join(all_names)}")
     entries = list_split(data_path, split)
-    out = output or os.path.join(RunPaths.for_run(data_path, config.name, output_dir).root, "preds", split)
+    out = output or RunPaths.for_run(data_path, config.name, output_dir).predictions(split)
     if output and os.path.isdir(output) and set(os.listdir(output)) - {LOCK_NAME} and not overwrite:
         raise ConfigError(f"{output}: folder is not empty; a split's predictions get a folder of their own: choose "
                           "another --output or pass --overwrite to clear it")  # fmt: skip

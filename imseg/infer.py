@@ -97,14 +97,22 @@ def main(argv=None):
     args = parse_args(argv)
 
     def work():
+        from imseg.config import load_config
         from imseg.data.convert import parse_assignments
         from imseg.evaluate import evaluate_split
         from imseg.mapping import map_images
-        from imseg.outputs import refuse_to_clear
+        from imseg.outputs import RunPaths, check_writable, refuse_to_clear
         from imseg.predictor import load_predictor
 
         if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
             raise ConfigError(f"{args.output}: --output names a file; give a folder (it is created if needed)")
+        # said before the model loads (seconds for a large one), as every cheap check
+        if args.output:
+            check_writable(args.output, "the --output folder", "choose another --output")
+        else:
+            run_paths = RunPaths.for_run(args.data_path, load_config(args.config).name, args.output_dir)
+            hint = "pass --output DIR (or --output-dir DIR, where the run folder is) to write elsewhere"
+            check_writable(run_paths.predictions(args.split), "the predictions' folder", hint)
         if args.output and args.overwrite:
             inputs = [*(args.images or []), args.model, args.config, args.classes_path, args.output_dir, args.data_path]
             refuse_to_clear(args.output, inputs)

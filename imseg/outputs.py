@@ -65,6 +65,10 @@ class RunPaths:
     def history(self):
         return os.path.join(self.metrics, "history.csv")
 
+    def predictions(self, split):
+        """Where `imseg-infer` writes a split's predictions by default."""
+        return os.path.join(self.root, "preds", split)
+
     def make(self):
         for folder in (self.checkpoints, self.metrics, self.resume):
             os.makedirs(folder, exist_ok=True)
@@ -183,6 +187,18 @@ def try_lock(folder, name):
         return FolderLock(folder, "imseg", name=name).acquire()
     except ConfigError:
         return None
+
+
+def check_writable(folder, what, hint):
+    """Refuse, before any work, a `folder` that cannot be created or written into: the nearest folder of its path
+    that exists must be a writable folder. `what` names the folder in the message, `hint` ends it."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{existing}: not a folder, so {what} cannot be created there; {hint}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{existing}: output folder is not writable; {hint}")
 
 
 @contextlib.contextmanager

@@ -116,7 +116,7 @@ def prepare(options, strategy=None):
     from imseg.classes import default_classes_path, load_class_names, select_classes
     from imseg.config import load_config
     from imseg.layout import ground_sample_distance, list_split
-    from imseg.outputs import FolderLock, RunPaths
+    from imseg.outputs import FolderLock, RunPaths, check_writable
     from imseg.resume import check_resumable, load_state
 
     data_path = options.data_path
@@ -147,7 +147,8 @@ def prepare(options, strategy=None):
             f"{paths.root}: a run named '{config.name}' already exists; pass --resume to continue it, "
             "--overwrite to replace it, or set another 'name'"
         )
-    _check_writable(os.path.dirname(paths.root))
+    check_writable(os.path.dirname(paths.root), "the run's output folder",
+                   "pass --output-dir DIR to write the run elsewhere (DIR/<name>)")  # fmt: skip
     import_tensorflow()  # only now, after the cheap checks
     from imseg.build import build_model, check_model
     from imseg.classes import output_names
@@ -212,21 +213,6 @@ def prepare(options, strategy=None):
         resolved=resolved,
         lock=lock,
     )
-
-
-def _check_writable(folder):
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing) or "."
-    if not os.path.isdir(existing):
-        raise ConfigError(
-            f"{existing}: not a folder, so the run's output folder cannot be created there; "
-            "pass --output-dir DIR to write the run elsewhere"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"{existing}: output folder is not writable; pass --output-dir DIR to write the run elsewhere (DIR/<name>)"
-        )
 
 
 def _restore(model, paths, state, val_ds, prepared):

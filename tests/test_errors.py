@@ -319,6 +319,13 @@ SCENARIOS = {
         b"\xff\xd8\xff\xe0trunc"
     ),
     "unwritable": lambda c, m: open(os.path.join(c.D, "im_seg", "out"), "w").close(),
+    "infer-unwritable": lambda c, m: (  # a valid model: refused before it is loaded
+        setattr(c, "program", "infer"),
+        open(os.path.join(c.D, "im_seg", "out"), "w").close(),
+        setattr(c, "T", c.T + ".keras"),
+        tiny_model(c.T, 2),
+        c.extra.extend(["--model", c.T]),
+    ),
     "run-exists": lambda c, m: c.existing_run(),
     "resume-nothing": lambda c, m: c.extra.append("--resume"),
     "resume-changed": lambda c, m: (c.existing_run(), c.extra.extend(["--resume", "--set", "batch_size=4"])),

@@ -264,10 +264,9 @@ def test_a_read_only_dataset_trains_and_predicts_with_output_dir(tmp_path):
             str(writable / "runs" / RUN / "checkpoints" / "best.keras"),
         )
         assert refused.returncode == 2, refused.stderr
-        assert (
-            refused.stderr.strip()
-            .splitlines()[-1]
-            .endswith("(Permission denied); pass --output-dir DIR to write elsewhere")
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"imseg-infer: error: {data_path}/im_seg: output folder is not writable; pass --output DIR (or "
+            "--output-dir DIR, where the run folder is) to write elsewhere"
         )
         assert not os.path.exists(os.path.join(data_path, "im_seg", "out"))
     finally:
