@@ -153,13 +153,22 @@ def main():
     if not args.data or not os.path.isdir(os.path.join(args.data, "im_seg")):
         parser.error("--data: give the converted Dubai dataset (a folder with im_seg/)")
     os.makedirs(args.work, exist_ok=True)
+    failed = []
     for run in args.runs:
         for seed in args.seeds:
             sets = overrides(run, seed, args.epochs, args.set)
-            result = train_and_score(args.data, args.config, run, sets, args.work)
+            try:
+                result = train_and_score(args.data, args.config, run, sets, args.work)
+            except subprocess.CalledProcessError as e:  # hours of other runs still to come: go on with them
+                failed.append(f"{run} seed {seed}")
+                print(f"decoders.py: {run} seed {seed}: {e.cmd[2]} exited with status {e.returncode} (its messages "
+                      "are above); going on with the other runs", file=sys.stderr)  # fmt: skip
+                continue
             params, gflops = model_figures(args.config, sets)
             emit("decoders.test_mean_iou", result.pop("test_mean_iou"), "IoU", run=run, seed=seed, epochs=args.epochs,
                  overrides=args.set, params=params, gflops_per_image=round(gflops, 3), **result)  # fmt: skip
+    if failed:
+        sys.exit(f"decoders.py: {len(failed)} run(s) failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
