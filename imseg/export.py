@@ -41,10 +41,12 @@ def export(model_path, fmt, output, overwrite=False):
     SavedModel, else a file in it). An existing, non-empty `output` is refused unless `overwrite`; a failed
     export leaves nothing behind."""
     from imseg.checkpoints import load_trained_model, read_metadata
-    from imseg.outputs import refuse_to_clear
+    from imseg.outputs import check_writable, refuse_to_clear
 
     if os.path.exists(output) and not os.path.isdir(output):
         raise ConfigError(f"{output}: --output names a file; give a folder")
+    parent = os.path.dirname(os.path.abspath(output))
+    check_writable(parent, "the --output folder", "choose another --output")  # the export is staged in parent
     if os.path.isdir(output) and os.listdir(output) and not overwrite:
         raise ConfigError(f"{output}: folder exists and is not empty; choose another --output or pass --overwrite")
     if overwrite:
@@ -64,7 +66,6 @@ def export(model_path, fmt, output, overwrite=False):
     import tensorflow as tf
 
     signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="image")]  # one tensor, not a list
-    parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
     staging = os.path.join(parent, f".{os.path.basename(os.path.abspath(output))}.export-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

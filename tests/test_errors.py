@@ -484,6 +484,12 @@ SCENARIOS = {
         tiny_model(c.D + "/m.keras", 2),
         setattr(c, "command", ["--model", c.D + "/m.keras", "--format", "saved_model", "--output", c.D, "--overwrite"]),
     ),
+    "export-unwritable": lambda c, m: (
+        setattr(c, "program", "export"),
+        setattr(c, "T", c.T + ".keras"),
+        tiny_model(c.T, 2),
+        setattr(c, "command", ["--model", c.T, "--format", "saved_model", "--output", os.path.join(c.C, "x", "y")]),
+    ),
     "export-onnx-missing": lambda c, m: (
         setattr(c, "program", "export"),
         setattr(c, "T", c.T + ".keras"),
