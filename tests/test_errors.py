@@ -519,6 +519,10 @@ SCENARIOS = {
     "empty-splits": lambda c, m: images_folder(c, [(20, 20), (20, 20)]),
     "empty-splits-one": lambda c, m: images_folder(c, [(20, 20)]).extend(["--split", "0.8", "0.2", "0"]),
     "images-file": lambda c, m: images_folder(c, [(20, 20)] * 3).__setitem__(2, os.path.join(c.T, "images", "s0.png")),
+    "show-unwritable": lambda c, m: (
+        setattr(c, "program", "data"),
+        setattr(c, "command", ["show", "--data_path", c.D, "--classes_path", c.C, "--output", c.C + "/sheet.png"]),
+    ),
     "show-output-type": lambda c, m: (
         setattr(c, "program", "data"),
         setattr(c, "command", ["show", "--data_path", c.D, "--classes_path", c.C, "--output", c.T + ".gif"]),
@@ -537,6 +541,7 @@ SCENARIOS = {
         .Image.fromarray(np.zeros((20, 24, 3), np.uint8))
         .save(os.path.join(c.T, "masks", "s1.png")),
     ),
+    "convert-unwritable": lambda c, m: images_folder(c, [(20, 20)] * 3).__setitem__(-1, os.path.join(c.C, "out")),
     "convert-16bit": lambda c, m: (
         images_folder(c, [(20, 20)] * 3),
         png16(os.path.join(c.T, "images", "s2.png"), (20, 20)),
@@ -583,6 +588,7 @@ SCENARIOS = {
     "split-areas-syntax": lambda c, m: geo_convert(c).extend(["--split-areas", f"train={c.T}/building.geojson"]),
     "merge-other-model": lambda c, m: merge_jobs(c, "b" * 64),
     "merge-regularize": lambda c, m: merge_jobs(c, None, "--regularize"),
+    "merge-unwritable": lambda c, m: merge_jobs(c, None).__setitem__(-1, os.path.join(c.C, "m.gpkg")),
     "merge-not-a-job": lambda c, m: (
         os.makedirs(c.T),
         setattr(c, "program", "data"),

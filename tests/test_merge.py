@@ -50,9 +50,10 @@ def test_a_building_across_a_scene_edge_and_strip_edges_is_one_polygon_as_traced
     east[10:40, 0:25] = 1  # ... and its east part, in the scene beside it (overlapping 10 px: 40..50 m)
     east[45:50, 40:45] = 1  # and a shed
     job(str(tmp_path / "job"), {"w": ((500_000.0, 2_780_000.0), west), "e": ((500_040.0, 2_780_000.0), east)})
-    counts = merging.merge([str(tmp_path / "job")], str(tmp_path / "m.gpkg"), simplify=0)
+    merged = str(tmp_path / "new" / "m.gpkg")  # its folder is created
+    counts = merging.merge([str(tmp_path / "job")], merged, simplify=0)
     assert counts == {"building:other": 2}
-    _, _, wkb, fields = pyogrio.raw.read(str(tmp_path / "m.gpkg"), layer="building:other")
+    _, _, wkb, fields = pyogrio.raw.read(merged, layer="building:other")
     polygons = sorted(shapely.from_wkb(wkb), key=lambda p: -p.area)
     joined = shapely.box(500_030.0, 2_780_000.0 - 40, 500_065.0, 2_780_000.0 - 10)  # union: columns 30..65 m
     assert polygons[0].symmetric_difference(joined).area == 0 and polygons[1].area == 25

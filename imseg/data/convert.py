@@ -23,6 +23,7 @@ from imseg.config import parse_file
 from imseg.errors import ConfigError, DataError, did_you_mean
 from imseg.images import georeference, image_size, read_mask, rows_of, tile_extension, write_image
 from imseg.layout import IMAGE_EXTENSIONS
+from imseg.outputs import check_writable
 from imseg.tiles import tile_starts
 
 IGNORE = "ignore"  # class-map target: the pixel carries no label and never counts
@@ -249,6 +250,11 @@ def convert(
         raise ConfigError(f"--split needs three fractions >= 0 that sum to 1 (train val test), got {fractions}")
     if resolution is not None and not (resolution > 0 and math.isfinite(resolution)):
         raise ConfigError(f"--resolution {resolution}: expected metres per pixel > 0")
+    output = os.path.abspath(output)
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise ConfigError(f"{output}: output exists and is not an empty folder; choose a new one")
+    parent = os.path.dirname(output)
+    check_writable(parent, "the --output folder", "choose another --output")  # before labels are read (minutes)
     if vectors or osm:
         if masks:
             raise ConfigError(f"give --masks or {'--osm' if osm else '--vectors'}, not both")
@@ -261,9 +267,6 @@ def convert(
         if not masks or not mask_type:
             raise ConfigError("give --masks with --mask-type, --vectors CLASS=FILE or --osm FILE")
         names, sources, labels = _mask_labels(images, masks, mask_type, class_map)
-    output = os.path.abspath(output)
-    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
-        raise ConfigError(f"{output}: output exists and is not an empty folder; choose a new one")
     if split_areas or split_by == "blocks":
         split_of = _tile_splits(sources, fractions, seed, split_by, block_size, split_areas, tile_size, overlap,
                                 resolution)  # fmt: skip
@@ -282,7 +285,6 @@ def convert(
         train, val = fractions[0] or 0.5, fractions[1] or 0.5
         raise ConfigError(f"{where}; add images, or leave test out: --split {train / (train + val):.2g} "
                           f"{val / (train + val):.2g} 0 (training needs train and val)")  # fmt: skip
-    parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}-", dir=parent)
     try:

@@ -9,7 +9,7 @@ import numpy as np
 from imseg.annotations import read_annotation
 from imseg.images import read_image
 from imseg.layout import list_split
-from imseg.outputs import atomic_path
+from imseg.outputs import atomic_path, check_writable
 from imseg.visualize import class_colours, contact_sheet, displayable, overlay, side_by_side
 
 IGNORED = np.array([128, 128, 128], np.uint8)  # how ignored pixels are drawn
@@ -23,6 +23,8 @@ def show(data_path, split, class_names, count, output, seed=0, columns=4, augmen
     With `augment` (SegmentationAugment arguments, e.g. `imseg.recipe.augment_kwargs(config)`), each cell shows
     the tile beside one augmented version of it, as training would see it (draw `seed`); ignored pixels grey.
     """
+    folder = os.path.dirname(os.path.abspath(output))
+    check_writable(folder, "the --output file's folder", "choose another --output")
     pairs = list_split(data_path, split)
     chosen = sorted(random.Random(seed).sample(range(len(pairs)), min(count, len(pairs))))
     colours = class_colours(class_names)
@@ -47,7 +49,7 @@ def show(data_path, split, class_names, count, output, seed=0, columns=4, augmen
     title = f"{data_path} - {split}: {len(cells)} of {len(pairs)}" + (" (augmented)" if augment else "")
     sheet = contact_sheet(cells, colours, columns=columns, title=title)
     extension = os.path.splitext(output)[1].lower()
-    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    os.makedirs(folder, exist_ok=True)
     with atomic_path(output, suffix=extension) as tmp:
         sheet.convert("RGB").save(tmp, format=SHEET_FORMATS[extension])
     return len(cells)

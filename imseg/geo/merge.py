@@ -28,6 +28,9 @@ BUILDING_KEYS = ("building",)  # the classes --regularize is for: OSM building t
 def merge(folders, output, min_area=0.0, simplify=1.0, regularize=False, log=None):
     """Write `output` (a GeoPackage, a layer per class) from the scenes of the mapping jobs in `folders` (their
     manifests); returns {class: polygons written}. Folders of other models or classes are refused."""
+    from imseg.outputs import atomic_path, check_writable
+
+    check_writable(os.path.dirname(os.path.abspath(output)), "the --output file's folder", "choose another --output")
     rasterio, shapely = require()
     records, classes = _scenes(folders)
     if regularize:
@@ -56,8 +59,7 @@ def merge(folders, output, min_area=0.0, simplify=1.0, regularize=False, log=Non
     width = math.ceil((max(t.c + w * abs(t.a) for _, _, t, w, _, _ in grids) - left) / step)
     height = math.ceil((top - min(t.f - h * abs(t.e) for _, _, t, _, h, _ in grids)) / step)
     counts = {}
-    from imseg.outputs import atomic_path
-
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with atomic_path(output, suffix=".gpkg") as tmp:
         os.remove(tmp)
         for name in classes:
