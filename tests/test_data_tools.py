@@ -107,6 +107,29 @@ def test_convert_colour_masks_to_air_tiles(sources):
     assert ignore[:3, :3].all() and ignore.sum() == 9
 
 
+def test_a_dataset_written_meanwhile_by_another_convert_is_kept(sources, monkeypatch, capsys):
+    """Two converts to one new --output: the one that finishes second refuses to replace the first one's."""
+    from imseg.data import convert as module
+
+    write_tiles = module._write_tiles
+
+    def other_process_finishes_first(*args):
+        counts = write_tiles(*args)
+        os.makedirs(sources / "out")
+        (sources / "out" / "classes.json").write_text("theirs")
+        return counts
+
+    monkeypatch.setattr(module, "_write_tiles", other_process_finishes_first)
+    assert convert(sources) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"imseg-data: error: {sources / 'out'}: another process wrote a dataset there while this one was converting; "
+        "theirs is kept and this one discarded: choose a new --output"
+    )
+    assert os.listdir(sources / "out") == ["classes.json"]
+    assert (sources / "out" / "classes.json").read_text() == "theirs"
+    assert not [name for name in os.listdir(sources) if name.startswith(".out-")]  # its own tiles are gone
+
+
 def test_edge_tiles_are_padded_with_zeros(sources):
     convert(sources)
     out = sources / "out"

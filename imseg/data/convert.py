@@ -9,6 +9,7 @@ Everything is built in a temporary folder beside the output and renamed into pla
 """
 
 import collections
+import errno
 import json
 import math
 import os
@@ -296,9 +297,15 @@ def convert(
             classes[sup].append(sub)
         with open(os.path.join(tmp, "classes.json"), "w", encoding="utf-8") as f:
             json.dump(dict(classes), f, indent=2)
-        if os.path.exists(output):
-            os.rmdir(output)
-        os.replace(tmp, output)
+        try:
+            if os.path.exists(output):
+                os.rmdir(output)
+            os.replace(tmp, output)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise ConfigError(f"{output}: another process wrote a dataset there while this one was converting; "
+                              "theirs is kept and this one discarded: choose a new --output") from None  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(
