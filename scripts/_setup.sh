@@ -14,7 +14,8 @@ imseg_importable() {
 imseg_setup() {
     local venv="$imseg_root/.venv" stamp extra
     [ -n "${IMSEG_PYTHON:-}" ] && return 0
-    stamp=$(cat "$imseg_root/setup.cfg" "$imseg_root/pyproject.toml" | cksum | cut -d' ' -f1)
+    # A change to the requirements or to this set-up redoes it.
+    stamp=$(cat "$imseg_root/setup.cfg" "$imseg_root/pyproject.toml" "${BASH_SOURCE[0]}" | cksum | cut -d' ' -f1)
     if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.imseg-stamp" 2>/dev/null)" = "$stamp" ] \
         && imseg_importable "$venv/bin/python"; then
         export IMSEG_PYTHON="$venv/bin/python"
@@ -32,7 +33,7 @@ imseg_setup() {
     [ "${IMSEG_NEED_TESTS:-0}" = 1 ] && extra="$extra,test"
     echo "imseg: setting up $venv (extras: $extra); this takes a few minutes once" >&2
     python3 -m venv "$venv" || { echo "imseg: python3 -m venv failed (install python3-venv)" >&2; return 1; }
-    # --no-compile: Python compiles a module when it is first imported, not all 8,000 files now (~40 s saved)
+    # pip's compile runs on one core; the environment is compiled below on all of them.
     "$venv/bin/python" -m pip install --quiet --no-compile --upgrade pip >&2 || return 1
     "$venv/bin/python" -m pip install --quiet --no-compile -e "${imseg_root}[${extra}]" >&2 || {
         echo "imseg: installing imseg into $venv failed (see pip's message above)" >&2
@@ -42,6 +43,10 @@ imseg_setup() {
         # keras-hub without its tensorflow-text requirement, which would add a second TensorFlow (setup.cfg)
         "$venv/bin/python" -m pip install --quiet --no-compile --no-deps keras-hub==0.32.0 >&2 || return 1
     fi
+    # Compiled now, once: where PYTHONDONTWRITEBYTECODE is set (as in many containers) Python never writes the
+    # .pyc of a first import, and every imseg process spent ~5 s (a test suite, minutes) compiling TensorFlow.
+    "$venv/bin/python" -m compileall -q -j 0 "$venv/lib" >/dev/null \
+        || echo "imseg: note: some files of $venv/lib did not compile; imseg works, each start is slower" >&2
     echo "$stamp" >"$venv/.imseg-stamp"
     export IMSEG_PYTHON="$venv/bin/python"
 }

@@ -110,3 +110,16 @@ def test_board_finds_the_logdir_of_a_run_or_a_dataset_and_binds_to_localhost(stu
     assert nothing.returncode == 2 and "no run here" in nothing.stderr
     bad_port = run_script("board.sh", str(run), "--port", "x", python=stub_python, cwd=tmp_path)
     assert bad_port.returncode == 2 and "expected a port number" in bad_port.stderr
+
+
+def test_the_environment_set_up_by_the_scripts_is_compiled():
+    """scripts/_setup.sh compiles the .venv it creates: where PYTHONDONTWRITEBYTECODE is set Python never writes
+    the .pyc of a first import, and each process compiled TensorFlow again (~5 s, most of a small run's start)."""
+    import importlib.util
+
+    import tensorflow
+
+    if os.path.realpath(sys.prefix) != os.path.realpath(os.path.join(REPO, ".venv")):
+        pytest.skip("not running in the .venv that scripts/_setup.sh creates")
+    for module in (tensorflow, pytest):
+        assert os.path.exists(importlib.util.cache_from_source(module.__file__)), module.__name__
