@@ -8,12 +8,15 @@ Each run is `imseg-train` with the config and `type`, `backbone` and their optio
 `--set` overrides), then `imseg-infer --split test` on its best-on-validation checkpoint; it prints the test mean
 IoU and per class, the best validation mean IoU, the minutes of `fit` (validation included), training images/s
 over those minutes, parameters and forward GFLOPs per image (convolutions, as benchmarks/run.py counts them).
-Every run is a separate process and writes under `--work` (default benchmarks/.work/decoders). The figures and
-their reading: docs/results.md, "Decoders and backbones".
+Every run is a separate process and writes under `--work` (default benchmarks/.work/decoders), in a folder of its own
+(other `--epochs` or `--set` values: another folder); a run whose folder already holds it, trained with the same
+config and scored, is read again instead of trained, so a table run again goes on where it stopped. The figures
+and their reading: docs/results.md, "Decoders and backbones".
 """
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -57,8 +60,28 @@ def overrides(run, seed, epochs, extra):
     keys = {**BACKBONES[backbone], "refine_net_blocks": None, "refine_net_kwargs": {}, **DECODERS[decoder]}
     if "AIR" in flags:
         keys.update(AIR_DUBAI)
-    keys.update(name=run.replace(":", "-") + f"-s{seed}", seed=seed, epochs=epochs)
+    name = run.replace(":", "-") + f"-s{seed}" + (f"-e{epochs}" if epochs != 6 else "")
+    if extra:  # a run under other overrides is another run, in its own folder
+        name += "-" + hashlib.sha1("\n".join(extra).encode()).hexdigest()[:6]
+    keys.update(name=name, seed=seed, epochs=epochs)
     return [f"{k}={json.dumps(v)}" for k, v in keys.items()] + list(extra)
+
+
+def finished(folder, config_path, sets):
+    """Whether `folder` holds a run of exactly this config, trained and scored on the test split: a table run
+    again goes on where it stopped instead of training its finished runs again (hours each on a CPU)."""
+    from imseg.config import load_config
+
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            saved = json.load(f)
+        with open(os.path.join(folder, "test", "summary.json")) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return False
+    wanted = json.loads(json.dumps(load_config(config_path, sets).to_dict()))
+    ignored = ("classes", "resolved")  # what the training added: the data's class names and what it resolved
+    return {k: v for k, v in saved.items() if k not in ignored} == {k: v for k, v in wanted.items() if k not in ignored}
 
 
 def model_figures(config_path, sets):
@@ -80,18 +103,27 @@ def train_and_score(data, config, run, sets, work):
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"}
     argv = ["--data-path", data, "--config", config, "--output-dir", work, "--overwrite"]
     argv += [a for s in sets for a in ("--set", s)]
-    subprocess.run([sys.executable, "-m", "imseg.train", *argv], check=True, env=env, stdout=subprocess.DEVNULL)
     name = next(s.split("=", 1)[1] for s in sets if s.startswith("name="))
     folder = os.path.join(work, json.loads(name))
-    with open(os.path.join(folder, "metrics", "history.csv")) as f:
-        rows = list(csv.DictReader(f))
-    seconds = sum(float(r["seconds"]) for r in rows)
+    if finished(folder, config, sets):
+        print(f"decoders.py: {run}: {folder} holds this run, trained and scored; its figures are read again",
+              file=sys.stderr)  # fmt: skip
+        return figures(data, folder)
+    subprocess.run([sys.executable, "-m", "imseg.train", *argv], check=True, env=env, stdout=subprocess.DEVNULL)
     model = os.path.join(folder, "checkpoints", "best.keras")
     subprocess.run(
         [sys.executable, "-m", "imseg.infer", "--data-path", data, "--model", model, "--split", "test",
          "--config", os.path.join(folder, "config.json"), "--output", os.path.join(folder, "test")],
         check=True, env=env, stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    return figures(data, folder)
+
+
+def figures(data, folder):
+    """A trained and scored run's figures, from its history and its test summary."""
+    with open(os.path.join(folder, "metrics", "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    seconds = sum(float(r["seconds"]) for r in rows)
     with open(os.path.join(folder, "test", "summary.json")) as f:
         summary = json.load(f)
     tiles = len(os.listdir(os.path.join(data, "im_seg", "train", "images")))

@@ -52,3 +52,42 @@ def test_table_of_a_missing_or_broken_file_is_one_line_and_status_2(tmp_path, co
     done = subprocess.run([sys.executable, script, "--table", str(path)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines()[-1].startswith(f"run.py: error: --table {path}: ")
+
+
+def test_the_decoder_table_reads_a_finished_run_again_and_trains_a_changed_one(tmp_path, monkeypatch):
+    """benchmarks/decoders.py run again goes on where it stopped: a run folder of exactly the asked config, trained
+    and scored, is read, not trained again; any other config is trained (hours each on a CPU)."""
+    from imseg.config import load_config
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_decoders", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "decoders.py")
+    )
+    decoders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decoders)
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", "dubai_aerial.yaml")
+    sets = decoders.overrides("FPN:MobileNetV2", 0, 6, [])
+    assert 'name="FPN-MobileNetV2-s0"' in sets
+    other = decoders.overrides("FPN:MobileNetV2", 0, 8, ["batch_size=8"])  # another run: its own folder
+    assert any(s.startswith('name="FPN-MobileNetV2-s0-e8-') for s in other) and other[-1] == "batch_size=8"
+
+    folder = tmp_path / "FPN-MobileNetV2-s0"
+    (folder / "metrics").mkdir(parents=True)
+    (folder / "test").mkdir()
+    saved = {**load_config(config, sets).to_dict(), "classes": ["a:b"], "resolved": {"replicas": 1}}
+    (folder / "config.json").write_text(json.dumps(saved))
+    (folder / "metrics" / "history.csv").write_text("epoch,val_mean_iou,seconds\n1,0.5,50\n2,0.6,70\n")
+    (folder / "test" / "summary.json").write_text(json.dumps({"mean_iou": 0.7, "iou": {"a:b": 0.7}}))
+    images = tmp_path / "data" / "im_seg" / "train" / "images"
+    images.mkdir(parents=True)
+    for i in range(3):
+        (images / f"t{i}.jpg").touch()
+    calls = []
+    monkeypatch.setattr(decoders.subprocess, "run", lambda command, **_: calls.append(command[2]))
+    expected = {"test_mean_iou": 0.7, "test_per_class": {"a:b": 0.7}, "val_mean_iou_per_epoch": [0.5, 0.6],
+                "minutes": 2.0, "train_images_per_s": 0.05}  # fmt: skip
+    data = str(tmp_path / "data")
+    assert decoders.train_and_score(data, config, "FPN:MobileNetV2", sets, str(tmp_path)) == expected
+    assert calls == []
+    changed = [*sets, "batch_size=8"]  # the same folder, another config: trained and scored again
+    assert decoders.train_and_score(data, config, "FPN:MobileNetV2", changed, str(tmp_path)) == expected
+    assert calls == ["imseg.train", "imseg.infer"]
