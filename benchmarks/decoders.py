@@ -77,6 +77,9 @@ def finished(folder, config_path, sets):
             saved = json.load(f)
         with open(os.path.join(folder, "test", "summary.json")) as f:
             json.load(f)
+        with open(os.path.join(folder, "metrics", "history.csv")) as f:
+            if not list(csv.DictReader(f)):
+                return False
     except (OSError, ValueError):
         return False
     wanted = json.loads(json.dumps(load_config(config_path, sets).to_dict()))

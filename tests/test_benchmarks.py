@@ -88,6 +88,11 @@ def test_the_decoder_table_reads_a_finished_run_again_and_trains_a_changed_one(t
     data = str(tmp_path / "data")
     assert decoders.train_and_score(data, config, "FPN:MobileNetV2", sets, str(tmp_path)) == expected
     assert calls == []
+    assert decoders.finished(str(folder), config, sets)
+    history = (folder / "metrics" / "history.csv").read_text()
+    (folder / "metrics" / "history.csv").write_text("epoch,val_mean_iou,seconds\n")  # no epoch recorded
+    assert not decoders.finished(str(folder), config, sets)
+    (folder / "metrics" / "history.csv").write_text(history)
     changed = [*sets, "batch_size=8"]  # the same folder, another config: trained and scored again
     assert decoders.train_and_score(data, config, "FPN:MobileNetV2", changed, str(tmp_path)) == expected
     assert calls == ["imseg.train", "imseg.infer"]
