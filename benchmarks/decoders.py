@@ -166,6 +166,9 @@ def probe(runs, config_path, extra, steps=12, batch=16, size=128):
 
 
 def main():
+    from run import end_children_on_sigterm
+
+    end_children_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="the Dubai set converted to 128 px tiles (docs/results.md, 'Reproduce')")
     parser.add_argument("--config", default=os.path.join(REPO, "configs", "dubai_aerial.yaml"))

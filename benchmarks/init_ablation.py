@@ -73,6 +73,9 @@ def run_variant(variant, steps, data):
 
 
 def main():
+    from run import end_children_on_sigterm
+
+    end_children_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=VARIANTS)
     parser.add_argument("--steps", type=int, default=80)

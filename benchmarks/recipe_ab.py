@@ -29,6 +29,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 DUBAI = os.path.join(os.path.dirname(REPO), "shared", "data", "dubai-aerial")
 SEED_CONFIG = os.path.join(REPO, "configs", "refine_net_224_pretrained.json")
 RECIPE_CONFIG = os.path.join(REPO, "configs", "aerial_scratch.yaml")
@@ -243,6 +244,9 @@ def run_old(data, seed, epochs):
 
 
 def main():
+    from run import end_children_on_sigterm
+
+    end_children_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=["old", "seed", "recipe"], choices=["old", "seed", "recipe"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

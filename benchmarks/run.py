@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,13 @@ AIR_CLASSES = {"building": ["hospital", "parking", "other"], "highway": ["roads"
 def emit(metric, value, unit, **context):
     value = None if value is None else round(float(value), 4)
     print(json.dumps({"metric": metric, "value": value, "unit": unit, **context}), flush=True)
+
+
+def end_children_on_sigterm():
+    """`kill` and `timeout` send SIGTERM to a benchmark driver only, not to the training it runs; as SystemExit
+    the signal makes the running `subprocess.run` kill that child, which would otherwise go on alone for hours,
+    holding the CPU and its run folder (Ctrl-C reaches the whole process group and needs nothing)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def spread(values):

@@ -1,10 +1,13 @@
-"""The benchmark harness's own arithmetic: spreads over repeats and the Markdown table of a saved run."""
+"""The benchmark harness's own arithmetic (spreads over repeats, the Markdown table of a saved run) and how its
+drivers run and stop their trainings."""
 
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -96,3 +99,36 @@ def test_the_decoder_table_reads_a_finished_run_again_and_trains_a_changed_one(t
     changed = [*sets, "batch_size=8"]  # the same folder, another config: trained and scored again
     assert decoders.train_and_score(data, config, "FPN:MobileNetV2", changed, str(tmp_path)) == expected
     assert calls == ["imseg.train", "imseg.infer"]
+
+
+def test_a_driver_stopped_by_sigterm_stops_the_training_it_runs(tmp_path):
+    """`timeout` or `kill` on a benchmark driver (benchmarks/decoders.py) must not leave its training running alone
+    (seen: a timed-out table run's training went on, holding the CPU and its run folder)."""
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        f"import subprocess, sys\nsys.path.insert(0, {os.path.dirname(_spec.origin)!r})\n"
+        "from run import end_children_on_sigterm\nend_children_on_sigterm()\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}])\n"
+    )
+
+    def started():
+        return pid_file.exists() and pid_file.read_text()
+
+    parent = subprocess.Popen([sys.executable, str(driver)])
+    try:
+        deadline = time.monotonic() + 60
+        while parent.poll() is None and not started() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)
+    finally:
+        parent.kill()
+        if started():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
