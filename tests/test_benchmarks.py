@@ -132,3 +132,33 @@ def test_a_driver_stopped_by_sigterm_stops_the_training_it_runs(tmp_path):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_the_peer_reads_a_split_as_images_0_255_channels_first_its_annotations_and_the_unignored_pixels(tmp_path):
+    """benchmarks/peer_smp.py trains PyTorch's channels-first layout from imseg's own files (needs no PyTorch)."""
+    import numpy as np
+    from PIL import Image
+
+    from imseg.annotations import write_annotation
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_peer", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "peer_smp.py")
+    )
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    split = tmp_path / "im_seg" / "val"
+    (split / "images").mkdir(parents=True)
+    (split / "annotations").mkdir()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+    annotation = np.zeros((2, 3, 4, 5), np.uint8)
+    annotation[0, 1], annotation[1, 2, :2] = 1, 1
+    ignore = np.zeros((2, 4, 5), np.uint8)
+    ignore[1, 3] = 1
+    for i in range(2):
+        Image.fromarray(pixels[i]).save(split / "images" / f"{i}.png")
+        write_annotation(str(split / "annotations" / f"{i}.npz"), annotation[i], f"{i}.png", ignore[i])
+    images, annotations, valid = peer.load(str(tmp_path), "val")
+    np.testing.assert_array_equal(images, pixels.transpose(0, 3, 1, 2).astype(np.float32))
+    np.testing.assert_array_equal(annotations, annotation)
+    np.testing.assert_array_equal(valid, (ignore == 0)[:, None])
