@@ -179,9 +179,14 @@ def main():
     else:
         data, task, metric, variant = build_dataset(args.work), Binary, "roads.test_iou", "peer FPN-ResNet50 (smp)"
         epochs, batch, names = args.epochs or 5, args.batch_size or 8, None
+    from imseg.errors import DataError
+
     tests = []
     for seed in args.seeds:
-        result = train_once(data, task, seed, epochs, batch)
+        try:
+            result = train_once(data, task, seed, epochs, batch)
+        except DataError as e:  # a split missing or unreadable: one line, as imseg's own commands say it
+            raise SystemExit(f"peer_smp: {e}") from None
         context = {"variant": variant, "seed": seed, "epochs": epochs, "batch": batch}
         iou, precision, recall = result.pop("iou"), result.pop("precision"), result.pop("recall")
         if names:  # land cover: the mean over classes, and each class by name
