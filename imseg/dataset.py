@@ -25,8 +25,13 @@ from imseg.errors import DataError
 from imseg.images import GEOTIFF, check_bit_depth, read_image
 from imseg.layout import list_split
 
-CACHE_VERSION = 3
-RECORDS_PER_SHARD = 1024
+CACHE_VERSION = 4
+# Tiles are cached in file order, so neighbouring records come from one source image. Small shards read many at a
+# time give each shuffle window records from all over the split, not from a few images (v3: 1024-record shards, four
+# at a time, gave a window of 1024 tiles from 11-17 of the Dubai set's 58 training images; BatchNorm's statistics and
+# the last steps of a run followed those few images).
+RECORDS_PER_SHARD = 64
+SHARDS_READ_AT_ONCE = 128
 SHUFFLE_BUFFER = 1024
 
 
@@ -435,7 +440,7 @@ def make_dataset(
             shards = shards.batch(len(meta.shards)).flat_map(lambda names: _permute(names, key, -1))
         ds = shards.interleave(  # evaluation reads shards one after another: records in file order
             tf.data.TFRecordDataset,
-            cycle_length=min(4, len(meta.shards)) if epoch is not None else 1,
+            cycle_length=min(SHARDS_READ_AT_ONCE, len(meta.shards)) if epoch is not None else 1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

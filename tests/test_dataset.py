@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import write_air_dataset
+from imseg import dataset
 from imseg.dataset import load_split, make_dataset
 from imseg.errors import DataError
 from imseg.layout import list_split
@@ -194,6 +195,26 @@ def test_training_order_is_shuffled_with_the_seed_and_the_epoch(air):
     assert first == orders(1) and sorted(first[0]) == sorted(first[1]) and first[0] != first[1]
     assert first[1:] == orders(1, first_epoch=1, epochs=2)  # a resumed run sees the same epochs
     assert orders(3)[0] != first[0]
+
+
+def test_each_shuffle_window_draws_on_every_shard_not_on_a_few_neighbouring_images(tmp_path, monkeypatch):
+    # The cache keeps file order, where neighbours come from one source image; a window read from a few shards
+    # would hold a few images only.
+    monkeypatch.setattr(dataset, "RECORDS_PER_SHARD", 4)
+    monkeypatch.setattr(dataset, "SHUFFLE_BUFFER", 8)
+    data_path, _ = write_air_dataset(str(tmp_path / "d"), counts=(24, 1, 1), size=(12, 12))
+    meta = load_split(data_path, "train", len(NAMES), log=lambda m: None)
+    assert len(meta.shards) == 6
+
+    def sums(batches):
+        return [s for b in batches for s in tf.reduce_sum(tf.cast(b[0], tf.int32), axis=[1, 2, 3]).numpy().tolist()]
+
+    file_order = sums(make_dataset(meta, [0], (12, 12, 3), batch_size=8, training=False))
+    assert len(set(file_order)) == 24  # each image is known by its pixel sum
+    shard = {s: i // 4 for i, s in enumerate(file_order)}
+    windows = sums(make_dataset(meta, [0], (12, 12, 3), batch_size=8, training=True, seed=2).take(3 * 5))
+    for start in range(0, len(windows), 8):  # five epochs of three windows
+        assert {shard[s] for s in windows[start : start + 8]} == set(range(6))
 
 
 def test_cache_is_built_once_and_rebuilt_when_a_file_changes(air):
