@@ -38,7 +38,8 @@ def evaluate_split(
         output_dir: where the run folder is (default `D/im_seg/out`).
         batch_size: images per prediction call (default: the config's).
         save_probs: also write float16 probabilities.
-        tta: "flip" averages each image's logits over its four flips.
+        tta: "flip" averages each image's logits over its four flips, "d4" over its eight quarter turns and
+            mirrors.
         output: the folder to write (default `<run>/preds/<split>`); one that is not empty is refused, unless
             `overwrite` clears it first, so that the predictions of two models or splits never mix.
         log: called with each line to report.

@@ -100,7 +100,7 @@ def map_images(
         batch_size: tiles per prediction call (default: the predictor's).
         save_probs: also write probabilities.
         log: called with each line to report.
-        tta: "flip" averages each tile's logits over its four flips.
+        tta: "flip" averages each tile's logits over its four flips, "d4" over its eight quarter turns and mirrors.
         vectorize: also write `<stem>.geojson`, the predicted regions as polygons (georeferenced GeoTIFFs).
         simplify, min_area, vector_crs, vector_format: see `imseg.geo.polygons.vectorize`.
         overwrite: clear `output` first.

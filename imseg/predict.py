@@ -15,7 +15,16 @@ import numpy as np
 
 from imseg.tiles import tile_starts
 
-TTA = ("none", "flip")
+# Test-time augmentation: each view of a tile, as (transpose, flipped axes), is predicted, transformed back and
+# averaged. "d4" adds the transposed tile's four flips: the eight symmetries of a square (every quarter turn, with
+# and without a mirror), for imagery seen from above, where no direction is up.
+_FLIPS = ((), (2,), (1,), (1, 2))
+VIEWS = {
+    "none": ((False, ()),),
+    "flip": tuple((False, axes) for axes in _FLIPS),
+    "d4": tuple((transpose, axes) for transpose in (False, True) for axes in _FLIPS),
+}
+TTA = tuple(VIEWS)
 
 
 def blend_window(size, overlap):
@@ -50,14 +59,18 @@ def probabilities(logits: np.ndarray, task: str = "multilabel") -> np.ndarray:
 
 
 def tile_logits(model, tiles, tta="none"):
-    """Logits of a batch of tiles; with `tta="flip"` the mean of the logits of the tiles as they are and flipped
-    horizontally, vertically and both (each flipped back)."""
-    logits = np.asarray(model.predict_on_batch(tiles), np.float32)
-    if tta == "flip":
-        for axes in ((2,), (1,), (1, 2)):
-            logits += np.flip(np.asarray(model.predict_on_batch(np.flip(tiles, axes)), np.float32), axes)
-        logits /= 4
-    return logits
+    """Logits of a batch of (N, H, W, C) tiles; with `tta="flip"` the mean of the logits of the tiles as they are
+    and flipped horizontally, vertically and both, with `"d4"` also of those four transposed (square tiles only),
+    each transformed back."""
+    tiles = np.asarray(tiles)
+    if tta == "d4" and tiles.shape[1] != tiles.shape[2]:
+        raise ValueError(f"tta='d4' transposes tiles, so they must be square; got {tiles.shape[1]}x{tiles.shape[2]}")
+    total = 0.0
+    for transpose, axes in VIEWS[tta]:
+        view = np.flip(np.swapaxes(tiles, 1, 2) if transpose else tiles, axes)
+        logits = np.flip(np.asarray(model.predict_on_batch(view), np.float32), axes)
+        total = total + (np.swapaxes(logits, 1, 2) if transpose else logits)
+    return total / len(VIEWS[tta])
 
 
 def stream_logits(model, read, height, width, overlap=0.25, batch_size=8, tta="none", progress=None, block=None):
@@ -168,7 +181,8 @@ def predict_image(
         threshold: the multilabel decision threshold on logits for `output="masks"`.
         progress: if given, called with the number of tiles done and the total.
         task: `"multilabel"` or `"multiclass"`, as the model was trained.
-        tta: `"flip"` averages the logits over the four flips of each tile (4 times the work).
+        tta: `"flip"` averages the logits over the four flips of each tile (4 times the work), `"d4"` over its
+            eight quarter turns and mirrors (8 times; square tiles only).
 
     Returns:
         (H, W, K). Images smaller than the model's input are zero-padded, never resized.

@@ -110,10 +110,10 @@ def other_prediction(c):
             "truth": []}  # fmt: skip
 
 
-def infer_with_model(c, *extra):
+def infer_with_model(c, *extra, shape=(32, 32, 3)):
     c.program = "infer"
     c.T = c.T + ".keras"
-    tiny_model(c.T, 2)
+    tiny_model(c.T, 2, shape)
     c.extra.extend(["--model", c.T, *extra])
 
 
@@ -246,8 +246,8 @@ def pyramid_decoder(c, decoder, **changes):
     c.config.update(type=decoder, **changes)
 
 
-def tiny_model(path, classes):
-    inputs = keras.Input((32, 32, 3))
+def tiny_model(path, classes, shape=(32, 32, 3)):
+    inputs = keras.Input(shape)
     keras.Model(inputs, keras.layers.Conv2D(classes, 1)(inputs)).save(path)
 
 
@@ -455,6 +455,10 @@ SCENARIOS = {
         infer_with_model(
             c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.T + "-out", "--threshold", "1"
         ),
+    ),
+    "infer-tta-d4-not-square": lambda c, m: (
+        c.config.update(input_shape=[32, 48, 3]),
+        infer_with_model(c, "--images", c.D, "--output", c.T + "-out", "--tta", "d4", shape=(32, 48, 3)),
     ),
     "infer-output-file": lambda c, m: infer_with_model(
         c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.C

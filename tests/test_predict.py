@@ -85,6 +85,40 @@ def test_bad_arguments():
         predict_image(conv_model(), np.zeros((40, 40)))
 
 
+class Skewed:
+    """A 'model' that sees direction and position: a pixel minus the one above it, and a pixel times its row and
+    column, so that every view of a tile predicts differently."""
+
+    def predict_on_batch(self, tiles):
+        rows, cols = np.arange(tiles.shape[1])[:, None], np.arange(tiles.shape[2])
+        vertical = tiles[..., 0] - np.roll(tiles[..., 0], 1, axis=1)
+        return np.stack([vertical, tiles[..., 1] * (1 + rows * cols)], axis=-1)
+
+
+def test_test_time_views_are_the_symmetries_of_a_square_each_undone():
+    from imseg.predict import tile_logits
+
+    tiles = np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype(np.float32)
+
+    def mean_over(turns, mirrors):  # reference: quarter turns k (and a mirror first), each turned back
+        views = []
+        for k in turns:
+            for mirror in mirrors:
+                view = np.rot90(np.flip(tiles, 2) if mirror else tiles, k, axes=(1, 2))
+                back = np.rot90(Skewed().predict_on_batch(view), -k, axes=(1, 2))
+                views.append(np.flip(back, 2) if mirror else back)
+        return np.mean(views, axis=0)
+
+    np.testing.assert_allclose(tile_logits(Skewed(), tiles), mean_over([0], [False]), atol=1e-5)
+    # the four flips are the half turns with and without a mirror; d4 all eight symmetries
+    np.testing.assert_allclose(tile_logits(Skewed(), tiles, "flip"), mean_over([0, 2], [False, True]), atol=1e-5)
+    d4 = tile_logits(Skewed(), tiles, "d4")
+    np.testing.assert_allclose(d4, mean_over(range(4), [False, True]), atol=1e-5)
+    assert np.abs(d4 - tile_logits(Skewed(), tiles, "flip")).max() > 0.1
+    with pytest.raises(ValueError, match="square; got 5x4"):
+        tile_logits(Skewed(), tiles[:, :, :4], "d4")
+
+
 def test_column_blocks_and_flip_tta_give_the_same_blend():
     from imseg.predict import stream_logits
 
