@@ -64,8 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="clear an --output folder that holds other files or predictions before writing")  # fmt: skip
     p.add_argument("--tta", choices=TTA, default="none",
-                   help="flip: average each tile's logits over its four flips (4x the work); d4: over its eight "
-                        "quarter turns and mirrors (8x; square tiles)")  # fmt: skip
+                   help="none (default): one view; flip: average each tile's logits over its four flips (4x the "
+                        "work); d4: over its eight quarter turns and mirrors (8x; square tiles)")  # fmt: skip
     p.add_argument("--vectorize", action="store_true", help="also write <stem>.geojson: the regions as polygons")
     p.add_argument("--simplify", type=number(0, 100), default=1.0, help="polygon tolerance in pixels (default 1)")
     p.add_argument("--min-area", type=number(0, 1e12), default=0.0, help="drop regions under this many m2 (default 0)")
@@ -127,7 +127,7 @@ def main(argv=None):
                                   "largest logit")  # fmt: skip
             predictor = dataclasses.replace(predictor, threshold=args.threshold)
         height, width = predictor.model.input_shape[1:3]
-        if args.tta == "d4" and height != width:
+        if args.tta == "d4" and height != width:  # checked before anything is written
             raise ConfigError(f"{predictor.path}: --tta d4 turns tiles by quarter turns, so it needs square tiles; "
                               f"this model takes {height}x{width} tiles: use --tta flip")  # fmt: skip
         if args.images:
