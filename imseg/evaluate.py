@@ -53,6 +53,7 @@ def evaluate_split(
     from imseg.outputs import LOCK_NAME, RunPaths, clear_folder, output_folder
 
     config, names, model = predictor.config, list(predictor.classes), predictor.model
+    predictor.check_tta(tta)
     classes_path = classes_path or default_classes_path(data_path)
     all_names = load_class_names(classes_path)
     indices = select_classes(config, all_names, "config", classes_path)[1]

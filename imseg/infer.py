@@ -126,10 +126,6 @@ def main(argv=None):
                 raise ConfigError("--threshold is for multilabel models; a multiclass model predicts the class of the "
                                   "largest logit")  # fmt: skip
             predictor = dataclasses.replace(predictor, threshold=args.threshold)
-        height, width = predictor.model.input_shape[1:3]
-        if args.tta == "d4" and height != width:  # checked before anything is written
-            raise ConfigError(f"{predictor.path}: --tta d4 turns tiles by quarter turns, so it needs square tiles; "
-                              f"this model takes {height}x{width} tiles: use --tta flip")  # fmt: skip
         if args.images:
             map_images(
                 predictor,

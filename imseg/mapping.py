@@ -122,6 +122,7 @@ def map_images(
     from imseg.outputs import clear_folder, output_folder, sha256, try_lock, write_json, write_png
     from imseg.visualize import class_colours, hex_colour, legend
 
+    predictor.check_tta(tta)
     files = image_files(paths)
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     if len(set(stems)) != len(stems):

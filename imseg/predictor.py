@@ -37,6 +37,17 @@ class Predictor:
     bands: tuple = None
     gsd: float = None
 
+    def check_tta(self, tta):
+        """Refuse test-time views that this model's tiles cannot take, before anything is predicted or written."""
+        from imseg.predict import TTA
+
+        if tta not in TTA:
+            raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA)}")
+        height, width = self.model.input_shape[1:3]
+        if tta == "d4" and height != width:
+            raise ConfigError(f"{self.path}: --tta d4 turns tiles by quarter turns, so it needs square tiles; "
+                              f"this model takes {height}x{width} tiles: use --tta flip")  # fmt: skip
+
 
 def load_predictor(model_path=None, config_path=None, data_path=None, classes_path=None, output_dir=None):
     """The trained model with its classes, task and threshold, all checked against each other.

@@ -458,7 +458,7 @@ SCENARIOS = {
     ),
     "infer-tta-d4-not-square": lambda c, m: (
         c.config.update(input_shape=[32, 48, 3]),
-        infer_with_model(c, "--images", c.D, "--output", c.T + "-out", "--tta", "d4", shape=(32, 48, 3)),
+        infer_with_model(c, "--split", "val", "--tta", "d4", shape=(32, 48, 3)),  # --images: test_predict_images.py
     ),
     "infer-output-file": lambda c, m: infer_with_model(
         c, "--images", os.path.join(c.D, "im_seg/val/images"), "--output", c.C

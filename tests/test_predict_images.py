@@ -65,6 +65,21 @@ def test_a_folder_of_other_predictions_or_other_files_is_refused_and_overwrite_c
     assert os.listdir(tmp / "mine") == ["notes.txt"]
 
 
+def test_test_time_views_the_tiles_cannot_take_are_refused_before_anything_is_written(setup):
+    import dataclasses
+
+    tmp, predictor = setup
+    inputs = keras.Input((32, 48, 3))
+    oblong = dataclasses.replace(predictor, model=keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs)))
+    with pytest.raises(ConfigError, match="needs square tiles; this model takes 32x48 tiles: use --tta flip"):
+        map_images(oblong, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None, tta="d4")
+    with pytest.raises(ConfigError, match="tta 'D4': expected one of none, flip, d4"):
+        map_images(predictor, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None, tta="D4")
+    assert not os.path.exists(tmp / "out")
+    summary = map_images(oblong, [str(tmp / "one.png")], str(tmp / "out"), log=lambda line: None, tta="flip")
+    assert list(summary["images"]) == ["one"]
+
+
 def test_threshold_on_the_command_line_is_used_and_recorded(setup, capsys):
     tmp, _ = setup
     status = main(["--model", str(tmp / "m.keras"), "--images", str(tmp / "one.png"), "--output", str(tmp / "out"),
