@@ -97,7 +97,7 @@ def model_figures(config_path, sets):
     from imseg.build import build_segmenter
     from imseg.config import load_config
 
-    config = load_config(config_path, sets)
+    config = load_config(config_path, [*sets, "ema=null"])  # moving averages are copies of the weights, not parameters
     model = build_segmenter(config, [f"c{i}" for i in range(5)])
     return model.count_params(), model_flops(model) / 1e9
 
@@ -147,8 +147,6 @@ def probe(runs, config_path, extra, steps=12, batch=16, size=128):
     from imseg.tfenv import import_tensorflow
 
     import_tensorflow()
-    from run import model_flops
-
     from imseg.build import build_model
     from imseg.config import load_config
 
@@ -161,8 +159,8 @@ def probe(runs, config_path, extra, steps=12, batch=16, size=128):
         start = time.perf_counter()
         model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
         rate = batch * steps / (time.perf_counter() - start)
-        emit("decoders.probe_images_per_s", rate, "images/s", run=run, params=model.count_params(),
-             gflops_per_image=round(model_flops(model) / 1e9, 3))  # fmt: skip
+        params, gflops = model_figures(config_path, overrides(run, 0, 1, extra))
+        emit("decoders.probe_images_per_s", rate, "images/s", run=run, params=params, gflops_per_image=round(gflops, 3))
 
 
 def main():

@@ -16,6 +16,12 @@ _spec = importlib.util.spec_from_file_location(
 )
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
+_spec = importlib.util.spec_from_file_location(
+    "bench_decoders", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "decoders.py")
+)
+decoders = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(decoders)
+DUBAI_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "dubai_aerial.yaml")
 
 
 @pytest.mark.parametrize(
@@ -57,17 +63,20 @@ def test_table_of_a_missing_or_broken_file_is_one_line_and_status_2(tmp_path, co
     assert done.stderr.splitlines()[-1].startswith(f"run.py: error: --table {path}: ")
 
 
+def test_the_decoder_table_counts_a_networks_parameters_not_its_moving_averages():
+    # configs/dubai_aerial.yaml's network: 1.15 M parameters, 0.738 GFLOPs per 128-px image (docs/results.md)
+    sets = decoders.overrides("RefineNet:MobileNetV2:AIR", 0, 9, [])
+    expected = decoders.model_figures(DUBAI_CONFIG, sets)
+    assert expected[0] == 1151841 and round(expected[1], 3) == 0.738
+    assert decoders.model_figures(DUBAI_CONFIG, [*sets, "ema=0.999"]) == expected
+
+
 def test_the_decoder_table_reads_a_finished_run_again_and_trains_a_changed_one(tmp_path, monkeypatch):
     """benchmarks/decoders.py run again goes on where it stopped: a run folder of exactly the asked config, trained
     and scored, is read, not trained again; any other config is trained (hours each on a CPU)."""
     from imseg.config import load_config
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_decoders", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "decoders.py")
-    )
-    decoders = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(decoders)
-    config = os.path.join(os.path.dirname(__file__), "..", "configs", "dubai_aerial.yaml")
+    config = DUBAI_CONFIG
     sets = decoders.overrides("FPN:MobileNetV2", 0, 6, [])
     assert 'name="FPN-MobileNetV2-s0"' in sets
     other = decoders.overrides("FPN:MobileNetV2", 0, 8, ["batch_size=8"])  # another run: its own folder
